@@ -1,0 +1,326 @@
+//! An account's requirement (MODEL.md sections 2, 4, 5 and 6): equity, margin balance,
+//! grid and statistical risk, the short option minimum, initial and maintenance margin, and
+//! the status that follows.
+//!
+//! The account is evaluated underlying by underlying: each underlying contributes its value,
+//! its row of grid P&L and its historical P&L series. The same routine serves today's market
+//! (reading the precomputed risk arrays) and the liquidation-price search (repricing one
+//! underlying at a scaled price), so the two can never disagree on what a requirement is.
+
+use crate::arrays::RiskArrays;
+use crate::book::{Book, BookAccount};
+use crate::error::{InputError, Result};
+use crate::fhs::var_es;
+use crate::grid::{self, fill_asset, fill_instrument, GridOutcome};
+use serde::Serialize;
+
+/// Where an account stands against its requirements.
+///
+/// Ordered from best to worst: `healthy` (margin balance covers initial margin), `restricted`
+/// (between maintenance and initial: reduce-only), `liquidatable` (below maintenance),
+/// `bankrupt` (negative margin balance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Healthy,
+    Restricted,
+    Liquidatable,
+    Bankrupt,
+}
+
+impl Status {
+    pub fn of(margin_balance: f64, initial_margin: f64, maintenance_margin: f64) -> Status {
+        if margin_balance < 0.0 {
+            Status::Bankrupt
+        } else if margin_balance < maintenance_margin {
+            Status::Liquidatable
+        } else if margin_balance < initial_margin {
+            Status::Restricted
+        } else {
+            Status::Healthy
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Healthy => "healthy",
+            Status::Restricted => "restricted",
+            Status::Liquidatable => "liquidatable",
+            Status::Bankrupt => "bankrupt",
+        }
+    }
+}
+
+/// Every figure of an account's requirement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Requirement {
+    pub equity: f64,
+    pub margin_balance: f64,
+    pub grid: GridOutcome,
+    pub var: f64,
+    pub es: f64,
+    pub statistical_risk: f64,
+    pub short_option_minimum: f64,
+    pub addons: f64,
+    pub initial_margin: f64,
+    pub maintenance_margin: f64,
+    pub status: Status,
+}
+
+impl Requirement {
+    pub fn below_maintenance(&self) -> bool {
+        self.margin_balance < self.maintenance_margin
+    }
+}
+
+/// Running sums for one account while its underlyings are added.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    rows: Vec<f64>,
+    fhs: Vec<f64>,
+    equity: f64,
+    margin_balance: f64,
+    short_option_notional: f64,
+}
+
+impl Partial {
+    /// `rows[e * width + s]`: the account's P&L on its `e`-th exposure in slot `s`.
+    pub fn rows(&self) -> &[f64] {
+        &self.rows
+    }
+}
+
+/// Evaluates accounts of one book against its risk arrays.
+pub struct Evaluator<'a> {
+    pub book: &'a Book,
+    pub arrays: &'a RiskArrays,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(book: &'a Book, arrays: &'a RiskArrays) -> Self {
+        Evaluator { book, arrays }
+    }
+
+    /// The account's requirement in today's market.
+    pub fn requirement(&self, account: &BookAccount) -> Result<Requirement> {
+        self.check_history(account)?;
+        Ok(self.finish(account, &self.partial(account)))
+    }
+
+    /// The account's sums in today's market, read from the risk arrays.
+    pub(crate) fn partial(&self, account: &BookAccount) -> Partial {
+        let mut partial = self.fixed_part(account);
+        for (e, &u) in account.exposures.iter().enumerate() {
+            self.add_underlying(account, e, u, 1.0, &mut partial, &mut Vec::new());
+        }
+        partial
+    }
+
+    /// Requirements of every account in the book, in book order (in parallel on rayon's pool).
+    pub fn requirements(&self) -> Result<Vec<Requirement>> {
+        use rayon::prelude::*;
+        self.book
+            .accounts
+            .par_iter()
+            .map(|a| self.requirement(a))
+            .collect()
+    }
+
+    /// An account exposed to an underlying the history lacks cannot be simulated.
+    pub fn check_history(&self, account: &BookAccount) -> Result<()> {
+        if let Some(shocks) = &self.arrays.fhs_shocks {
+            if let Some(&u) = account.exposures.iter().find(|&&u| shocks[u].is_none()) {
+                let name = &self.book.underlyings[u].name;
+                return Err(InputError::new(
+                    "history",
+                    name.as_str(),
+                    format!("the price history has no column for {name}, to which the account is exposed"),
+                )
+                .with_account(&account.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stable balances, which no scenario moves, with zeroed rows for every exposure.
+    pub(crate) fn fixed_part(&self, account: &BookAccount) -> Partial {
+        let mut p = Partial {
+            rows: vec![0.0; account.exposures.len() * self.arrays.width],
+            fhs: vec![0.0; self.arrays.fhs_count],
+            equity: 0.0,
+            margin_balance: 0.0,
+            short_option_notional: 0.0,
+        };
+        for b in &account.balances {
+            let asset = &self.book.assets[b.asset];
+            if asset.underlying.is_none() {
+                let value = b.amount * asset.price;
+                p.equity += value;
+                p.margin_balance += haircut_value(value, asset.haircut);
+            }
+        }
+        p
+    }
+
+    /// Adds everything the account holds on underlying `u` (its `e`-th exposure), with `u`'s
+    /// prices scaled by `scale`. At scale 1 the precomputed arrays are read; otherwise the
+    /// instruments are repriced into `scratch`.
+    pub(crate) fn add_underlying(
+        &self,
+        account: &BookAccount,
+        e: usize,
+        u: usize,
+        scale: f64,
+        partial: &mut Partial,
+        scratch: &mut Vec<f64>,
+    ) {
+        let book = self.book;
+        let arrays = self.arrays;
+        let (width, n_fhs, rate) = (arrays.width, arrays.fhs_count, book.rate);
+        let fresh = scale != 1.0;
+        let fhs_shocks = arrays.fhs_shocks.as_ref().and_then(|s| s[u].as_ref());
+        let spot = book.underlyings[u].spot * scale;
+        let Partial {
+            rows,
+            fhs,
+            equity,
+            margin_balance,
+            short_option_notional,
+        } = partial;
+        let row = &mut rows[e * width..(e + 1) * width];
+        for p in account.positions.iter().filter(|p| p.underlying == u) {
+            let inst = &book.instruments[p.instrument];
+            let i = p.instrument;
+            let value = if fresh {
+                inst.value_at(scale, rate)
+            } else {
+                arrays.values[i]
+            };
+            let pnl = p.size * (value - p.entry_price);
+            *equity += pnl;
+            *margin_balance += pnl;
+            if inst.option.is_some() && p.size < 0.0 {
+                *short_option_notional += -p.size * spot;
+            }
+            let grid_row: &[f64] = if fresh {
+                scratch.resize(width, 0.0);
+                fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, scratch);
+                scratch
+            } else {
+                &arrays.grid[i * width..(i + 1) * width]
+            };
+            add_scaled(row, grid_row, p.size);
+            if let Some(shocks) = fhs_shocks {
+                let fhs_row: &[f64] = if fresh {
+                    scratch.resize(n_fhs, 0.0);
+                    fill_instrument(inst, scale, shocks, rate, scratch);
+                    scratch
+                } else {
+                    &arrays.fhs[i * n_fhs..(i + 1) * n_fhs]
+                };
+                add_scaled(fhs, fhs_row, p.size);
+            }
+        }
+        for b in &account.balances {
+            let asset = &book.assets[b.asset];
+            if asset.underlying != Some(u) {
+                continue;
+            }
+            let value = b.amount * asset.price * scale;
+            *equity += value;
+            *margin_balance += haircut_value(value, asset.haircut);
+            let a = b.asset;
+            let grid_row: &[f64] = if fresh {
+                scratch.resize(width, 0.0);
+                fill_asset(asset, scale, &arrays.grid_shocks[u], scratch);
+                scratch
+            } else {
+                &arrays.asset_grid[a * width..(a + 1) * width]
+            };
+            add_scaled(row, grid_row, b.amount);
+            if let Some(shocks) = fhs_shocks {
+                let fhs_row: &[f64] = if fresh {
+                    scratch.resize(n_fhs, 0.0);
+                    fill_asset(asset, scale, shocks, scratch);
+                    scratch
+                } else {
+                    &arrays.asset_fhs[a * n_fhs..(a + 1) * n_fhs]
+                };
+                add_scaled(fhs, fhs_row, b.amount);
+            }
+        }
+    }
+
+    /// Turns the sums into requirements and a status.
+    pub(crate) fn finish(&self, account: &BookAccount, partial: &Partial) -> Requirement {
+        let params = &self.book.params;
+        let grid = grid::evaluate(&self.arrays.shape, &account.exposures, &partial.rows);
+        let (var, es) = if self.arrays.has_history() && !account.exposures.is_empty() {
+            let mut losses: Vec<f64> = partial.fhs.iter().map(|p| -p).collect();
+            var_es(&mut losses, params.statistical.confidence)
+        } else {
+            (0.0, 0.0)
+        };
+        let statistical_risk = es.max(0.0);
+        let short_option_minimum = params.som_rate * partial.short_option_notional;
+        let addons = 0.0;
+        let initial_margin = grid
+            .grid_risk
+            .max(statistical_risk)
+            .max(short_option_minimum)
+            + addons;
+        let maintenance_margin = params.mm_fraction * initial_margin;
+        Requirement {
+            equity: partial.equity,
+            margin_balance: partial.margin_balance,
+            status: Status::of(partial.margin_balance, initial_margin, maintenance_margin),
+            grid,
+            var,
+            es,
+            statistical_risk,
+            short_option_minimum,
+            addons,
+            initial_margin,
+            maintenance_margin,
+        }
+    }
+}
+
+/// A positive holding counts for its value less the haircut; a borrow counts in full.
+#[inline]
+fn haircut_value(value: f64, haircut: f64) -> f64 {
+    if value > 0.0 {
+        value * (1.0 - haircut)
+    } else {
+        value
+    }
+}
+
+#[inline]
+fn add_scaled(acc: &mut [f64], row: &[f64], size: f64) {
+    for (a, r) in acc.iter_mut().zip(row) {
+        *a += size * r;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_thresholds() {
+        assert_eq!(Status::of(100.0, 100.0, 75.0), Status::Healthy);
+        assert_eq!(Status::of(99.0, 100.0, 75.0), Status::Restricted);
+        assert_eq!(Status::of(75.0, 100.0, 75.0), Status::Restricted);
+        assert_eq!(Status::of(74.9, 100.0, 75.0), Status::Liquidatable);
+        assert_eq!(Status::of(0.0, 100.0, 75.0), Status::Liquidatable);
+        assert_eq!(Status::of(-0.01, 100.0, 75.0), Status::Bankrupt);
+        assert_eq!(Status::of(0.0, 0.0, 0.0), Status::Healthy);
+    }
+
+    #[test]
+    fn haircut_applies_to_holdings_not_borrows() {
+        assert_eq!(haircut_value(100.0, 0.05), 95.0);
+        assert_eq!(haircut_value(-100.0, 0.05), -100.0);
+    }
+}

@@ -1,0 +1,324 @@
+//! The book: a portfolio bound to a market snapshot and a parameter set.
+//!
+//! Building a book is where names become indices and marks are fixed: every distinct
+//! instrument is priced once (forward, vol, time to expiry, value) however many accounts hold
+//! it, and every reference an account makes is checked, so that the margin computation that
+//! follows cannot fail half way. Errors name the file that lacks something and the account
+//! that needed it.
+
+use crate::error::{InputError, Result};
+use crate::input::key_path;
+use crate::input::market::Market;
+use crate::input::params::Params;
+use crate::input::portfolio::{Account, Portfolio};
+use crate::instrument::{year_fraction, Instrument, Kind, OptionKind};
+use chrono::{DateTime, Utc};
+use pmargin_pricing::black76;
+use std::collections::HashMap;
+
+/// An underlying with its spot and scan parameters. `spot` is 0 for an underlying that the
+/// parameter set knows but the book does not use (and the market need not price).
+#[derive(Debug, Clone)]
+pub struct Underlying {
+    pub name: String,
+    pub spot: f64,
+    pub price_scan_range: f64,
+    pub vol_scan_up: f64,
+    pub vol_scan_down: f64,
+    pub standard_im_rate: f64,
+    pub standard_mm_rate: f64,
+}
+
+/// An instrument with its marks fixed for this snapshot.
+#[derive(Debug, Clone)]
+pub struct Priced {
+    pub instrument: Instrument,
+    pub underlying: usize,
+    /// Perpetual or future mark, or an option's forward.
+    pub forward: f64,
+    /// Options only: strike, side, implied vol and year fraction to expiry.
+    pub option: Option<OptionMark>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OptionMark {
+    pub strike: f64,
+    pub side: OptionKind,
+    pub vol: f64,
+    pub t: f64,
+}
+
+impl Priced {
+    /// Value of one contract when the underlying is scaled by `scale`, vols held: the option's
+    /// Black-76 value, or the mark of a perpetual or future.
+    #[inline]
+    pub fn value_at(&self, scale: f64, rate: f64) -> f64 {
+        match &self.option {
+            Some(o) => black76(o.side, self.forward * scale, o.strike, o.t, o.vol, rate),
+            None => self.forward * scale,
+        }
+    }
+}
+
+/// A collateral asset: its price, haircut, and the underlying it moves with (none: stable).
+#[derive(Debug, Clone)]
+pub struct Asset {
+    pub name: String,
+    pub price: f64,
+    pub haircut: f64,
+    pub underlying: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BookPosition {
+    pub instrument: usize,
+    pub underlying: usize,
+    pub size: f64,
+    /// Entry price of a perpetual or future; 0 for options, whose premium sits in balances.
+    pub entry_price: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BookBalance {
+    pub asset: usize,
+    pub amount: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BookAccount {
+    pub id: String,
+    pub positions: Vec<BookPosition>,
+    pub balances: Vec<BookBalance>,
+    /// Underlyings with a nonzero position or a nonzero non-stable balance, ascending.
+    pub exposures: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Book {
+    pub as_of: DateTime<Utc>,
+    pub rate: f64,
+    pub params: Params,
+    pub underlyings: Vec<Underlying>,
+    pub instruments: Vec<Priced>,
+    pub assets: Vec<Asset>,
+    pub accounts: Vec<BookAccount>,
+}
+
+impl Book {
+    pub fn build(portfolio: &Portfolio, market: &Market, params: &Params) -> Result<Book> {
+        let mut builder = Builder {
+            portfolio,
+            market,
+            params,
+            underlyings: params
+                .underlyings
+                .iter()
+                .map(|(name, u)| Underlying {
+                    name: name.clone(),
+                    spot: 0.0,
+                    price_scan_range: u.price_scan_range,
+                    vol_scan_up: u.vol_scan_up,
+                    vol_scan_down: u.vol_scan_down,
+                    standard_im_rate: u.standard_im_rate,
+                    standard_mm_rate: u.standard_mm_rate,
+                })
+                .collect(),
+            instruments: Vec::new(),
+            instrument_index: HashMap::new(),
+            assets: Vec::new(),
+            asset_index: HashMap::new(),
+        };
+        let accounts = portfolio
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| builder.account(i, a))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Book {
+            as_of: market.as_of,
+            rate: market.rate,
+            params: params.clone(),
+            underlyings: builder.underlyings,
+            instruments: builder.instruments,
+            assets: builder.assets,
+            accounts,
+        })
+    }
+
+    pub fn underlying_index(&self, name: &str) -> Option<usize> {
+        self.underlyings.iter().position(|u| u.name == name)
+    }
+}
+
+struct Builder<'a> {
+    portfolio: &'a Portfolio,
+    market: &'a Market,
+    params: &'a Params,
+    underlyings: Vec<Underlying>,
+    instruments: Vec<Priced>,
+    instrument_index: HashMap<String, usize>,
+    assets: Vec<Asset>,
+    asset_index: HashMap<String, usize>,
+}
+
+impl Builder<'_> {
+    fn account(&mut self, index: usize, account: &Account) -> Result<BookAccount> {
+        let mut positions = Vec::with_capacity(account.positions.len());
+        let mut exposures = Vec::new();
+        for p in &account.positions {
+            let (instrument, underlying) = self
+                .instrument(&p.instrument)
+                .map_err(|e| e.with_account(&account.id))?;
+            if p.size != 0.0 {
+                exposures.push(underlying);
+            }
+            positions.push(BookPosition {
+                instrument,
+                underlying,
+                size: p.size,
+                entry_price: p.entry_price.unwrap_or(0.0),
+            });
+        }
+        let mut balances = Vec::with_capacity(account.balances.len());
+        for (name, amount) in &account.balances {
+            let path = key_path(&format!("accounts[{index}].balances"), name);
+            let asset = self
+                .asset(name, &path)
+                .map_err(|e| e.with_account(&account.id))?;
+            if let Some(u) = self.assets[asset].underlying {
+                if *amount != 0.0 {
+                    exposures.push(u);
+                }
+            }
+            balances.push(BookBalance {
+                asset,
+                amount: *amount,
+            });
+        }
+        exposures.sort_unstable();
+        exposures.dedup();
+        Ok(BookAccount {
+            id: account.id.clone(),
+            positions,
+            balances,
+            exposures,
+        })
+    }
+
+    /// Index of an underlying, pricing its spot on first use.
+    fn underlying(&mut self, name: &str, needed_by: &str) -> Result<usize> {
+        let params_file = if self.params.source.is_empty() {
+            "parameter set"
+        } else {
+            self.params.source.as_str()
+        };
+        let u = self
+            .underlyings
+            .iter()
+            .position(|u| u.name == name)
+            .ok_or_else(|| {
+                InputError::new(
+                    params_file,
+                    key_path("underlyings", name),
+                    format!("no scan parameters for underlying {name}, needed by {needed_by}"),
+                )
+            })?;
+        if self.underlyings[u].spot == 0.0 {
+            let spot = self.market.prices.get(name).copied().ok_or_else(|| {
+                InputError::new(
+                    &self.market.source,
+                    key_path("prices", name),
+                    format!("no price for underlying {name}, needed by {needed_by}"),
+                )
+            })?;
+            self.underlyings[u].spot = spot;
+        }
+        Ok(u)
+    }
+
+    fn instrument(&mut self, inst: &Instrument) -> Result<(usize, usize)> {
+        if let Some(&i) = self.instrument_index.get(&inst.name) {
+            return Ok((i, self.instruments[i].underlying));
+        }
+        let u = self.underlying(&inst.underlying, &inst.name)?;
+        let spot = self.underlyings[u].spot;
+        let market = self.market;
+        let (forward, option) = match (inst.kind, inst.expiry) {
+            (Kind::Perpetual, _) => (
+                market
+                    .perpetual_marks
+                    .get(&inst.underlying)
+                    .copied()
+                    .unwrap_or(spot),
+                None,
+            ),
+            (Kind::Future, Some(expiry)) => (market.forward(&inst.underlying, expiry, spot), None),
+            (Kind::Option { strike, side }, Some(expiry)) => {
+                let forward = market.forward(&inst.underlying, expiry, spot);
+                let vol = market.option_vol(inst, strike, forward).ok_or_else(|| {
+                    InputError::new(
+                        &market.source,
+                        key_path("vols", &inst.underlying),
+                        format!(
+                            "no implied vol for option {} (give vols.{}.default, a smile for its expiry, or ivs)",
+                            inst.name, inst.underlying
+                        ),
+                    )
+                })?;
+                let t = year_fraction(market.as_of, crate::instrument::expiry_instant(expiry));
+                (
+                    forward,
+                    Some(OptionMark {
+                        strike,
+                        side,
+                        vol,
+                        t,
+                    }),
+                )
+            }
+            _ => unreachable!("the parser gives every dated contract an expiry"),
+        };
+        let index = self.instruments.len();
+        self.instruments.push(Priced {
+            instrument: inst.clone(),
+            underlying: u,
+            forward,
+            option,
+        });
+        self.instrument_index.insert(inst.name.clone(), index);
+        Ok((index, u))
+    }
+
+    fn asset(&mut self, name: &str, path: &str) -> Result<usize> {
+        if let Some(&a) = self.asset_index.get(name) {
+            return Ok(a);
+        }
+        let collateral = self.params.collateral.get(name).ok_or_else(|| {
+            InputError::new(
+                &self.portfolio.source,
+                path,
+                format!("asset {name} has no entry in the parameter set's `collateral`"),
+            )
+        })?;
+        let underlying = match &collateral.underlying {
+            Some(u) => Some(self.underlying(u, &format!("balance {name}"))?),
+            None => None,
+        };
+        let price = self.market.prices.get(name).copied().ok_or_else(|| {
+            InputError::new(
+                &self.market.source,
+                key_path("prices", name),
+                format!("no price for balance asset {name}"),
+            )
+        })?;
+        let index = self.assets.len();
+        self.assets.push(Asset {
+            name: name.to_string(),
+            price,
+            haircut: collateral.haircut,
+            underlying,
+        });
+        self.asset_index.insert(name.to_string(), index);
+        Ok(index)
+    }
+}

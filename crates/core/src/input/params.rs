@@ -1,0 +1,442 @@
+//! The risk parameter set: scan ranges, collateral haircuts, grid shape and model settings.
+//!
+//! Parameters are versioned; a risk committee approves each version. The same schema is read
+//! from JSON or TOML. Every section but `version` and `underlyings` may be left out and then
+//! takes the defaults of FORMATS.md.
+
+use super::{check_number, from_value, key_path, parse_json};
+use crate::error::{InputError, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// The file this set was read from, quoted in errors; not part of the schema.
+    #[serde(skip)]
+    pub source: String,
+    pub version: u64,
+    pub underlyings: BTreeMap<String, UnderlyingParams>,
+    #[serde(default = "default_collateral")]
+    pub collateral: BTreeMap<String, CollateralParams>,
+    #[serde(default)]
+    pub grid: GridParams,
+    #[serde(default)]
+    pub statistical: StatisticalParams,
+    #[serde(default = "default_som_rate")]
+    pub som_rate: f64,
+    #[serde(default = "default_mm_fraction")]
+    pub mm_fraction: f64,
+    #[serde(default = "default_im_base")]
+    pub short_option_im_base: f64,
+    #[serde(default = "default_im_floor")]
+    pub short_option_im_floor: f64,
+    #[serde(default = "default_short_mm")]
+    pub short_option_mm: f64,
+}
+
+/// Scan ranges and isolated-margin rates of one underlying. All are fractions:
+/// `price_scan_range` 0.10 is a 10% move, `vol_scan_up` 0.10 is ten vol points.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnderlyingParams {
+    pub price_scan_range: f64,
+    pub vol_scan_up: f64,
+    pub vol_scan_down: f64,
+    pub standard_im_rate: f64,
+    pub standard_mm_rate: f64,
+}
+
+/// How an asset counts as collateral. No `underlying` means a stablecoin: it never moves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollateralParams {
+    #[serde(default)]
+    pub haircut: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlying: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GridParams {
+    pub price_steps: usize,
+    pub extreme_multiple: f64,
+    pub extreme_cover: f64,
+    pub decoupling_fraction: f64,
+}
+
+impl Default for GridParams {
+    fn default() -> Self {
+        GridParams {
+            price_steps: 7,
+            extreme_multiple: 2.0,
+            extreme_cover: 0.35,
+            decoupling_fraction: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatisticalParams {
+    pub confidence: f64,
+    pub horizon_days: u32,
+    pub ewma_lambda: f64,
+    pub filtered: bool,
+}
+
+impl Default for StatisticalParams {
+    fn default() -> Self {
+        StatisticalParams {
+            confidence: 0.99,
+            horizon_days: 1,
+            ewma_lambda: 0.94,
+            filtered: true,
+        }
+    }
+}
+
+fn default_collateral() -> BTreeMap<String, CollateralParams> {
+    let entry = |haircut: f64, underlying: Option<&str>| CollateralParams {
+        haircut,
+        underlying: underlying.map(str::to_string),
+    };
+    BTreeMap::from([
+        ("USDC".to_string(), entry(0.0, None)),
+        ("BTC".to_string(), entry(0.05, Some("BTC"))),
+        ("ETH".to_string(), entry(0.07, Some("ETH"))),
+    ])
+}
+fn default_som_rate() -> f64 {
+    0.01
+}
+fn default_mm_fraction() -> f64 {
+    0.75
+}
+fn default_im_base() -> f64 {
+    0.15
+}
+fn default_im_floor() -> f64 {
+    0.10
+}
+fn default_short_mm() -> f64 {
+    0.075
+}
+
+impl Params {
+    /// Reads a parameter set; `file` ending in `.toml` is read as TOML, anything else as JSON.
+    pub fn parse(file: &str, text: &str) -> Result<Params> {
+        let value = if file.to_ascii_lowercase().ends_with(".toml") {
+            toml_to_json(file, text)?
+        } else {
+            parse_json(file, text)?
+        };
+        let collateral_given = value.get("collateral").is_some();
+        let mut params: Params = from_value(file, value)?;
+        if !collateral_given {
+            // The documented default names BTC and ETH; keep only what this set can margin.
+            let known = params.underlyings.clone();
+            params
+                .collateral
+                .retain(|_, c| c.underlying.as_ref().is_none_or(|u| known.contains_key(u)));
+        }
+        params.validate(file)?;
+        params.source = file.to_string();
+        Ok(params)
+    }
+
+    /// Range and cross-field rules. A parameter set that passes can be margined with.
+    pub fn validate(&self, file: &str) -> Result<()> {
+        let num =
+            |path: &str, v: f64, min: f64, strict: bool| check_number(file, path, v, min, strict);
+        let at_most = |path: &str, v: f64, max: f64| {
+            if v <= max {
+                Ok(())
+            } else {
+                Err(InputError::new(
+                    file,
+                    path,
+                    format!("must be at most {max}, got {v}"),
+                ))
+            }
+        };
+        if self.version == 0 {
+            return Err(InputError::new(
+                file,
+                "version",
+                "must be a positive integer",
+            ));
+        }
+        if self.underlyings.is_empty() {
+            return Err(InputError::new(
+                file,
+                "underlyings",
+                "at least one underlying is required",
+            ));
+        }
+        for (name, u) in &self.underlyings {
+            let p = key_path("underlyings", name);
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            {
+                return Err(InputError::new(
+                    file,
+                    p,
+                    "underlying names are upper-case letters and digits",
+                ));
+            }
+            num(
+                &format!("{p}.price_scan_range"),
+                u.price_scan_range,
+                0.0,
+                true,
+            )?;
+            at_most(&format!("{p}.price_scan_range"), u.price_scan_range, 1.0)?;
+            num(&format!("{p}.vol_scan_up"), u.vol_scan_up, 0.0, false)?;
+            num(&format!("{p}.vol_scan_down"), u.vol_scan_down, 0.0, false)?;
+            num(
+                &format!("{p}.standard_im_rate"),
+                u.standard_im_rate,
+                0.0,
+                false,
+            )?;
+            num(
+                &format!("{p}.standard_mm_rate"),
+                u.standard_mm_rate,
+                0.0,
+                false,
+            )?;
+            if u.standard_mm_rate > u.standard_im_rate {
+                return Err(InputError::new(
+                    file,
+                    format!("{p}.standard_mm_rate"),
+                    "must not exceed standard_im_rate",
+                ));
+            }
+        }
+        for (asset, c) in &self.collateral {
+            let p = key_path("collateral", asset);
+            num(&format!("{p}.haircut"), c.haircut, 0.0, false)?;
+            if c.haircut >= 1.0 {
+                return Err(InputError::new(
+                    file,
+                    format!("{p}.haircut"),
+                    "must be below 1",
+                ));
+            }
+            if let Some(u) = &c.underlying {
+                if !self.underlyings.contains_key(u) {
+                    return Err(InputError::new(
+                        file,
+                        format!("{p}.underlying"),
+                        format!("`{u}` is not one of the underlyings"),
+                    ));
+                }
+            }
+        }
+        let g = &self.grid;
+        if g.price_steps < 3 || g.price_steps % 2 == 0 || g.price_steps > 101 {
+            return Err(InputError::new(
+                file,
+                "grid.price_steps",
+                format!("must be odd, between 3 and 101, got {}", g.price_steps),
+            ));
+        }
+        num("grid.extreme_multiple", g.extreme_multiple, 0.0, false)?;
+        num("grid.extreme_cover", g.extreme_cover, 0.0, false)?;
+        at_most("grid.extreme_cover", g.extreme_cover, 1.0)?;
+        num(
+            "grid.decoupling_fraction",
+            g.decoupling_fraction,
+            0.0,
+            false,
+        )?;
+        at_most("grid.decoupling_fraction", g.decoupling_fraction, 1.0)?;
+        let s = &self.statistical;
+        num("statistical.confidence", s.confidence, 0.0, true)?;
+        if s.confidence >= 1.0 {
+            return Err(InputError::new(
+                file,
+                "statistical.confidence",
+                "must be below 1",
+            ));
+        }
+        if s.horizon_days == 0 {
+            return Err(InputError::new(
+                file,
+                "statistical.horizon_days",
+                "must be at least 1",
+            ));
+        }
+        num("statistical.ewma_lambda", s.ewma_lambda, 0.0, true)?;
+        if s.ewma_lambda >= 1.0 {
+            return Err(InputError::new(
+                file,
+                "statistical.ewma_lambda",
+                "must be below 1",
+            ));
+        }
+        num("som_rate", self.som_rate, 0.0, false)?;
+        num("mm_fraction", self.mm_fraction, 0.0, true)?;
+        at_most("mm_fraction", self.mm_fraction, 1.0)?;
+        num(
+            "short_option_im_base",
+            self.short_option_im_base,
+            0.0,
+            false,
+        )?;
+        num(
+            "short_option_im_floor",
+            self.short_option_im_floor,
+            0.0,
+            false,
+        )?;
+        num("short_option_mm", self.short_option_mm, 0.0, false)?;
+        Ok(())
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// TOML is read through its JSON equivalent so both formats share one schema and one error
+/// style. TOML allows `inf` and `nan`, which JSON cannot hold: they are refused here by path.
+fn toml_to_json(file: &str, text: &str) -> Result<serde_json::Value> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        InputError::new(file, "", format!("invalid TOML: {}", e.message()))
+    })?;
+    let value = toml::Value::Table(table);
+    find_non_finite(file, &value, "")?;
+    serde_json::to_value(&value)
+        .map_err(|e| InputError::new(file, "", format!("invalid TOML: {e}")))
+}
+
+fn find_non_finite(file: &str, value: &toml::Value, path: &str) -> Result<()> {
+    match value {
+        toml::Value::Float(f) if !f.is_finite() => Err(InputError::new(
+            file,
+            path,
+            format!("must be a finite number, got {f}"),
+        )),
+        toml::Value::Table(t) => t.iter().try_for_each(|(k, v)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                key_path(path, k)
+            };
+            find_non_finite(file, v, &p)
+        }),
+        toml::Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| find_non_finite(file, v, &format!("{path}[{i}]"))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"version": 3, "underlyings": {"BTC": {"price_scan_range": 0.1,
+        "vol_scan_up": 0.1, "vol_scan_down": 0.1, "standard_im_rate": 0.1, "standard_mm_rate": 0.05}}}"#;
+
+    #[test]
+    fn omitted_sections_take_the_documented_defaults() {
+        let p = Params::parse("p.json", MINIMAL).unwrap();
+        assert_eq!(p.grid.price_steps, 7);
+        assert_eq!(p.grid.extreme_multiple, 2.0);
+        assert_eq!(p.grid.extreme_cover, 0.35);
+        assert_eq!(p.grid.decoupling_fraction, 0.5);
+        assert_eq!(p.statistical.confidence, 0.99);
+        assert_eq!(p.statistical.ewma_lambda, 0.94);
+        assert_eq!((p.som_rate, p.mm_fraction), (0.01, 0.75));
+        assert_eq!(p.collateral["BTC"].haircut, 0.05);
+        assert_eq!(p.collateral["USDC"].underlying, None);
+        // The default's ETH entry is dropped: this set has no ETH underlying to move it with.
+        assert!(!p.collateral.contains_key("ETH"));
+    }
+
+    #[test]
+    fn toml_and_json_read_the_same_schema() {
+        let toml = r#"
+version = 3
+som_rate = 0.02
+[underlyings.BTC]
+price_scan_range = 0.1
+vol_scan_up = 0.1
+vol_scan_down = 0.1
+standard_im_rate = 0.1
+standard_mm_rate = 0.05
+[grid]
+price_steps = 9
+"#;
+        let p = Params::parse("p.toml", toml).unwrap();
+        let j = Params::parse("p.json", MINIMAL).unwrap();
+        assert_eq!(p.underlyings, j.underlyings);
+        assert_eq!((p.grid.price_steps, p.som_rate), (9, 0.02));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                MINIMAL.replace("\"version\": 3", "\"version\": 3, \"som_rte\": 1"),
+                "som_rte",
+            ),
+            (
+                MINIMAL.replace("\"vol_scan_up\"", "\"vol_scan_upp\""),
+                "underlyings.BTC.vol_scan_upp",
+            ),
+            (
+                MINIMAL.replace("0.05}", "0.05, \"x\": 1}"),
+                "underlyings.BTC.x",
+            ),
+            (
+                MINIMAL.replace("\"price_scan_range\": 0.1", "\"price_scan_range\": -0.1"),
+                "underlyings.BTC.price_scan_range",
+            ),
+            (
+                MINIMAL.replace(
+                    "\"version\": 3",
+                    "\"version\": 3, \"grid\": {\"price_steps\": 6}",
+                ),
+                "grid.price_steps",
+            ),
+            (
+                MINIMAL.replace("\"version\": 3", "\"version\": 3, \"mm_fraction\": 1.5"),
+                "mm_fraction",
+            ),
+            (
+                MINIMAL.replace(
+                    "\"version\": 3",
+                    "\"version\": 3, \"collateral\": {\"SOL\": {\"underlying\": \"SOL\"}}",
+                ),
+                "collateral.SOL.underlying",
+            ),
+            (
+                MINIMAL.replace(
+                    "\"version\": 3",
+                    "\"version\": 3, \"statistical\": {\"confidence\": 1.0}",
+                ),
+                "statistical.confidence",
+            ),
+        ];
+        for (text, path) in cases {
+            let err = Params::parse("p.json", &text).unwrap_err();
+            assert_eq!(err.path, path, "{err}");
+            assert_eq!(err.file, "p.json");
+        }
+    }
+
+    #[test]
+    fn toml_infinity_is_refused_by_path() {
+        let toml = "version = 1\n[underlyings.BTC]\nprice_scan_range = inf\nvol_scan_up = 0.1\nvol_scan_down = 0.1\nstandard_im_rate = 0.1\nstandard_mm_rate = 0.05\n";
+        let err = Params::parse("p.toml", toml).unwrap_err();
+        assert_eq!(err.path, "underlyings.BTC.price_scan_range");
+    }
+}

@@ -1,0 +1,234 @@
+//! Portfolios: accounts with collateral balances and positions.
+
+use super::{check_finite, check_number, from_value, key_path, parse_json};
+use crate::error::{InputError, Result};
+use crate::instrument::Instrument;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPortfolio {
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    id: String,
+    #[serde(default)]
+    balances: BTreeMap<String, f64>,
+    #[serde(default)]
+    positions: Vec<RawPosition>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPosition {
+    instrument: String,
+    size: f64,
+    #[serde(default)]
+    entry_price: Option<f64>,
+}
+
+/// A signed holding of one instrument. `entry_price` is present exactly for perpetuals and
+/// futures (an option's premium is already in the balances).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Position {
+    pub instrument: Instrument,
+    pub size: f64,
+    pub entry_price: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub id: String,
+    /// Asset -> amount; negative amounts are borrows.
+    pub balances: BTreeMap<String, f64>,
+    pub positions: Vec<Position>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Portfolio {
+    pub source: String,
+    pub accounts: Vec<Account>,
+}
+
+/// Largest account id, in characters (FORMATS.md).
+pub const ACCOUNT_ID_MAX_LEN: usize = 64;
+
+pub fn valid_account_id(id: &str) -> bool {
+    (1..=ACCOUNT_ID_MAX_LEN).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+}
+
+impl Portfolio {
+    pub fn parse(file: &str, text: &str) -> Result<Portfolio> {
+        let value = parse_json(file, text)?;
+        // Serde errors know the path but not the account; look the id up in the raw document.
+        let account_of = |path: &str| -> Option<String> {
+            let index: usize = path
+                .strip_prefix("accounts[")?
+                .split(']')
+                .next()?
+                .parse()
+                .ok()?;
+            value
+                .get("accounts")?
+                .get(index)?
+                .get("id")?
+                .as_str()
+                .map(str::to_string)
+        };
+        let raw: RawPortfolio = match from_value(file, value.clone()) {
+            Ok(raw) => raw,
+            Err(mut err) => {
+                err.account = account_of(&err.path);
+                return Err(err);
+            }
+        };
+        let mut seen = BTreeSet::new();
+        let mut accounts = Vec::with_capacity(raw.accounts.len());
+        for (i, acc) in raw.accounts.into_iter().enumerate() {
+            let base = format!("accounts[{i}]");
+            let err = |path: String, msg: String| {
+                InputError::new(file, path, msg).with_account(acc.id.clone())
+            };
+            if !valid_account_id(&acc.id) {
+                return Err(err(
+                    format!("{base}.id"),
+                    "an account id is 1 to 64 characters of A-Z a-z 0-9 _ . : -".into(),
+                ));
+            }
+            if !seen.insert(acc.id.clone()) {
+                return Err(err(
+                    format!("{base}.id"),
+                    format!("duplicate account id `{}`", acc.id),
+                ));
+            }
+            for (asset, amount) in &acc.balances {
+                check_finite(file, &key_path(&format!("{base}.balances"), asset), *amount)
+                    .map_err(|e| e.with_account(&acc.id))?;
+            }
+            let mut positions = Vec::with_capacity(acc.positions.len());
+            for (j, p) in acc.positions.into_iter().enumerate() {
+                let path = format!("{base}.positions[{j}]");
+                let instrument = Instrument::parse(&p.instrument)
+                    .map_err(|e| err(format!("{path}.instrument"), e))?;
+                check_finite(file, &format!("{path}.size"), p.size)
+                    .map_err(|e| e.with_account(&acc.id))?;
+                match (instrument.is_option(), p.entry_price) {
+                    (true, Some(_)) => {
+                        return Err(err(
+                            format!("{path}.entry_price"),
+                            "not allowed for options: the premium is already in the balances"
+                                .into(),
+                        ))
+                    }
+                    (false, None) => {
+                        return Err(err(
+                            format!("{path}.entry_price"),
+                            format!("required for {}", instrument.name),
+                        ))
+                    }
+                    (false, Some(e)) => {
+                        check_number(file, &format!("{path}.entry_price"), e, 0.0, false)
+                            .map_err(|e| e.with_account(&acc.id))?
+                    }
+                    (true, None) => {}
+                }
+                positions.push(Position {
+                    instrument,
+                    size: p.size,
+                    entry_price: p.entry_price,
+                });
+            }
+            accounts.push(Account {
+                id: acc.id,
+                balances: acc.balances,
+                positions,
+            });
+        }
+        Ok(Portfolio {
+            source: file.to_string(),
+            accounts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"{ "accounts": [
+      { "id": "alice", "balances": { "USDC": 250000, "BTC": 2.0 },
+        "positions": [ { "instrument": "BTC-PERPETUAL", "size": -2.0, "entry_price": 61000 },
+                       { "instrument": "BTC-27DEC26-60000-P", "size": 5 } ] },
+      { "id": "bob", "balances": { "USDC": 40000 },
+        "positions": [ { "instrument": "ETH-PERPETUAL", "size": -30, "entry_price": 3050 } ] } ] }"#;
+
+    #[test]
+    fn reads_the_example() {
+        let p = Portfolio::parse("portfolio.json", EXAMPLE).unwrap();
+        assert_eq!(p.accounts.len(), 2);
+        assert_eq!(p.accounts[0].positions[0].entry_price, Some(61000.0));
+        assert_eq!(p.accounts[1].balances["USDC"], 40000.0);
+    }
+
+    #[test]
+    fn errors_name_file_path_and_account() {
+        let cases = [
+            (
+                EXAMPLE.replace("\"size\": 5", "\"sise\": 5"),
+                "accounts[0].positions[1].sise",
+                Some("alice"),
+            ),
+            (
+                EXAMPLE.replace("\"size\": 5", "\"size\": 5, \"entry_price\": 1"),
+                "accounts[0].positions[1].entry_price",
+                Some("alice"),
+            ),
+            (
+                EXAMPLE.replace("\"size\": -30, \"entry_price\": 3050", "\"size\": -30"),
+                "accounts[1].positions[0].entry_price",
+                Some("bob"),
+            ),
+            (
+                EXAMPLE.replace("\"id\": \"bob\"", "\"id\": \"alice\""),
+                "accounts[1].id",
+                Some("alice"),
+            ),
+            (
+                EXAMPLE.replace("\"id\": \"bob\"", "\"id\": \"b o b\""),
+                "accounts[1].id",
+                Some("b o b"),
+            ),
+            (
+                EXAMPLE.replace("ETH-PERPETUAL", "ETH-32DEC26"),
+                "accounts[1].positions[0].instrument",
+                Some("bob"),
+            ),
+            (
+                EXAMPLE.replace("\"size\": -30", "\"size\": \"-30\""),
+                "accounts[1].positions[0].size",
+                Some("bob"),
+            ),
+            (
+                EXAMPLE.replace("\"entry_price\": 61000", "\"entry_price\": -1"),
+                "accounts[0].positions[0].entry_price",
+                Some("alice"),
+            ),
+        ];
+        for (text, path, account) in cases {
+            let err = Portfolio::parse("portfolio.json", &text).unwrap_err();
+            assert_eq!(
+                (err.path.as_str(), err.account.as_deref()),
+                (path, account),
+                "{err}"
+            );
+            assert_eq!(err.file, "portfolio.json");
+        }
+    }
+}

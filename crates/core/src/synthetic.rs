@@ -1,0 +1,184 @@
+//! A synthetic book for sizing and benchmarks: many accounts over five underlyings and a
+//! realistic option chain, generated from a seed so every run measures the same book.
+//!
+//! Shape (as the performance targets are stated): 5 underlyings, 500 option instruments
+//! (5 expiries x 10 strikes x call/put per underlying) plus each underlying's perpetual and
+//! futures, and 10 positions per account.
+
+use crate::book::{Book, BookAccount, BookPosition};
+use crate::error::Result;
+use crate::input::market::Market;
+use crate::input::params::Params;
+use crate::input::portfolio::{Account, Portfolio, Position};
+use crate::instrument::Instrument;
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+
+const UNDERLYINGS: [(&str, f64, f64); 5] = [
+    ("BTC", 60000.0, 0.60),
+    ("ETH", 3000.0, 0.70),
+    ("SOL", 150.0, 0.90),
+    ("XRP", 0.6, 0.85),
+    ("DOGE", 0.15, 1.00),
+];
+const EXPIRIES: [&str; 5] = ["27DEC26", "29JAN27", "26FEB27", "26MAR27", "25JUN27"];
+const STRIKE_MONEYNESS: [f64; 10] = [0.6, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5];
+pub const POSITIONS_PER_ACCOUNT: usize = 10;
+
+/// The market and parameters the synthetic book is margined with.
+pub fn market_and_params() -> Result<(Market, Params)> {
+    let mut prices = serde_json::Map::new();
+    let mut vols = serde_json::Map::new();
+    let mut underlyings = serde_json::Map::new();
+    let mut collateral = serde_json::Map::new();
+    collateral.insert("USDC".into(), serde_json::json!({ "haircut": 0.0 }));
+    prices.insert("USDC".into(), 1.0.into());
+    for (name, spot, vol) in UNDERLYINGS {
+        prices.insert(name.into(), spot.into());
+        vols.insert(name.into(), serde_json::json!({ "default": vol }));
+        let range = 0.08 + 0.1 * vol;
+        underlyings.insert(
+            name.into(),
+            serde_json::json!({ "price_scan_range": range, "vol_scan_up": 0.1, "vol_scan_down": 0.1,
+                                "standard_im_rate": 0.1, "standard_mm_rate": 0.05 }),
+        );
+        collateral.insert(
+            name.into(),
+            serde_json::json!({ "haircut": 0.1, "underlying": name }),
+        );
+    }
+    let market =
+        serde_json::json!({ "as_of": "2026-11-24T08:00:00Z", "prices": prices, "vols": vols });
+    let params =
+        serde_json::json!({ "version": 1, "underlyings": underlyings, "collateral": collateral });
+    Ok((
+        Market::parse("synthetic market", &market.to_string())?,
+        Params::parse("synthetic params", &params.to_string())?,
+    ))
+}
+
+/// Every instrument of the synthetic universe: per underlying, the perpetual, one future per
+/// expiry, and 100 options.
+pub fn instruments() -> Vec<Instrument> {
+    let mut out = Vec::new();
+    for (name, spot, _) in UNDERLYINGS {
+        out.push(format!("{name}-PERPETUAL"));
+        for expiry in EXPIRIES {
+            out.push(format!("{name}-{expiry}"));
+            for m in STRIKE_MONEYNESS {
+                let strike = round_strike(spot * m);
+                out.push(format!("{name}-{expiry}-{strike}-C"));
+                out.push(format!("{name}-{expiry}-{strike}-P"));
+            }
+        }
+    }
+    out.iter()
+        .filter_map(|n| Instrument::parse(n).ok())
+        .collect()
+}
+
+/// Four significant figures, printed without exponent: 0.105, 54000.
+fn round_strike(x: f64) -> String {
+    let digits = 3 - x.log10().floor() as i32;
+    let scale = 10f64.powi(digits);
+    let rounded = (x * scale).round() / scale;
+    format!("{rounded}")
+}
+
+/// A book of `accounts` accounts with [`POSITIONS_PER_ACCOUNT`] positions each. Built directly
+/// in index form so that a million positions cost tens of megabytes, not hundreds.
+pub fn book(accounts: usize, seed: u64) -> Result<Book> {
+    let (market, params) = market_and_params()?;
+    let universe = instruments();
+    // One account holding everything once makes the builder price the whole universe.
+    let catalogue = Portfolio {
+        source: "synthetic book".into(),
+        accounts: vec![Account {
+            id: "catalogue".into(),
+            balances: BTreeMap::from([("USDC".to_string(), 0.0)]),
+            positions: universe
+                .iter()
+                .map(|i| Position {
+                    instrument: i.clone(),
+                    size: 0.0,
+                    entry_price: (!i.is_option()).then_some(0.0),
+                })
+                .collect(),
+        }],
+    };
+    let mut book = Book::build(&catalogue, &market, &params)?;
+    let usdc = book.accounts[0].balances[0].asset;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut uniform = move || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let n = book.instruments.len();
+    book.accounts = (0..accounts)
+        .map(|a| {
+            let mut positions = Vec::with_capacity(POSITIONS_PER_ACCOUNT);
+            let mut notional = 0.0;
+            for _ in 0..POSITIONS_PER_ACCOUNT {
+                let instrument = ((uniform() * n as f64) as usize).min(n - 1);
+                let inst = &book.instruments[instrument];
+                let spot = book.underlyings[inst.underlying].spot;
+                // Roughly $10k-$100k of notional per position, either side.
+                let size = (10_000.0 + 90_000.0 * uniform()) / spot
+                    * if uniform() < 0.5 { -1.0 } else { 1.0 };
+                notional += size.abs() * spot;
+                let entry_price = if inst.option.is_some() {
+                    0.0
+                } else {
+                    inst.forward * (0.95 + 0.1 * uniform())
+                };
+                positions.push(BookPosition {
+                    instrument,
+                    underlying: inst.underlying,
+                    size,
+                    entry_price,
+                });
+            }
+            let mut exposures: Vec<usize> = positions.iter().map(|p| p.underlying).collect();
+            exposures.sort_unstable();
+            exposures.dedup();
+            BookAccount {
+                id: format!("acct-{a:07}"),
+                positions,
+                balances: vec![crate::book::BookBalance {
+                    asset: usdc,
+                    amount: notional * (0.05 + 0.3 * uniform()),
+                }],
+                exposures,
+            }
+        })
+        .collect();
+    Ok(book)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn universe_has_500_options_on_5_underlyings() {
+        let u = instruments();
+        assert_eq!(u.iter().filter(|i| i.is_option()).count(), 500);
+        assert_eq!(u.len(), 500 + 5 * 6);
+        assert_eq!(round_strike(0.15 * 0.7), "0.105");
+        assert_eq!(round_strike(60000.0 * 0.95), "57000");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_book() {
+        let a = book(50, 7).unwrap();
+        let b = book(50, 7).unwrap();
+        assert_eq!(a.accounts.len(), 50);
+        assert!(a
+            .accounts
+            .iter()
+            .zip(&b.accounts)
+            .all(|(x, y)| x.positions == y.positions));
+        assert!(a
+            .accounts
+            .iter()
+            .all(|x| x.positions.len() == POSITIONS_PER_ACCOUNT));
+    }
+}
