@@ -102,6 +102,7 @@ pub struct Book {
     pub instruments: Vec<Priced>,
     pub assets: Vec<Asset>,
     pub accounts: Vec<BookAccount>,
+    instrument_index: HashMap<String, usize>,
 }
 
 impl Book {
@@ -142,7 +143,86 @@ impl Book {
             instruments: builder.instruments,
             assets: builder.assets,
             accounts,
+            instrument_index: builder.instrument_index,
         })
+    }
+
+    pub fn instrument_index(&self, name: &str) -> Option<usize> {
+        self.instrument_index.get(name).copied()
+    }
+
+    /// The index of `inst`, pricing and adding it first if the book does not hold it yet (a live
+    /// engine meets new instruments as trades arrive). Its underlying must already be priced.
+    pub fn ensure_instrument(&mut self, inst: &Instrument, market: &Market) -> Result<usize> {
+        if let Some(i) = self.instrument_index(&inst.name) {
+            return Ok(i);
+        }
+        let u = self.underlying_index(&inst.underlying).ok_or_else(|| {
+            InputError::new(
+                &self.params.source,
+                key_path("underlyings", &inst.underlying),
+                format!("no scan parameters for underlying {}, needed by {}", inst.underlying, inst.name),
+            )
+        })?;
+        let spot = market.prices.get(&inst.underlying).copied().ok_or_else(|| {
+            InputError::new(
+                &market.source,
+                key_path("prices", &inst.underlying),
+                format!("no price for underlying {}, needed by {}", inst.underlying, inst.name),
+            )
+        })?;
+        self.underlyings[u].spot = spot;
+        let priced = price_instrument(market, inst, u, spot)?;
+        let index = self.instruments.len();
+        self.instruments.push(priced);
+        self.instrument_index.insert(inst.name.clone(), index);
+        Ok(index)
+    }
+
+    /// The index of collateral asset `name`, adding it (priced from `market`) if new.
+    pub fn ensure_asset(&mut self, name: &str, market: &Market) -> Result<usize> {
+        if let Some(a) = self.assets.iter().position(|a| a.name == name) {
+            return Ok(a);
+        }
+        let collateral = self.params.collateral.get(name).ok_or_else(|| {
+            InputError::new(
+                &self.params.source,
+                key_path("collateral", name),
+                format!("asset {name} has no entry in the parameter set's `collateral`"),
+            )
+        })?;
+        let underlying = collateral.underlying.as_ref().and_then(|u| self.underlying_index(u));
+        let price = market.prices.get(name).copied().ok_or_else(|| {
+            InputError::new(&market.source, key_path("prices", name), format!("no price for asset {name}"))
+        })?;
+        self.assets.push(Asset {
+            name: name.to_string(),
+            price,
+            haircut: collateral.haircut,
+            underlying,
+        });
+        Ok(self.assets.len() - 1)
+    }
+
+    /// Re-marks underlying `u` (spot, every instrument's forward and vol, coin collateral prices)
+    /// from `market`, and moves every option's clock to `market.as_of`.
+    pub fn remark_underlying(&mut self, market: &Market, u: usize) -> Result<()> {
+        let name = self.underlyings[u].name.clone();
+        let spot = market.prices.get(&name).copied().ok_or_else(|| {
+            InputError::new(&market.source, key_path("prices", &name), format!("no price for underlying {name}"))
+        })?;
+        self.underlyings[u].spot = spot;
+        self.as_of = market.as_of;
+        self.rate = market.rate;
+        for priced in self.instruments.iter_mut().filter(|p| p.underlying == u) {
+            *priced = price_instrument(market, &priced.instrument, u, spot)?;
+        }
+        for asset in self.assets.iter_mut().filter(|a| a.underlying == Some(u)) {
+            if let Some(p) = market.prices.get(&asset.name) {
+                asset.price = *p;
+            }
+        }
+        Ok(())
     }
 
     pub fn underlying_index(&self, name: &str) -> Option<usize> {
@@ -241,50 +321,9 @@ impl Builder<'_> {
             return Ok((i, self.instruments[i].underlying));
         }
         let u = self.underlying(&inst.underlying, &inst.name)?;
-        let spot = self.underlyings[u].spot;
-        let market = self.market;
-        let (forward, option) = match (inst.kind, inst.expiry) {
-            (Kind::Perpetual, _) => (
-                market
-                    .perpetual_marks
-                    .get(&inst.underlying)
-                    .copied()
-                    .unwrap_or(spot),
-                None,
-            ),
-            (Kind::Future, Some(expiry)) => (market.forward(&inst.underlying, expiry, spot), None),
-            (Kind::Option { strike, side }, Some(expiry)) => {
-                let forward = market.forward(&inst.underlying, expiry, spot);
-                let vol = market.option_vol(inst, strike, forward).ok_or_else(|| {
-                    InputError::new(
-                        &market.source,
-                        key_path("vols", &inst.underlying),
-                        format!(
-                            "no implied vol for option {} (give vols.{}.default, a smile for its expiry, or ivs)",
-                            inst.name, inst.underlying
-                        ),
-                    )
-                })?;
-                let t = year_fraction(market.as_of, crate::instrument::expiry_instant(expiry));
-                (
-                    forward,
-                    Some(OptionMark {
-                        strike,
-                        side,
-                        vol,
-                        t,
-                    }),
-                )
-            }
-            _ => unreachable!("the parser gives every dated contract an expiry"),
-        };
+        let priced = price_instrument(self.market, inst, u, self.underlyings[u].spot)?;
         let index = self.instruments.len();
-        self.instruments.push(Priced {
-            instrument: inst.clone(),
-            underlying: u,
-            forward,
-            option,
-        });
+        self.instruments.push(priced);
         self.instrument_index.insert(inst.name.clone(), index);
         Ok((index, u))
     }
@@ -321,4 +360,33 @@ impl Builder<'_> {
         self.asset_index.insert(name.to_string(), index);
         Ok(index)
     }
+}
+
+/// Marks one instrument: its forward (or perpetual mark) and, for an option, vol and time.
+fn price_instrument(market: &Market, inst: &Instrument, u: usize, spot: f64) -> Result<Priced> {
+    let (forward, option) = match (inst.kind, inst.expiry) {
+        (Kind::Option { strike, side }, Some(expiry)) => {
+            let forward = market.forward(&inst.underlying, expiry, spot);
+            let vol = market.option_vol(inst, strike, forward).ok_or_else(|| {
+                InputError::new(
+                    &market.source,
+                    key_path("vols", &inst.underlying),
+                    format!(
+                        "no implied vol for option {} (give vols.{}.default, a smile for its expiry, or ivs)",
+                        inst.name, inst.underlying
+                    ),
+                )
+            })?;
+            let t = year_fraction(market.as_of, crate::instrument::expiry_instant(expiry));
+            (forward, Some(OptionMark { strike, side, vol, t }))
+        }
+        (Kind::Future, Some(expiry)) => (market.forward(&inst.underlying, expiry, spot), None),
+        _ => (market.perpetual_marks.get(&inst.underlying).copied().unwrap_or(spot), None),
+    };
+    Ok(Priced {
+        instrument: inst.clone(),
+        underlying: u,
+        forward,
+        option,
+    })
 }

@@ -85,7 +85,7 @@ impl GridShape {
         match s {
             s if s < 2 * n => plain(
                 self.fraction(s / 2),
-                if s % 2 == 0 {
+                if s.is_multiple_of(2) {
                     VolShift::Up
                 } else {
                     VolShift::Down
@@ -127,7 +127,7 @@ impl GridShape {
         if s < 2 * n {
             let j = (s / 2) as i64;
             let (num, den) = reduce(2 * j - (n as i64 - 1), n as i64 - 1);
-            let vol = if s % 2 == 0 { "vol+" } else { "vol-" };
+            let vol = if s.is_multiple_of(2) { "vol+" } else { "vol-" };
             format!("{num}/{den} {vol}")
         } else if s == 2 * n {
             "extreme up".into()

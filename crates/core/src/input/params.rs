@@ -84,7 +84,32 @@ pub struct StatisticalParams {
     pub horizon_days: u32,
     pub ewma_lambda: f64,
     pub filtered: bool,
+    /// Which scenarios feed the statistical risk: `fhs` (MODEL.md section 5, the default) or
+    /// `mc` (Monte Carlo, see `crate::montecarlo`). The `mc_*` fields only matter for `mc`.
+    pub model: StatisticalModel,
+    /// Monte Carlo: number of simulated joint scenarios.
+    pub mc_paths: usize,
+    /// Monte Carlo: Student-t degrees of freedom (> 2, so the variance is finite).
+    pub mc_dof: f64,
+    /// Monte Carlo: weight `w` of the correlation stress `(1 - w) rho + w J`, in [0, 1].
+    pub mc_stress_weight: f64,
+    /// Monte Carlo: random seed; the same seed gives the same scenarios on any machine.
+    pub mc_seed: u64,
 }
+
+/// The statistical model behind `statistical_risk`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatisticalModel {
+    /// Filtered historical simulation (exact, MODEL.md section 5).
+    #[default]
+    Fhs,
+    /// Monte Carlo: multivariate Student-t with EWMA vols and a stressed correlation.
+    Mc,
+}
+
+/// Largest accepted `mc_paths`: the risk arrays hold one f64 per instrument and path.
+pub const MAX_MC_PATHS: usize = 1_000_000;
 
 impl Default for StatisticalParams {
     fn default() -> Self {
@@ -93,6 +118,11 @@ impl Default for StatisticalParams {
             horizon_days: 1,
             ewma_lambda: 0.94,
             filtered: true,
+            model: StatisticalModel::Fhs,
+            mc_paths: 10_000,
+            mc_dof: 4.0,
+            mc_stress_weight: 0.3,
+            mc_seed: 1,
         }
     }
 }
@@ -238,7 +268,7 @@ impl Params {
             }
         }
         let g = &self.grid;
-        if g.price_steps < 3 || g.price_steps % 2 == 0 || g.price_steps > 101 {
+        if g.price_steps < 3 || g.price_steps.is_multiple_of(2) || g.price_steps > 101 {
             return Err(InputError::new(
                 file,
                 "grid.price_steps",
@@ -279,6 +309,21 @@ impl Params {
                 "must be below 1",
             ));
         }
+        if s.mc_paths == 0 || s.mc_paths > MAX_MC_PATHS {
+            return Err(InputError::new(
+                file,
+                "statistical.mc_paths",
+                format!("must be between 1 and {MAX_MC_PATHS}, got {}", s.mc_paths),
+            ));
+        }
+        num("statistical.mc_dof", s.mc_dof, 2.0, true)?;
+        num(
+            "statistical.mc_stress_weight",
+            s.mc_stress_weight,
+            0.0,
+            false,
+        )?;
+        at_most("statistical.mc_stress_weight", s.mc_stress_weight, 1.0)?;
         num("som_rate", self.som_rate, 0.0, false)?;
         num("mm_fraction", self.mm_fraction, 0.0, true)?;
         at_most("mm_fraction", self.mm_fraction, 1.0)?;

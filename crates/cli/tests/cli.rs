@@ -1,0 +1,347 @@
+//! The `pmargin` binary as a user runs it: exit codes, stdout/stderr discipline, golden reports.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn pmargin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pmargin"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run pmargin")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const EXAMPLE_INPUTS: [&str; 6] = [
+    "--portfolio",
+    "examples/portfolio.json",
+    "--market",
+    "examples/market.json",
+    "--params",
+    "examples/params.json",
+];
+
+/// Compares two JSON documents: same shape and keys, numbers within 1e-9 relative or 1e-6
+/// absolute (MODEL.md's tolerance), so the golden survives last-digit float formatting.
+fn assert_json_close(actual: &Value, expected: &Value, path: &str) {
+    match (actual, expected) {
+        (Value::Number(a), Value::Number(e)) => {
+            let (a, e) = (
+                a.as_f64().unwrap_or(f64::NAN),
+                e.as_f64().unwrap_or(f64::NAN),
+            );
+            let tol = (1e-9 * e.abs()).max(1e-6);
+            assert!((a - e).abs() <= tol, "{path}: {a} differs from golden {e}");
+        }
+        (Value::Object(a), Value::Object(e)) => {
+            let keys_a: Vec<_> = a.keys().collect();
+            let keys_e: Vec<_> = e.keys().collect();
+            assert_eq!(keys_a, keys_e, "{path}: keys differ");
+            for (k, v) in e {
+                assert_json_close(&a[k], v, &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(a), Value::Array(e)) => {
+            assert_eq!(a.len(), e.len(), "{path}: lengths differ");
+            for (i, (x, y)) in a.iter().zip(e).enumerate() {
+                assert_json_close(x, y, &format!("{path}[{i}]"));
+            }
+        }
+        _ => assert_eq!(actual, expected, "{path}"),
+    }
+}
+
+/// Golden files are regenerated with `UPDATE_GOLDEN=1 cargo test -p pmargin --test cli`; a
+/// regenerated file must be reviewed, and its key figures are checked by hand below.
+fn check_golden(name: &str, output: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    let actual: Value = serde_json::from_str(output).expect("valid JSON report");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, output).expect("write golden");
+    }
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("golden file"))
+            .expect("golden JSON");
+    assert_json_close(&actual, &expected, name);
+    actual
+}
+
+fn account<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["accounts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["id"] == id))
+        .expect("account in report")
+}
+
+fn close(a: &Value, expected: f64) {
+    let a = a.as_f64().expect("number");
+    assert!(
+        (a - expected).abs() <= (1e-9 * expected.abs()).max(1e-6),
+        "{a} vs {expected}"
+    );
+}
+
+#[test]
+fn demo_json_matches_golden_and_hand_figures() {
+    let out = pmargin(&["demo", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = check_golden("demo.json", &stdout(&out));
+    assert_eq!(report["accounts"].as_array().map(Vec::len), Some(6));
+    // retail-btc: 32,000 USDC, long 3 BTC-PERPETUAL entered at 93,000, mark 91,540, range 12%.
+    //   equity = 32,000 + 3 x (91,540 - 93,000) = 27,620
+    //   grid risk = full range down: 3 x 91,540 x 0.12 = 32,954.4 (the extreme, 2 x 12% x 0.35 = 8.4%, is smaller)
+    //   IM = 32,954.4; MM = 0.75 x IM = 24,715.8 -> restricted (MM <= 27,620 < IM)
+    //   standard IM = 3 x 91,540 x 0.10 = 27,462
+    //   liquidation down: spot scale x with 32,000 + 3 (91,540 x - 93,000) = 0.75 x 32,954.4 x
+    //   -> x = 247,000 / 249,904.2, price = 91,500 x.
+    let r = account(&report, "retail-btc");
+    close(&r["equity"], 27_620.0);
+    close(&r["grid_risk"], 32_954.4);
+    close(&r["initial_margin"], 32_954.4);
+    close(&r["maintenance_margin"], 24_715.8);
+    close(&r["standard_initial_margin"], 27_462.0);
+    close(
+        &r["liquidation_prices"]["BTC"]["down"],
+        91_500.0 * 247_000.0 / 249_904.2,
+    );
+    assert!(r["liquidation_prices"]["BTC"]["up"].is_null());
+    assert_eq!(r["status"], "restricted");
+    assert_eq!(r["worst_scenario"], "single BTC -1/1 vol+");
+    // basis-fund holds 20 BTC and 400 ETH against short perps: equity is hand-summable.
+    //   2,000,000 + 20 x 91,500 + 400 x 3,050 + (-20) x (91,540 - 90,800) + (-400) x (3,051.5 - 3,020)
+    //   = 2,000,000 + 1,830,000 + 1,220,000 - 14,800 - 12,600 = 5,022,600
+    //   margin balance takes 5% off BTC and 8% off ETH: 5,022,600 - 91,500 - 97,600 = 4,833,500
+    let b = account(&report, "basis-fund");
+    close(&b["equity"], 5_022_600.0);
+    close(&b["margin_balance"], 4_833_500.0);
+}
+
+#[test]
+fn shared_examples_match_golden() {
+    let mut args = vec!["margin", "--json"];
+    args.extend(EXAMPLE_INPUTS);
+    let out = pmargin(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = check_golden("examples.json", &stdout(&out));
+    assert_eq!(report["as_of"], "2026-11-24T08:00:00Z");
+    assert_eq!(report["params_version"], 1);
+    // bob: 40,000 USDC, long 1.5 BTC perp at 59,000, short 30 ETH perp at 3,050; spot 60,000 / 3,000.
+    //   equity = 40,000 + 1.5 x 1,000 + (-30) x (-50) = 43,000
+    //   scanning BTC: 1.5 x 60,000 x 10% = 9,000; ETH: 30 x 3,000 x 12% = 10,800
+    //   decoupling: BTC down 5% and ETH up 6%: 4,500 + 5,400 = 9,900; tandem worst 10,800 - 9,000 = 1,800
+    //   grid risk = 10,800 (single ETH +1 range)
+    //   standard IM = 1.5 x 60,000 x 10% + 30 x 3,000 x 10% = 9,000 + 9,000 = 18,000
+    let bob = account(&report, "bob");
+    close(&bob["equity"], 43_000.0);
+    close(&bob["scanning_risk"]["BTC"], 9_000.0);
+    close(&bob["scanning_risk"]["ETH"], 10_800.0);
+    close(&bob["grid_risk"], 10_800.0);
+    close(&bob["standard_initial_margin"], 18_000.0);
+    close(&bob["capital_efficiency"], 18_000.0 / 10_800.0);
+    // Liquidation, BTC scaled by x (ETH fixed): margin balance = 41,500 + 1.5 (60,000 x - 59,000)
+    //   = 90,000 x - 47,000; grid risk stays ETH's 10,800 while x <= 1.2, so MM = 8,100:
+    //   x = 55,100 / 90,000 -> 36,733.33. ETH scaled by y: margin balance = 133,000 - 90,000 y,
+    //   grid risk = 10,800 y (ETH up dominates), MM = 8,100 y: y = 133,000 / 98,100.
+    close(
+        &bob["liquidation_prices"]["BTC"]["down"],
+        60_000.0 * 55_100.0 / 90_000.0,
+    );
+    close(
+        &bob["liquidation_prices"]["ETH"]["up"],
+        3_000.0 * 133_000.0 / 98_100.0,
+    );
+    assert!(bob["liquidation_prices"]["BTC"]["up"].is_null());
+}
+
+#[test]
+fn table_output_has_a_row_per_account() {
+    let mut args = vec!["margin"];
+    args.extend(EXAMPLE_INPUTS);
+    let out = pmargin(&args);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for id in ["alice", "bob", "carol"] {
+        assert!(
+            text.lines().any(|l| l.starts_with(id)),
+            "no row for {id} in\n{text}"
+        );
+    }
+    assert!(text.contains("status") && text.contains("saving"));
+}
+
+#[test]
+fn bad_input_exits_2_names_file_field_and_account_and_prints_nothing() {
+    let dir = std::env::temp_dir().join(format!("pmargin-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let portfolio =
+        std::fs::read_to_string(repo().join("examples/portfolio.json")).expect("example");
+    let cases = [
+        (
+            portfolio.replace("\"size\": 5 }", "\"sise\": 5 }"),
+            "accounts[0].positions[1].sise",
+            "alice",
+        ),
+        (
+            portfolio.replace("\"USDC\": 40000", "\"DOGE\": 40000"),
+            "accounts[1].balances.DOGE",
+            "bob",
+        ),
+        (
+            portfolio.replace("\"id\": \"bob\"", "\"id\": \"alice\""),
+            "accounts[1].id",
+            "alice",
+        ),
+    ];
+    for (i, (text, path, acct)) in cases.iter().enumerate() {
+        let file = dir.join(format!("bad{i}.json"));
+        std::fs::write(&file, text).expect("write");
+        let file = file.to_string_lossy().into_owned();
+        let out = pmargin(&[
+            "margin",
+            "--portfolio",
+            &file,
+            "--market",
+            "examples/market.json",
+            "--params",
+            "examples/params.json",
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(out.stdout.is_empty(), "stdout must stay empty on error");
+        let err = stderr(&out);
+        assert!(
+            err.contains(&file) && err.contains(path) && err.contains(acct),
+            "{err}"
+        );
+    }
+    let out = pmargin(&[
+        "margin",
+        "--portfolio",
+        "no/such/file.json",
+        "--market",
+        "examples/market.json",
+        "--params",
+        "examples/params.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no/such/file.json"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn scenarios_mark_the_worst_cell() {
+    let mut args = vec!["scenarios", "--account", "bob"];
+    args.extend(EXAMPLE_INPUTS);
+    let out = pmargin(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("worst scenario single ETH 1/1 vol+"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches(" *").count(),
+        2,
+        "one marked cell and the legend:\n{text}"
+    );
+    let mut args = vec!["scenarios", "--json", "--account", "bob"];
+    args.extend(EXAMPLE_INPUTS);
+    let table: Value = serde_json::from_str(&stdout(&pmargin(&args))).expect("json");
+    let worst: Vec<&Value> = table["scenarios"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|s| s["worst"] == true)
+        .collect();
+    assert_eq!(worst.len(), 1);
+    close(&worst[0]["loss"], 10_800.0);
+    let unknown = pmargin(&[
+        "scenarios",
+        "--account",
+        "zed",
+        "--portfolio",
+        "examples/portfolio.json",
+        "--market",
+        "examples/market.json",
+        "--params",
+        "examples/params.json",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn what_if_reports_before_and_after() {
+    // Closing bob's ETH short removes the 10,800 ETH risk: what is left is BTC's 9,000.
+    let mut args = vec![
+        "what-if",
+        "--json",
+        "--account",
+        "bob",
+        "--trade",
+        "ETH-PERPETUAL:30",
+    ];
+    args.extend(EXAMPLE_INPUTS);
+    let out = pmargin(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let w: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    close(&w["before"]["initial_margin"], 10_800.0);
+    close(&w["after"]["initial_margin"], 9_000.0);
+    close(&w["fills"][0]["price"], 3_000.0);
+    assert_eq!(w["accepted"], true);
+    let bad = pmargin(&[
+        "what-if",
+        "--account",
+        "bob",
+        "--trade",
+        "ETH-PERP:1",
+        "--portfolio",
+        "examples/portfolio.json",
+        "--market",
+        "examples/market.json",
+        "--params",
+        "examples/params.json",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("--trade"));
+}
+
+#[test]
+fn bench_ends_with_accounts_per_second() {
+    let out = pmargin(&["bench", "--accounts", "200", "--repeat", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = stdout(&out).lines().last().unwrap_or_default().to_string();
+    let rate: f64 = last
+        .strip_prefix("accounts_per_second: ")
+        .and_then(|v| v.parse().ok())
+        .expect(&last);
+    assert!(rate > 0.0);
+}
+
+#[test]
+fn help_lists_commands_with_examples() {
+    let out = pmargin(&["--help"]);
+    let text = stdout(&out);
+    for cmd in [
+        "margin",
+        "scenarios",
+        "what-if",
+        "demo",
+        "bench",
+        "Examples:",
+    ] {
+        assert!(text.contains(cmd), "{cmd} missing from help");
+    }
+}

@@ -1,0 +1,87 @@
+//! Events: the only way the engine's state changes.
+//!
+//! The engine is a deterministic state machine: the same sequence of input events always
+//! yields the same state and the same outputs, byte for byte. Inputs are what the outside
+//! world tells the engine (money moved, a fill, a new price); outputs are what the engine
+//! concluded (a status changed, a position was liquidated, the insurance fund paid a deficit).
+
+use serde::{Deserialize, Serialize};
+
+/// Something that happened outside the engine, in the order it is applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// Collateral arrives (creates the account if it does not exist).
+    Deposit { account: String, asset: String, amount: f64 },
+    /// Collateral leaves; refused if it would leave the account below initial margin.
+    Withdrawal { account: String, asset: String, amount: f64 },
+    /// A fill of `size` (negative sells) at `price`; with a `counterparty` both sides are
+    /// applied together. `fee` is paid by each side to the insurance fund.
+    Trade {
+        account: String,
+        instrument: String,
+        size: f64,
+        price: f64,
+        #[serde(default)]
+        fee: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        counterparty: Option<String>,
+    },
+    /// A new index price of an underlying (from the oracle). Marks of its perpetual and
+    /// futures move with it in proportion (their basis to spot is held).
+    Price { underlying: String, price: f64 },
+    /// A new mark of a perpetual or future.
+    Mark { instrument: String, price: f64 },
+    /// A new default implied vol of an underlying, or (with `instrument`) one option's vol.
+    Vol {
+        underlying: String,
+        vol: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instrument: Option<String>,
+    },
+    /// A new parameter set takes effect.
+    ActivateParams { params: serde_json::Value },
+    /// An expiring future or option settles at `price` (the expiry's settlement index).
+    Settlement { instrument: String, price: f64 },
+    /// Perpetual funding: longs pay `rate x mark x size` to shorts (negative rate: the reverse).
+    Funding { instrument: String, rate: f64 },
+    /// Runs a liquidation round now (the engine also runs one after every price change).
+    Liquidate,
+}
+
+/// What the engine concluded while applying an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Output {
+    /// The event was refused; nothing changed.
+    Rejected { reason: String, required: Option<f64>, available: Option<f64> },
+    /// An account's status changed.
+    MarginChange { account: String, from: String, to: String, margin_balance: f64, initial_margin: f64, maintenance_margin: f64 },
+    /// Part of a position was taken over by the liquidator at the mark, with a penalty to the fund.
+    LiquidationFill { account: String, instrument: String, size: f64, price: f64, penalty: f64 },
+    /// A bankrupt account was closed out; its deficit was covered by the fund and, beyond it,
+    /// by auto-deleveraging.
+    CloseOut { account: String, deficit: f64, insurance_paid: f64, socialised: f64 },
+    /// An account's profit was cut to cover a deficit the fund could not.
+    Deleveraged { account: String, amount: f64 },
+    /// Liquidations on an underlying are suspended (stale or untrusted price) or resumed.
+    LiquidationsSuspended { underlying: String, suspended: bool },
+    /// A position settled at expiry.
+    Settled { account: String, instrument: String, size: f64, amount: f64 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_from_json_lines_and_refuse_unknown_fields() {
+        let e: Event = serde_json::from_str(r#"{"type":"trade","account":"a","instrument":"BTC-PERPETUAL","size":1,"price":60000}"#).unwrap();
+        assert_eq!(
+            e,
+            Event::Trade { account: "a".into(), instrument: "BTC-PERPETUAL".into(), size: 1.0, price: 60000.0, fee: 0.0, counterparty: None }
+        );
+        assert!(serde_json::from_str::<Event>(r#"{"type":"deposit","account":"a","asset":"USDC","amount":1,"x":2}"#).is_err());
+        assert!(serde_json::from_str::<Event>(r#"{"type":"teleport"}"#).is_err());
+    }
+}
