@@ -6,6 +6,7 @@
 
 mod commands;
 mod demo;
+mod replay;
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -100,6 +101,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drive the real-time engine from a file of events (JSONL)
+    Replay(replay::ReplayArgs),
     /// Time a full grid recompute of a synthetic book, to size a deployment
     #[command(after_help = "Ends with the line `accounts_per_second: <number>`.")]
     Bench {
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
             json,
         } => commands::what_if(&inputs, &account, &trades, &settlement_asset, json),
         Command::Demo { json } => commands::demo(json),
+        Command::Replay(args) => replay::replay(&args),
         Command::Bench {
             accounts,
             threads,

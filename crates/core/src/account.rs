@@ -107,6 +107,20 @@ impl<'a> Evaluator<'a> {
         Ok(self.finish(account, &self.partial(account)))
     }
 
+    /// The requirement with some underlyings' prices scaled (spot, forwards and marks together,
+    /// vols held): `scales[e]` applies to the account's `e`-th exposure. Used to value an
+    /// account at a slower "stable" price for initial-margin checks.
+    pub fn requirement_at_scales(&self, account: &BookAccount, scales: &[f64]) -> Result<Requirement> {
+        self.check_history(account)?;
+        let mut partial = self.fixed_part(account);
+        let mut scratch = Vec::new();
+        for (e, &u) in account.exposures.iter().enumerate() {
+            let scale = scales.get(e).copied().unwrap_or(1.0);
+            self.add_underlying(account, e, u, scale, &mut partial, &mut scratch);
+        }
+        Ok(self.finish(account, &partial))
+    }
+
     /// The account's sums in today's market, read from the risk arrays.
     pub(crate) fn partial(&self, account: &BookAccount) -> Partial {
         let mut partial = self.fixed_part(account);

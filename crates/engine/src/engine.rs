@@ -13,6 +13,7 @@
 //! withdrawals change the total of every account's equity plus the fund.
 
 use crate::event::{Event, Output};
+use crate::oracle::{Health, Oracle, OracleConfig, Quote};
 use pmargin_core::account::{Requirement, Status};
 use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Priced};
 use pmargin_core::input::market::VolSurface;
@@ -42,6 +43,8 @@ pub struct EngineConfig {
     pub liquidator: String,
     /// Opening balance of the insurance fund.
     pub insurance_fund: f64,
+    /// Aggregation of venue quotes (`quote` events); none: prices arrive as `price` events.
+    pub oracle: Option<OracleConfig>,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +56,7 @@ impl Default for EngineConfig {
             min_liquidation_notional: 100.0,
             liquidator: "liquidator".into(),
             insurance_fund: 0.0,
+            oracle: None,
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Engine {
     risk: Vec<AccountRisk>,
     insurance_fund: f64,
     suspended: BTreeSet<usize>,
+    oracle: Option<Oracle>,
     sequence: u64,
 }
 
@@ -126,9 +131,14 @@ impl Engine {
         if !portfolio.accounts.iter().any(|a| a.id == config.liquidator) {
             portfolio.accounts.push(Account { id: config.liquidator.clone(), balances: BTreeMap::new(), positions: Vec::new() });
         }
+        let oracle = match &config.oracle {
+            Some(c) => Some(Oracle::new(c.clone()).map_err(|e| EngineError::Config(format!("engine config: oracle: {e}")))?),
+            None => None,
+        };
         let book = Book::build(&portfolio, market, params)?;
         let arrays = RiskArrays::compute(&book, None)?;
         let mut engine = Engine {
+            oracle,
             insurance_fund: config.insurance_fund,
             config,
             market: market.clone(),
@@ -236,6 +246,10 @@ impl Engine {
 
     // ----- pre-trade checks -----
 
+    pub fn oracle(&self) -> Option<&Oracle> {
+        self.oracle.as_ref()
+    }
+
     /// Would this fill be accepted? `Ok(())` or the refusal with the figures.
     pub fn check_trade(&mut self, account: &str, instrument: &str, size: f64, price: f64, fee: f64) -> Result<(), Output> {
         let inst = Instrument::parse(instrument).map_err(|e| reject(e))?;
@@ -257,7 +271,16 @@ impl Engine {
     fn admit(&self, a: usize, trial: &BookAccount) -> Result<(), Output> {
         let mut trial = trial.clone();
         update_exposures(&self.book.assets, &mut trial);
-        let after = Evaluator::new(&self.book, &self.arrays).requirement(&trial).map_err(|e| reject(e.to_string()))?;
+        let evaluator = Evaluator::new(&self.book, &self.arrays);
+        let mut after = evaluator.requirement(&trial).map_err(|e| reject(e.to_string()))?;
+        // With a stable price, collateral cannot be borrowed against a sudden print: the
+        // margin balance counted for initial margin is the lower of its value at the index and
+        // at the stable price.
+        let scales = self.stable_scales(&trial);
+        if scales.iter().any(|&x| x != 1.0) {
+            let at_stable = evaluator.requirement_at_scales(&trial, &scales).map_err(|e| reject(e.to_string()))?;
+            after.margin_balance = after.margin_balance.min(at_stable.margin_balance);
+        }
         let before = &self.risk[a];
         if after.margin_balance >= after.initial_margin || after.initial_margin < before.initial_margin {
             Ok(())
@@ -268,6 +291,22 @@ impl Engine {
                 available: Some(after.margin_balance),
             })
         }
+    }
+
+    /// Stable price / index price of each of the account's exposures (1 without a stable price).
+    fn stable_scales(&self, account: &BookAccount) -> Vec<f64> {
+        let Some(oracle) = &self.oracle else { return Vec::new() };
+        account
+            .exposures
+            .iter()
+            .map(|&u| {
+                let name = &self.book.underlyings[u].name;
+                match (oracle.state(name).and_then(|s| s.stable_price), self.market.prices.get(name)) {
+                    (Some(stable), Some(&index)) if index > 0.0 => stable / index,
+                    _ => 1.0,
+                }
+            })
+            .collect()
     }
 
     // ----- applying events -----
@@ -289,6 +328,7 @@ impl Engine {
             Event::ActivateParams { params } => self.activate(params, &mut out),
             Event::Settlement { instrument, price } => self.settle(instrument, *price, &mut out),
             Event::Funding { instrument, rate } => self.funding(instrument, *rate, &mut out),
+            Event::Quote { source, underlying, price, ts_ms } => self.quote(source, underlying, *price, *ts_ms, &mut out),
             Event::Liquidate => {
                 self.liquidation_round(&mut out);
                 Ok(())
@@ -397,6 +437,26 @@ impl Engine {
             }
         }
         self.remargin_underlying(u, out)
+    }
+
+    /// A venue quote: the oracle aggregates it; an accepted index move re-margins the
+    /// underlying, and a change of the index's health suspends or resumes liquidations.
+    fn quote(&mut self, source: &str, underlying: &str, price: f64, ts_ms: i64, out: &mut Vec<Output>) -> Result<(), Output> {
+        self.underlying(underlying)?;
+        let oracle = self.oracle.as_mut().ok_or_else(|| reject("quote: the engine has no oracle configured".into()))?;
+        oracle
+            .submit(Quote { source: source.to_string(), underlying: underlying.to_string(), price, ts_ms })
+            .map_err(|e| reject(format!("quote: {e}")))?;
+        let update = oracle.update(underlying, ts_ms);
+        if update.price_changed {
+            if let Some(index) = update.price {
+                self.price(underlying, index, out)?;
+            }
+        }
+        if update.health_changed {
+            out.extend(self.set_liquidations_suspended(underlying, update.health != Health::Fresh));
+        }
+        Ok(())
     }
 
     fn mark(&mut self, instrument: &str, price: f64, out: &mut Vec<Output>) -> Result<(), Output> {

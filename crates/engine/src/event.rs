@@ -30,6 +30,8 @@ pub enum Event {
     /// A new index price of an underlying (from the oracle). Marks of its perpetual and
     /// futures move with it in proportion (their basis to spot is held).
     Price { underlying: String, price: f64 },
+    /// A quote from one venue, aggregated by the oracle into the index price.
+    Quote { source: String, underlying: String, price: f64, ts_ms: i64 },
     /// A new mark of a perpetual or future.
     Mark { instrument: String, price: f64 },
     /// A new default implied vol of an underlying, or (with `instrument`) one option's vol.

@@ -1,0 +1,1363 @@
+//! Index prices from several venues, and when not to trust them.
+//!
+//! Prices for each underlying come from several named sources (venues). Each quote has a
+//! timestamp. The oracle turns them into one index price per underlying. It also tells the
+//! engine when that index cannot be trusted, because the margin engine acts on it: it
+//! liquidates accounts and lends against collateral.
+//!
+//! Two failures drive the design:
+//!
+//! * **Liquidating on a bad print.** One venue prints a wick, freezes or loses its feed, and
+//!   the engine closes accounts that were healthy at every other venue. Hence: quotes older
+//!   than `max_age_ms` are dropped; the index is a median, so one source cannot move it; quotes
+//!   far from the median of the others are dropped as outliers; an index needs a quorum of
+//!   `min_sources`. A jump larger than `circuit_breaker` is not believed until a second update,
+//!   built on newer quotes, confirms it. While any of these checks fails, the oracle keeps
+//!   the last good price and reports a health other than [`Health::Fresh`]. The engine must then
+//!   suspend liquidations ([`Oracle::liquidations_suspended`]): waiting costs less than an
+//!   unfair liquidation.
+//! * **Borrowing against a manipulated spike.** At Mango Markets (October 2022) an attacker
+//!   pushed up a thin market's price, which raised their collateral value, and borrowed out the
+//!   treasury against it. Every venue showed the pumped price, so a median of venues does not
+//!   help. The defence is a slow *stable price*. On each accepted index it moves toward the
+//!   index, but by at most `max_move_per_second × elapsed seconds` (relative). It never
+//!   overshoots. [`Oracle::conservative_price`] values long exposure (collateral) at the lower
+//!   of index and stable price, and short exposure at the higher, so a sudden spike does not
+//!   raise borrowing power right away.
+//!
+//! Everything is deterministic. Time is an explicit `ts_ms`/`now_ms` (milliseconds since the
+//! epoch), never the wall clock. All maps are `BTreeMap`, so outputs list sources and
+//! underlyings in name order.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// 1 / Φ⁻¹(3/4): scales the median absolute deviation to a standard deviation for normal data.
+/// With it, `mad_multiple` reads as "this many sigmas".
+const MAD_TO_SIGMA: f64 = 1.4826;
+
+/// Errors name the field (config, quote) or the line (replay) to fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OracleError {
+    #[error("invalid oracle config: `{field}` {reason}")]
+    Config { field: &'static str, reason: String },
+    #[error("invalid quote: `{field}` {reason}")]
+    Quote { field: &'static str, reason: String },
+    /// A replay line that could not be read; `field` is set when one field is to blame.
+    #[error("line {line}: {reason}")]
+    Replay {
+        line: usize,
+        field: Option<&'static str>,
+        reason: String,
+    },
+}
+
+fn config_error(field: &'static str, reason: impl Into<String>) -> OracleError {
+    OracleError::Config {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn quote_error(field: &'static str, reason: impl Into<String>) -> OracleError {
+    OracleError::Quote {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Oracle parameters. Fields left out of a serialized config take their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OracleConfig {
+    /// A quote older than this at `now` is stale. Default 10 000.
+    pub max_age_ms: i64,
+    /// Minimum number of fresh, non-outlier quotes needed for an index. Default 2.
+    pub min_sources: usize,
+    /// A quote with `|q / median − 1| > outlier_fraction` is an outlier. Also the tolerance for
+    /// agreeing with a circuit-breaker candidate. Default 0.02.
+    pub outlier_fraction: f64,
+    /// Optional second, robust rule, applied on top of the first: `|q − median| > k × 1.4826 ×
+    /// MAD` is an outlier. Default `None`.
+    pub mad_multiple: Option<f64>,
+    /// An index with `|new / last_good − 1| > circuit_breaker` needs confirmation. Default 0.10.
+    pub circuit_breaker: f64,
+    /// The confirming update must come within this time of the candidate. Default 30 000.
+    pub confirm_within_ms: i64,
+    /// Bounded-rate stable price; `None` turns it off.
+    pub stable_price: Option<StablePriceConfig>,
+}
+
+impl Default for OracleConfig {
+    fn default() -> Self {
+        OracleConfig {
+            max_age_ms: 10_000,
+            min_sources: 2,
+            outlier_fraction: 0.02,
+            mad_multiple: None,
+            circuit_breaker: 0.10,
+            confirm_within_ms: 30_000,
+            stable_price: None,
+        }
+    }
+}
+
+/// Bounded-rate moving average. On each accepted index the stable price moves toward the index
+/// by at most `max_move_per_second × elapsed_seconds × stable`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StablePriceConfig {
+    /// Largest relative move per second, e.g. 0.0005 (0.05 %/s, 3 % per minute).
+    pub max_move_per_second: f64,
+}
+
+impl OracleConfig {
+    /// Checks every parameter. The error names the first bad field.
+    pub fn validate(&self) -> Result<(), OracleError> {
+        if self.max_age_ms <= 0 {
+            return Err(config_error(
+                "max_age_ms",
+                format!("must be positive, got {}", self.max_age_ms),
+            ));
+        }
+        if self.min_sources == 0 {
+            // A quorum of zero would publish an index with no quote behind it.
+            return Err(config_error("min_sources", "must be at least 1, got 0"));
+        }
+        positive_finite("outlier_fraction", self.outlier_fraction)?;
+        if let Some(k) = self.mad_multiple {
+            positive_finite("mad_multiple", k)?;
+        }
+        positive_finite("circuit_breaker", self.circuit_breaker)?;
+        if self.confirm_within_ms <= 0 {
+            return Err(config_error(
+                "confirm_within_ms",
+                format!("must be positive, got {}", self.confirm_within_ms),
+            ));
+        }
+        if let Some(sp) = &self.stable_price {
+            // Zero would freeze the stable price at the first index forever.
+            positive_finite("stable_price.max_move_per_second", sp.max_move_per_second)?;
+        }
+        Ok(())
+    }
+}
+
+fn positive_finite(field: &'static str, value: f64) -> Result<(), OracleError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(config_error(
+            field,
+            format!("must be finite and positive, got {value}"),
+        ))
+    }
+}
+
+/// One price from one source for one underlying.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quote {
+    pub source: String,
+    pub underlying: String,
+    pub price: f64,
+    pub ts_ms: i64,
+}
+
+impl Quote {
+    /// Rejects empty names, names with surrounding whitespace ("BTC " would silently become a
+    /// second underlying), and prices that are not finite and positive.
+    pub fn validate(&self) -> Result<(), OracleError> {
+        check_name("source", &self.source)?;
+        check_name("underlying", &self.underlying)?;
+        if !(self.price.is_finite() && self.price > 0.0) {
+            return Err(quote_error(
+                "price",
+                format!("must be finite and positive, got {}", self.price),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_name(field: &'static str, name: &str) -> Result<(), OracleError> {
+    if name.trim().is_empty() {
+        Err(quote_error(field, "must not be empty"))
+    } else if name.trim() != name {
+        Err(quote_error(
+            field,
+            format!("must not have surrounding whitespace, got {name:?}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// How far to trust an underlying's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// The index was just computed from a quorum of fresh quotes and accepted.
+    Fresh,
+    /// No fresh quote at all. The last good price is kept.
+    Stale,
+    /// Fresh quotes exist, but fewer than `min_sources` survive the outlier filter.
+    NoQuorum,
+    /// The index jumped past the circuit breaker and waits for a confirming update.
+    AwaitingConfirmation,
+}
+
+/// What the last update made of one source's quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceHealth {
+    /// Went into the index median.
+    Used,
+    /// Outside the freshness window: older than `max_age_ms`, or dated more than `max_age_ms`
+    /// after `now`.
+    Stale,
+    /// Fresh, but too far from the median of the fresh quotes.
+    Outlier,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    pub source: String,
+    pub price: f64,
+    pub ts_ms: i64,
+    pub status: SourceHealth,
+}
+
+/// An underlying's state after its last [`Oracle::update`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexState {
+    pub underlying: String,
+    /// Last good (accepted) index; kept while health is not `Fresh`.
+    pub price: Option<f64>,
+    pub stable_price: Option<f64>,
+    pub health: Health,
+    /// `now_ms` of the last update.
+    pub updated_ms: i64,
+    /// Every stored quote for this underlying, in source-name order.
+    pub sources: Vec<SourceStatus>,
+}
+
+/// The result of one [`Oracle::update`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexUpdate {
+    pub underlying: String,
+    /// The good index after this update. If health is not `Fresh`, this is the last good
+    /// price, unchanged.
+    pub price: Option<f64>,
+    pub price_changed: bool,
+    pub stable_price: Option<f64>,
+    pub health: Health,
+    /// True on the first update of an underlying, and whenever health differs from the
+    /// previous update.
+    pub health_changed: bool,
+}
+
+/// A jump past the circuit breaker, waiting for confirmation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Candidate {
+    price: f64,
+    /// `now_ms` of the update that proposed it; the confirmation window starts here.
+    since_ms: i64,
+    /// Newest timestamp among the quotes behind it. A confirmation needs a newer quote. If it
+    /// did not, calling `update` twice on the same quotes would "confirm" a spike.
+    newest_quote_ms: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Book {
+    /// source -> (price, ts_ms) of its latest quote.
+    quotes: BTreeMap<String, (f64, i64)>,
+    state: Option<IndexState>,
+    candidate: Option<Candidate>,
+    /// When the stable price last moved. Elapsed time is measured from here.
+    stable_ms: i64,
+}
+
+/// What the quotes support at `now`, before the circuit breaker.
+enum Assessment {
+    NoneFresh,
+    NoQuorum,
+    Index { price: f64, newest_quote_ms: i64 },
+}
+
+/// Multi-source index prices with staleness, outlier, quorum and circuit-breaker checks.
+#[derive(Debug, Clone)]
+pub struct Oracle {
+    config: OracleConfig,
+    books: BTreeMap<String, Book>,
+}
+
+impl Oracle {
+    /// Validates the config. The error names the bad field.
+    pub fn new(config: OracleConfig) -> Result<Oracle, OracleError> {
+        config.validate()?;
+        Ok(Oracle {
+            config,
+            books: BTreeMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &OracleConfig {
+        &self.config
+    }
+
+    /// Records a quote. Rejects non-finite or non-positive prices and empty names, with an
+    /// `OracleError` that names the field. A later quote from the same source replaces the
+    /// earlier one. A quote older than the stored one is ignored, because feeds can deliver
+    /// out of order. Equal timestamps replace.
+    pub fn submit(&mut self, quote: Quote) -> Result<(), OracleError> {
+        quote.validate()?;
+        let book = self.books.entry(quote.underlying).or_default();
+        match book.quotes.get_mut(&quote.source) {
+            Some(stored) => {
+                if quote.ts_ms >= stored.1 {
+                    *stored = (quote.price, quote.ts_ms);
+                }
+            }
+            None => {
+                book.quotes.insert(quote.source, (quote.price, quote.ts_ms));
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes the index of `underlying` at time `now_ms` and returns what changed.
+    ///
+    /// An underlying with no quotes yet is recorded as `Stale`.
+    pub fn update(&mut self, underlying: &str, now_ms: i64) -> IndexUpdate {
+        let config = &self.config;
+        let book = self.books.entry(underlying.to_string()).or_default();
+        let (assessment, sources) = assess(config, &book.quotes, now_ms);
+
+        let prev_price = book.state.as_ref().and_then(|s| s.price);
+        let prev_health = book.state.as_ref().map(|s| s.health);
+        let mut price = prev_price;
+        let mut stable = book.state.as_ref().and_then(|s| s.stable_price);
+
+        let health = match assessment {
+            Assessment::NoneFresh => Health::Stale,
+            Assessment::NoQuorum => Health::NoQuorum,
+            Assessment::Index {
+                price: index,
+                newest_quote_ms,
+            } => {
+                let accept = match prev_price {
+                    // Nothing to compare against: the first index has to be believed.
+                    None => true,
+                    // A normal move. This also clears any pending candidate: the market came
+                    // back near the last good price, so the jump was a one-off.
+                    Some(last) if rel_diff(index, last) <= config.circuit_breaker => true,
+                    Some(_) => match book.candidate {
+                        Some(c)
+                            if now_ms.saturating_sub(c.since_ms) <= config.confirm_within_ms
+                                && newest_quote_ms > c.newest_quote_ms
+                                && rel_diff(index, c.price) <= config.outlier_fraction =>
+                        {
+                            true
+                        }
+                        // No candidate, an expired one, or one this index disagrees with:
+                        // this index becomes the new candidate, with a new window.
+                        _ => {
+                            book.candidate = Some(Candidate {
+                                price: index,
+                                since_ms: now_ms,
+                                newest_quote_ms,
+                            });
+                            false
+                        }
+                    },
+                };
+                if accept {
+                    book.candidate = None;
+                    price = Some(index);
+                    stable = config.stable_price.as_ref().map(|sp| match stable {
+                        None => index,
+                        Some(s) => move_stable(
+                            s,
+                            index,
+                            sp.max_move_per_second,
+                            now_ms.saturating_sub(book.stable_ms),
+                        ),
+                    });
+                    book.stable_ms = now_ms;
+                    Health::Fresh
+                } else {
+                    Health::AwaitingConfirmation
+                }
+            }
+        };
+
+        book.state = Some(IndexState {
+            underlying: underlying.to_string(),
+            price,
+            stable_price: stable,
+            health,
+            updated_ms: now_ms,
+            sources,
+        });
+        IndexUpdate {
+            underlying: underlying.to_string(),
+            price,
+            price_changed: price != prev_price,
+            stable_price: stable,
+            health,
+            health_changed: prev_health != Some(health),
+        }
+    }
+
+    /// State after the last update, or `None` if `underlying` was never updated.
+    pub fn state(&self, underlying: &str) -> Option<&IndexState> {
+        self.books.get(underlying).and_then(|b| b.state.as_ref())
+    }
+
+    /// True when liquidations on this underlying must be suspended: health is not `Fresh`, or
+    /// the underlying has never been updated.
+    pub fn liquidations_suspended(&self, underlying: &str) -> bool {
+        self.state(underlying)
+            .is_none_or(|s| s.health != Health::Fresh)
+    }
+
+    /// Every underlying seen by `submit` or `update`, in name order.
+    pub fn underlyings(&self) -> impl Iterator<Item = &str> {
+        self.books.keys().map(String::as_str)
+    }
+
+    /// The price that favours the house. A long exposure (collateral value) uses min(index,
+    /// stable) and a short exposure uses max(index, stable). A spike therefore neither raises
+    /// borrowing power nor lowers a short's liability until the stable price has caught up.
+    /// Equals the index when the stable price is off. `None` before the first good index. This
+    /// does not look at health; check [`Oracle::liquidations_suspended`] for that.
+    pub fn conservative_price(&self, underlying: &str, long_exposure: bool) -> Option<f64> {
+        let state = self.state(underlying)?;
+        let index = state.price?;
+        Some(match state.stable_price {
+            None => index,
+            Some(stable) if long_exposure => index.min(stable),
+            Some(stable) => index.max(stable),
+        })
+    }
+}
+
+/// |a / b − 1|; `b` is a validated positive price.
+fn rel_diff(a: f64, b: f64) -> f64 {
+    (a / b - 1.0).abs()
+}
+
+/// Moves `stable` toward `target` by at most `rate × elapsed seconds × stable`, without
+/// overshooting. A negative elapsed time (updates called out of order) moves nothing.
+fn move_stable(stable: f64, target: f64, rate: f64, elapsed_ms: i64) -> f64 {
+    let elapsed_s = elapsed_ms.max(0) as f64 / 1000.0;
+    let max_step = stable * rate * elapsed_s;
+    let gap = target - stable;
+    if gap.abs() <= max_step {
+        target
+    } else {
+        stable + max_step.copysign(gap)
+    }
+}
+
+/// Median of a non-empty slice (mean of the two middle values for an even count). Sorts it.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn assess(
+    config: &OracleConfig,
+    quotes: &BTreeMap<String, (f64, i64)>,
+    now_ms: i64,
+) -> (Assessment, Vec<SourceStatus>) {
+    // Fresh means within max_age_ms of now, on either side. A future date counts too, because
+    // venue clocks drift. But the window is bounded, so a source stamping quotes far in the
+    // future cannot keep one price "fresh" forever.
+    let max_age = config.max_age_ms.unsigned_abs();
+    let is_fresh = |ts: i64| now_ms.abs_diff(ts) <= max_age;
+
+    let mut fresh: Vec<f64> = quotes
+        .values()
+        .filter(|(_, ts)| is_fresh(*ts))
+        .map(|(p, _)| *p)
+        .collect();
+    if fresh.is_empty() {
+        let sources = quotes
+            .iter()
+            .map(|(s, &(p, ts))| status(s, p, ts, SourceHealth::Stale))
+            .collect();
+        return (Assessment::NoneFresh, sources);
+    }
+
+    let centre = median(&mut fresh);
+    // MAD is 0 when more than half the quotes are identical. The rule would then flag any
+    // quote that differs by one tick and could break the quorum. Skip it: the fraction rule
+    // still applies.
+    let mad_limit = config.mad_multiple.and_then(|k| {
+        let mut dev: Vec<f64> = fresh.iter().map(|p| (p - centre).abs()).collect();
+        let mad = median(&mut dev);
+        (mad > 0.0).then_some(k * MAD_TO_SIGMA * mad)
+    });
+    let is_outlier = |p: f64| {
+        rel_diff(p, centre) > config.outlier_fraction
+            || mad_limit.is_some_and(|limit| (p - centre).abs() > limit)
+    };
+
+    let mut used = Vec::new();
+    let mut newest_quote_ms = i64::MIN;
+    let sources = quotes
+        .iter()
+        .map(|(s, &(p, ts))| {
+            let health = if !is_fresh(ts) {
+                SourceHealth::Stale
+            } else if is_outlier(p) {
+                SourceHealth::Outlier
+            } else {
+                used.push(p);
+                newest_quote_ms = newest_quote_ms.max(ts);
+                SourceHealth::Used
+            };
+            status(s, p, ts, health)
+        })
+        .collect();
+
+    if used.len() < config.min_sources {
+        return (Assessment::NoQuorum, sources);
+    }
+    let price = median(&mut used);
+    (
+        Assessment::Index {
+            price,
+            newest_quote_ms,
+        },
+        sources,
+    )
+}
+
+fn status(source: &str, price: f64, ts_ms: i64, status: SourceHealth) -> SourceStatus {
+    SourceStatus {
+        source: source.to_string(),
+        price,
+        ts_ms,
+        status,
+    }
+}
+
+/// Reads quotes from CSV lines `ts_ms,source,underlying,price`, in file order.
+///
+/// The header `ts_ms,source,underlying,price` is optional on the first data line. Blank lines
+/// and lines starting with `#` are skipped. Fields are trimmed; quoting is not supported, so
+/// names cannot contain commas. Each quote is checked like [`Oracle::submit`] would check it.
+/// Errors give the 1-based line number and the field.
+pub fn replay_csv(text: &str) -> Result<Vec<Quote>, OracleError> {
+    let mut quotes = Vec::new();
+    let mut first = true;
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = trimmed.split(',').map(str::trim).collect();
+        let is_header = first && fields == ["ts_ms", "source", "underlying", "price"];
+        first = false;
+        if is_header {
+            continue;
+        }
+        if fields.len() != 4 {
+            return Err(OracleError::Replay {
+                line,
+                field: None,
+                reason: format!(
+                    "expected 4 fields `ts_ms,source,underlying,price`, got {}",
+                    fields.len()
+                ),
+            });
+        }
+        let ts_ms = fields[0]
+            .parse::<i64>()
+            .map_err(|e| replay_error(line, "ts_ms", format!("{:?}: {e}", fields[0])))?;
+        let price = fields[3]
+            .parse::<f64>()
+            .map_err(|e| replay_error(line, "price", format!("{:?}: {e}", fields[3])))?;
+        let quote = Quote {
+            source: fields[1].to_string(),
+            underlying: fields[2].to_string(),
+            price,
+            ts_ms,
+        };
+        quote.validate().map_err(|e| in_line(line, e))?;
+        quotes.push(quote);
+    }
+    Ok(quotes)
+}
+
+/// Reads quotes from JSON Lines, one [`Quote`] object per line (unknown keys rejected), in file
+/// order. Blank lines are skipped. Errors give the 1-based line number.
+pub fn replay_jsonl(text: &str) -> Result<Vec<Quote>, OracleError> {
+    let mut quotes = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let quote: Quote = serde_json::from_str(raw).map_err(|e| OracleError::Replay {
+            line,
+            field: None,
+            reason: e.to_string(),
+        })?;
+        quote.validate().map_err(|e| in_line(line, e))?;
+        quotes.push(quote);
+    }
+    Ok(quotes)
+}
+
+fn replay_error(line: usize, field: &'static str, reason: String) -> OracleError {
+    OracleError::Replay {
+        line,
+        field: Some(field),
+        reason: format!("`{field}` {reason}"),
+    }
+}
+
+/// Re-labels a quote validation error with its line.
+fn in_line(line: usize, err: OracleError) -> OracleError {
+    match err {
+        OracleError::Quote { field, reason } => replay_error(line, field, reason),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(source: &str, price: f64, ts_ms: i64) -> Quote {
+        Quote {
+            source: source.to_string(),
+            underlying: "BTC".to_string(),
+            price,
+            ts_ms,
+        }
+    }
+
+    fn oracle(config: OracleConfig) -> Oracle {
+        Oracle::new(config).expect("valid config")
+    }
+
+    fn feed(o: &mut Oracle, quotes: &[(&str, f64, i64)]) {
+        for &(s, p, ts) in quotes {
+            o.submit(q(s, p, ts)).expect("valid quote");
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-9
+    }
+
+    fn config_field(err: OracleError) -> &'static str {
+        match err {
+            OracleError::Config { field, .. } => field,
+            other => panic!("expected config error, got {other:?}"),
+        }
+    }
+
+    fn quote_field(err: OracleError) -> &'static str {
+        match err {
+            OracleError::Quote { field, .. } => field,
+            other => panic!("expected quote error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn median_of_three_sources() {
+        let mut o = oracle(OracleConfig::default());
+        feed(&mut o, &[("a", 100.0, 0), ("b", 102.0, 0), ("c", 101.0, 0)]);
+        let u = o.update("BTC", 1_000);
+        assert_eq!(u.price, Some(101.0));
+        assert_eq!(u.health, Health::Fresh);
+        assert!(u.price_changed && u.health_changed);
+        assert!(!o.liquidations_suspended("BTC"));
+    }
+
+    #[test]
+    fn median_of_four_sources_is_mean_of_middle_two() {
+        let mut o = oracle(OracleConfig::default());
+        feed(
+            &mut o,
+            &[
+                ("a", 100.0, 0),
+                ("b", 103.0, 0),
+                ("c", 101.0, 0),
+                ("d", 102.0, 0),
+            ],
+        );
+        // sorted 100, 101, 102, 103 -> (101 + 102) / 2
+        assert_eq!(o.update("BTC", 0).price, Some(101.5));
+    }
+
+    #[test]
+    fn stale_source_excluded() {
+        let mut o = oracle(OracleConfig::default()); // max_age 10 000
+        feed(
+            &mut o,
+            &[("a", 100.0, 0), ("b", 102.0, 15_000), ("c", 104.0, 15_000)],
+        );
+        // At 15 000, a is 15 000 ms old. With it the median would be 102; without it, 103.
+        let u = o.update("BTC", 15_000);
+        assert_eq!(u.price, Some(103.0));
+        let s = o.state("BTC").unwrap();
+        let statuses: Vec<_> = s
+            .sources
+            .iter()
+            .map(|s| (s.source.as_str(), s.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("a", SourceHealth::Stale),
+                ("b", SourceHealth::Used),
+                ("c", SourceHealth::Used)
+            ]
+        );
+    }
+
+    #[test]
+    fn age_exactly_max_age_is_fresh() {
+        let mut o = oracle(OracleConfig::default());
+        feed(&mut o, &[("a", 100.0, 0), ("b", 101.0, 0)]);
+        assert_eq!(o.update("BTC", 10_000).health, Health::Fresh);
+        assert_eq!(o.update("BTC", 10_001).health, Health::Stale);
+    }
+
+    #[test]
+    fn outlier_excluded() {
+        let mut o = oracle(OracleConfig::default()); // outlier_fraction 0.02
+        feed(
+            &mut o,
+            &[
+                ("a", 100.0, 0),
+                ("b", 101.0, 0),
+                ("c", 100.5, 0),
+                ("d", 150.0, 0),
+            ],
+        );
+        // median of fresh = (100.5 + 101) / 2 = 100.75; 150 / 100.75 - 1 = 0.489 > 0.02.
+        // Remaining 100, 100.5, 101 -> 100.5.
+        let u = o.update("BTC", 0);
+        assert_eq!(u.price, Some(100.5));
+        let d = &o.state("BTC").unwrap().sources[3];
+        assert_eq!((d.source.as_str(), d.status), ("d", SourceHealth::Outlier));
+    }
+
+    #[test]
+    fn mad_rule_drops_what_fraction_rule_keeps() {
+        let prices = [
+            ("a", 100.0, 0),
+            ("b", 100.2, 0),
+            ("c", 100.4, 0),
+            ("d", 101.5, 0),
+        ];
+        // Without MAD: all within 2 % of the median 100.3, index = (100.2 + 100.4) / 2 = 100.3.
+        let mut plain = oracle(OracleConfig::default());
+        feed(&mut plain, &prices);
+        assert!(close(plain.update("BTC", 0).price.unwrap(), 100.3));
+        // Deviations 0.3, 0.1, 0.1, 1.2 -> MAD = (0.1 + 0.3) / 2 = 0.2.
+        // Limit 3 * 1.4826 * 0.2 = 0.88956; 1.2 > limit so d is an outlier.
+        // Remaining 100, 100.2, 100.4 -> 100.2.
+        let mut robust = oracle(OracleConfig {
+            mad_multiple: Some(3.0),
+            ..OracleConfig::default()
+        });
+        feed(&mut robust, &prices);
+        assert!(close(robust.update("BTC", 0).price.unwrap(), 100.2));
+        assert_eq!(
+            robust.state("BTC").unwrap().sources[3].status,
+            SourceHealth::Outlier
+        );
+    }
+
+    #[test]
+    fn mad_rule_skipped_when_mad_is_zero() {
+        // Deviations 0, 0, 0.01 -> MAD 0. The rule would flag 100.01 and break a quorum of 3.
+        let mut o = oracle(OracleConfig {
+            mad_multiple: Some(3.0),
+            min_sources: 3,
+            ..OracleConfig::default()
+        });
+        feed(
+            &mut o,
+            &[("a", 100.0, 0), ("b", 100.0, 0), ("c", 100.01, 0)],
+        );
+        let u = o.update("BTC", 0);
+        assert_eq!((u.health, u.price), (Health::Fresh, Some(100.0)));
+    }
+
+    #[test]
+    fn quorum_lost_keeps_last_good_then_restored() {
+        let mut o = oracle(OracleConfig::default()); // min_sources 2
+        feed(&mut o, &[("a", 100.0, 0), ("b", 100.4, 0)]);
+        let u = o.update("BTC", 0);
+        assert!(close(u.price.unwrap(), 100.2));
+        assert!(!o.liquidations_suspended("BTC"));
+
+        // At 20 000 only a is fresh: one source < quorum of two.
+        feed(&mut o, &[("a", 101.0, 20_000)]);
+        let u = o.update("BTC", 20_000);
+        assert_eq!(u.health, Health::NoQuorum);
+        assert!(u.health_changed);
+        assert!(!u.price_changed);
+        assert!(close(u.price.unwrap(), 100.2));
+        assert!(o.liquidations_suspended("BTC"));
+
+        feed(&mut o, &[("b", 101.4, 21_000)]);
+        let u = o.update("BTC", 21_000);
+        assert_eq!(u.health, Health::Fresh);
+        assert!(u.health_changed && u.price_changed);
+        assert!(close(u.price.unwrap(), 101.2));
+        assert!(!o.liquidations_suspended("BTC"));
+    }
+
+    #[test]
+    fn all_outliers_is_no_quorum() {
+        // Two sources 100 and 150: median 125, each 20 % away; nobody can tell which is right.
+        let mut o = oracle(OracleConfig::default());
+        feed(&mut o, &[("a", 100.0, 0), ("b", 150.0, 0)]);
+        let u = o.update("BTC", 0);
+        assert_eq!((u.health, u.price), (Health::NoQuorum, None));
+        assert!(o.liquidations_suspended("BTC"));
+    }
+
+    #[test]
+    fn all_stale_is_stale_and_keeps_price() {
+        let mut o = oracle(OracleConfig::default());
+        feed(&mut o, &[("a", 100.0, 0), ("b", 102.0, 0)]);
+        assert_eq!(o.update("BTC", 0).price, Some(101.0));
+        let u = o.update("BTC", 60_000);
+        assert_eq!(u.health, Health::Stale);
+        assert_eq!(u.price, Some(101.0));
+        assert!(!u.price_changed);
+        assert!(o.liquidations_suspended("BTC"));
+        assert!(o
+            .state("BTC")
+            .unwrap()
+            .sources
+            .iter()
+            .all(|s| s.status == SourceHealth::Stale));
+    }
+
+    #[test]
+    fn far_future_quote_is_not_fresh() {
+        let mut o = oracle(OracleConfig::default());
+        feed(&mut o, &[("a", 100.0, 5_000), ("b", 100.0, 1_000_000)]);
+        // a is 5 000 ms ahead of now (fresh); b is 1 000 000 ms ahead (not).
+        let u = o.update("BTC", 0);
+        assert_eq!(u.health, Health::NoQuorum);
+        assert_eq!(
+            o.state("BTC").unwrap().sources[1].status,
+            SourceHealth::Stale
+        );
+    }
+
+    #[test]
+    fn older_quote_from_same_source_ignored() {
+        let mut o = oracle(OracleConfig::default());
+        feed(
+            &mut o,
+            &[
+                ("a", 100.0, 5_000),
+                ("a", 999.0, 4_000),
+                ("b", 100.0, 5_000),
+            ],
+        );
+        assert_eq!(o.update("BTC", 5_000).price, Some(100.0));
+        let a = &o.state("BTC").unwrap().sources[0];
+        assert_eq!((a.price, a.ts_ms), (100.0, 5_000));
+    }
+
+    fn at_100() -> Oracle {
+        let mut o = oracle(OracleConfig::default()); // circuit_breaker 0.10, confirm 30 000
+        feed(&mut o, &[("a", 100.0, 0), ("b", 100.0, 0)]);
+        assert_eq!(o.update("BTC", 0).price, Some(100.0));
+        o
+    }
+
+    #[test]
+    fn first_index_accepted_without_confirmation() {
+        let mut o = oracle(OracleConfig::default());
+        feed(&mut o, &[("a", 50_000.0, 0), ("b", 50_000.0, 0)]);
+        let u = o.update("BTC", 0);
+        assert_eq!((u.health, u.price), (Health::Fresh, Some(50_000.0)));
+    }
+
+    #[test]
+    fn circuit_breaker_holds_a_20_percent_jump() {
+        let mut o = at_100();
+        feed(&mut o, &[("a", 120.0, 1_000), ("b", 120.0, 1_000)]);
+        let u = o.update("BTC", 1_000);
+        assert_eq!(u.health, Health::AwaitingConfirmation);
+        assert_eq!(u.price, Some(100.0));
+        assert!(!u.price_changed);
+        assert!(u.health_changed);
+        assert!(o.liquidations_suspended("BTC"));
+    }
+
+    #[test]
+    fn circuit_breaker_lets_a_9_percent_move_through() {
+        let mut o = at_100();
+        feed(&mut o, &[("a", 109.0, 1_000), ("b", 109.0, 1_000)]);
+        let u = o.update("BTC", 1_000);
+        assert_eq!((u.health, u.price), (Health::Fresh, Some(109.0)));
+    }
+
+    #[test]
+    fn circuit_breaker_confirmed_by_second_update() {
+        let mut o = at_100();
+        feed(&mut o, &[("a", 120.0, 1_000), ("b", 120.0, 1_000)]);
+        assert_eq!(o.update("BTC", 1_000).health, Health::AwaitingConfirmation);
+        // 121 / 120 - 1 = 0.83 % <= 2 %, 1 000 ms later, from newer quotes.
+        feed(&mut o, &[("a", 121.0, 2_000), ("b", 121.0, 2_000)]);
+        let u = o.update("BTC", 2_000);
+        assert_eq!((u.health, u.price), (Health::Fresh, Some(121.0)));
+        assert!(u.price_changed && u.health_changed);
+        assert!(!o.liquidations_suspended("BTC"));
+    }
+
+    #[test]
+    fn same_quotes_do_not_confirm_themselves() {
+        let mut o = at_100();
+        feed(&mut o, &[("a", 120.0, 1_000), ("b", 120.0, 1_000)]);
+        assert_eq!(o.update("BTC", 1_000).health, Health::AwaitingConfirmation);
+        // No new quote: re-running the update is not a second opinion.
+        let u = o.update("BTC", 1_500);
+        assert_eq!(
+            (u.health, u.price),
+            (Health::AwaitingConfirmation, Some(100.0))
+        );
+        assert!(!u.health_changed);
+    }
+
+    #[test]
+    fn one_off_spike_that_reverts_is_never_accepted() {
+        let mut o = at_100();
+        feed(&mut o, &[("a", 120.0, 1_000), ("b", 120.0, 1_000)]);
+        assert_eq!(o.update("BTC", 1_000).health, Health::AwaitingConfirmation);
+        // Back near 100: accepted, candidate cleared.
+        feed(&mut o, &[("a", 100.5, 2_000), ("b", 100.5, 2_000)]);
+        let u = o.update("BTC", 2_000);
+        assert_eq!((u.health, u.price), (Health::Fresh, Some(100.5)));
+        // A second spike to 120 is a new candidate, not a confirmation of the first.
+        feed(&mut o, &[("a", 120.0, 3_000), ("b", 120.0, 3_000)]);
+        let u = o.update("BTC", 3_000);
+        assert_eq!(
+            (u.health, u.price),
+            (Health::AwaitingConfirmation, Some(100.5))
+        );
+    }
+
+    #[test]
+    fn disagreeing_second_jump_is_not_a_confirmation() {
+        let mut o = at_100();
+        feed(&mut o, &[("a", 120.0, 1_000), ("b", 120.0, 1_000)]);
+        o.update("BTC", 1_000);
+        // 140 / 120 - 1 = 16.7 % > 2 %: replaces the candidate.
+        feed(&mut o, &[("a", 140.0, 2_000), ("b", 140.0, 2_000)]);
+        let u = o.update("BTC", 2_000);
+        assert_eq!(
+            (u.health, u.price),
+            (Health::AwaitingConfirmation, Some(100.0))
+        );
+        // 140 again from newer quotes confirms the new candidate.
+        feed(&mut o, &[("a", 140.0, 3_000), ("b", 140.0, 3_000)]);
+        assert_eq!(o.update("BTC", 3_000).price, Some(140.0));
+    }
+
+    #[test]
+    fn confirmation_after_window_restarts_it() {
+        let mut o = at_100();
+        feed(&mut o, &[("a", 120.0, 1_000), ("b", 120.0, 1_000)]);
+        o.update("BTC", 1_000);
+        // 40 000 - 1 000 = 39 000 > 30 000: too late, becomes a fresh candidate.
+        feed(&mut o, &[("a", 120.0, 40_000), ("b", 120.0, 40_000)]);
+        assert_eq!(o.update("BTC", 40_000).health, Health::AwaitingConfirmation);
+        feed(&mut o, &[("a", 120.0, 41_000), ("b", 120.0, 41_000)]);
+        let u = o.update("BTC", 41_000);
+        assert_eq!((u.health, u.price), (Health::Fresh, Some(120.0)));
+    }
+
+    fn stable_config(rate: f64, circuit_breaker: f64) -> OracleConfig {
+        OracleConfig {
+            circuit_breaker,
+            stable_price: Some(StablePriceConfig {
+                max_move_per_second: rate,
+            }),
+            ..OracleConfig::default()
+        }
+    }
+
+    #[test]
+    fn stable_price_bounded_rate_by_hand() {
+        // Circuit breaker at 100 % so the 50 % jump is accepted at once.
+        let mut o = oracle(stable_config(0.001, 1.0));
+        feed(&mut o, &[("a", 100.0, 0), ("b", 100.0, 0)]);
+        let u = o.update("BTC", 0);
+        assert_eq!(u.stable_price, Some(100.0));
+
+        // 10 s later index 150: stable moves by at most 0.001 * 10 * 100 = 1 -> 101.
+        feed(&mut o, &[("a", 150.0, 10_000), ("b", 150.0, 10_000)]);
+        let u = o.update("BTC", 10_000);
+        assert_eq!(u.price, Some(150.0));
+        assert!(close(u.stable_price.unwrap(), 101.0));
+
+        // Another 10 s: 101 + 0.001 * 10 * 101 = 102.01.
+        feed(&mut o, &[("a", 150.0, 20_000), ("b", 150.0, 20_000)]);
+        let u = o.update("BTC", 20_000);
+        assert!(close(u.stable_price.unwrap(), 102.01));
+
+        // Conservative prices: collateral at the lower, liability at the higher.
+        assert!(close(o.conservative_price("BTC", true).unwrap(), 102.01));
+        assert_eq!(o.conservative_price("BTC", false), Some(150.0));
+    }
+
+    #[test]
+    fn stable_price_never_overshoots() {
+        let mut o = oracle(stable_config(0.001, 1.0));
+        feed(&mut o, &[("a", 100.0, 0), ("b", 100.0, 0)]);
+        o.update("BTC", 0);
+        // Allowed step 1.0 after 10 s, gap only 0.5: lands exactly on 100.5.
+        feed(&mut o, &[("a", 100.5, 10_000), ("b", 100.5, 10_000)]);
+        assert_eq!(o.update("BTC", 10_000).stable_price, Some(100.5));
+        // Downward: 10 s, step 0.001 * 10 * 100.5 = 1.005 -> 99.495 (index 90).
+        feed(&mut o, &[("a", 90.0, 20_000), ("b", 90.0, 20_000)]);
+        let u = o.update("BTC", 20_000);
+        assert!(close(u.stable_price.unwrap(), 99.495));
+        assert_eq!(o.conservative_price("BTC", true), Some(90.0));
+        assert!(close(o.conservative_price("BTC", false).unwrap(), 99.495));
+    }
+
+    #[test]
+    fn stable_price_moves_only_on_accepted_index() {
+        // Default circuit breaker 10 %: the 20 % jump waits, and the stable price with it.
+        let mut o = oracle(stable_config(0.001, 0.10));
+        feed(&mut o, &[("a", 100.0, 0), ("b", 100.0, 0)]);
+        o.update("BTC", 0);
+        feed(&mut o, &[("a", 120.0, 10_000), ("b", 120.0, 10_000)]);
+        let u = o.update("BTC", 10_000);
+        assert_eq!(u.stable_price, Some(100.0));
+        // Confirmed at 20 s: 20 s since the last accepted index -> 100 + 0.001 * 20 * 100 = 102.
+        feed(&mut o, &[("a", 120.0, 20_000), ("b", 120.0, 20_000)]);
+        let u = o.update("BTC", 20_000);
+        assert_eq!(u.price, Some(120.0));
+        assert!(close(u.stable_price.unwrap(), 102.0));
+    }
+
+    #[test]
+    fn conservative_price_equals_index_when_stable_off() {
+        let mut o = oracle(OracleConfig::default());
+        assert_eq!(o.conservative_price("BTC", true), None);
+        feed(&mut o, &[("a", 100.0, 0), ("b", 102.0, 0)]);
+        let u = o.update("BTC", 0);
+        assert_eq!(u.stable_price, None);
+        assert_eq!(o.conservative_price("BTC", true), Some(101.0));
+        assert_eq!(o.conservative_price("BTC", false), Some(101.0));
+    }
+
+    #[test]
+    fn bad_quotes_rejected_with_field_named() {
+        let mut o = oracle(OracleConfig::default());
+        for bad in [f64::NAN, f64::INFINITY, 0.0, -1.0] {
+            let err = o.submit(q("a", bad, 0)).unwrap_err();
+            assert!(err.to_string().contains("`price`"), "{err}");
+            assert_eq!(quote_field(err), "price");
+        }
+        let mut no_source = q("a", 100.0, 0);
+        no_source.source = String::new();
+        assert_eq!(quote_field(o.submit(no_source).unwrap_err()), "source");
+        let mut blank = q("a", 100.0, 0);
+        blank.underlying = "  ".to_string();
+        assert_eq!(quote_field(o.submit(blank).unwrap_err()), "underlying");
+        let mut padded = q("a", 100.0, 0);
+        padded.underlying = "BTC ".to_string();
+        assert_eq!(quote_field(o.submit(padded).unwrap_err()), "underlying");
+        // Nothing was recorded.
+        assert_eq!(o.underlyings().count(), 0);
+    }
+
+    #[test]
+    fn bad_config_rejected_with_field_named() {
+        let base = OracleConfig::default;
+        let cases: [(OracleConfig, &str); 8] = [
+            (
+                OracleConfig {
+                    max_age_ms: 0,
+                    ..base()
+                },
+                "max_age_ms",
+            ),
+            (
+                OracleConfig {
+                    min_sources: 0,
+                    ..base()
+                },
+                "min_sources",
+            ),
+            (
+                OracleConfig {
+                    outlier_fraction: f64::NAN,
+                    ..base()
+                },
+                "outlier_fraction",
+            ),
+            (
+                OracleConfig {
+                    outlier_fraction: -0.1,
+                    ..base()
+                },
+                "outlier_fraction",
+            ),
+            (
+                OracleConfig {
+                    mad_multiple: Some(0.0),
+                    ..base()
+                },
+                "mad_multiple",
+            ),
+            (
+                OracleConfig {
+                    circuit_breaker: f64::INFINITY,
+                    ..base()
+                },
+                "circuit_breaker",
+            ),
+            (
+                OracleConfig {
+                    confirm_within_ms: -1,
+                    ..base()
+                },
+                "confirm_within_ms",
+            ),
+            (stable_config(0.0, 0.1), "stable_price.max_move_per_second"),
+        ];
+        for (config, field) in cases {
+            let err = Oracle::new(config).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+            assert_eq!(config_field(err), field);
+        }
+    }
+
+    #[test]
+    fn config_serde_defaults_and_unknown_fields() {
+        let c: OracleConfig = serde_json::from_str(r#"{"min_sources": 3}"#).unwrap();
+        assert_eq!(
+            c,
+            OracleConfig {
+                min_sources: 3,
+                ..OracleConfig::default()
+            }
+        );
+        let err = serde_json::from_str::<OracleConfig>(r#"{"min_source": 3}"#).unwrap_err();
+        assert!(err.to_string().contains("min_source"), "{err}");
+        let c: OracleConfig =
+            serde_json::from_str(r#"{"stable_price": {"max_move_per_second": 0.0005}}"#).unwrap();
+        assert_eq!(c.stable_price.unwrap().max_move_per_second, 0.0005);
+    }
+
+    #[test]
+    fn health_serializes_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&Health::NoQuorum).unwrap(),
+            "\"no_quorum\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Health::AwaitingConfirmation).unwrap(),
+            "\"awaiting_confirmation\""
+        );
+        assert_eq!(
+            serde_json::to_string(&SourceHealth::Outlier).unwrap(),
+            "\"outlier\""
+        );
+    }
+
+    #[test]
+    fn underlyings_sorted_and_unknown_suspended() {
+        let mut o = oracle(OracleConfig::default());
+        for u in ["SOL", "BTC", "ETH"] {
+            o.submit(Quote {
+                source: "a".into(),
+                underlying: u.into(),
+                price: 1.0,
+                ts_ms: 0,
+            })
+            .unwrap();
+        }
+        assert_eq!(o.underlyings().collect::<Vec<_>>(), ["BTC", "ETH", "SOL"]);
+        assert!(o.liquidations_suspended("BTC")); // never updated
+        assert!(o.liquidations_suspended("DOGE")); // never seen
+        assert!(o.state("BTC").is_none());
+        let u = o.update("DOGE", 0);
+        assert_eq!((u.health, u.price), (Health::Stale, None));
+    }
+
+    #[test]
+    fn csv_replay_reads_quotes() {
+        let text = "ts_ms,source,underlying,price\n\
+                    1000, deribit ,BTC,50000.5\n\
+                    \n\
+                    # comment\n\
+                    2000,okx,ETH,3000\n";
+        let quotes = replay_csv(text).unwrap();
+        assert_eq!(
+            quotes,
+            [
+                Quote {
+                    source: "deribit".into(),
+                    underlying: "BTC".into(),
+                    price: 50_000.5,
+                    ts_ms: 1_000
+                },
+                Quote {
+                    source: "okx".into(),
+                    underlying: "ETH".into(),
+                    price: 3_000.0,
+                    ts_ms: 2_000
+                },
+            ]
+        );
+        // Header is optional.
+        assert_eq!(replay_csv("5,a,BTC,1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn csv_replay_errors_name_the_line() {
+        let bad_price = "ts_ms,source,underlying,price\n1,a,BTC,100\n2,a,BTC,abc\n";
+        let err = replay_csv(bad_price).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OracleError::Replay {
+                    line: 3,
+                    field: Some("price"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().starts_with("line 3: `price`"), "{err}");
+
+        let err = replay_csv("1,a,BTC,100\n2,a,BTC\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OracleError::Replay {
+                    line: 2,
+                    field: None,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        let err = replay_csv("x1,a,BTC,100\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OracleError::Replay {
+                    line: 1,
+                    field: Some("ts_ms"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        let err = replay_csv("1,a,BTC,100\n2,a,BTC,-5\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OracleError::Replay {
+                    line: 2,
+                    field: Some("price"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        let err = replay_csv("1,,BTC,100\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OracleError::Replay {
+                    line: 1,
+                    field: Some("source"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+
+        // A header anywhere but first is data, and bad data.
+        let err = replay_csv("1,a,BTC,100\nts_ms,source,underlying,price\n").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OracleError::Replay {
+                    line: 2,
+                    field: Some("ts_ms"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn jsonl_replay_reads_and_names_the_line() {
+        let text = r#"{"source":"a","underlying":"BTC","price":100.0,"ts_ms":1}
+
+{"source":"b","underlying":"BTC","price":101.0,"ts_ms":2}
+"#;
+        let quotes = replay_jsonl(text).unwrap();
+        assert_eq!(quotes.len(), 2);
+        assert_eq!(quotes[1].source, "b");
+
+        let bad = "{\"source\":\"a\",\"underlying\":\"BTC\",\"price\":100.0,\"ts_ms\":1}\n{\"source\":\"a\"}\n";
+        let err = replay_jsonl(bad).unwrap_err();
+        assert!(
+            matches!(err, OracleError::Replay { line: 2, .. }),
+            "{err:?}"
+        );
+
+        let bad = "{\"source\":\"a\",\"underlying\":\"BTC\",\"price\":0.0,\"ts_ms\":1}\n";
+        let err = replay_jsonl(bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OracleError::Replay {
+                    line: 1,
+                    field: Some("price"),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn replayed_quotes_drive_the_oracle() {
+        let text = "0,a,BTC,100\n0,b,BTC,101\n0,c,BTC,102\n";
+        let mut o = oracle(OracleConfig::default());
+        for quote in replay_csv(text).unwrap() {
+            o.submit(quote).unwrap();
+        }
+        assert_eq!(o.update("BTC", 0).price, Some(101.0));
+    }
+}
