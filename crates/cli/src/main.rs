@@ -7,6 +7,7 @@
 mod commands;
 mod demo;
 mod replay;
+mod research;
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -22,7 +23,7 @@ use std::process::ExitCode;
         Computes each account's equity, initial and maintenance margin, status and liquidation \
         prices with SPAN-style scenario grids and filtered historical simulation, beside the \
         isolated (standard) margin the same positions would need.",
-    after_help = "Examples:\n  pmargin demo\n  pmargin margin --portfolio portfolio.json --market market.json --params params.json\n  pmargin scenarios --account alice --portfolio portfolio.json --market market.json --params params.json\n  pmargin what-if --account alice --trade BTC-PERPETUAL:-1 --portfolio portfolio.json --market market.json --params params.json\n  pmargin bench --accounts 100000"
+    after_help = "Examples:\n  pmargin demo\n  pmargin margin --portfolio portfolio.json --market market.json --params params.json\n  pmargin scenarios --account alice --portfolio portfolio.json --market market.json --params params.json\n  pmargin what-if --account alice --trade BTC-PERPETUAL:-1 --portfolio portfolio.json --market market.json --params params.json\n  pmargin bench --accounts 100000\n  pmargin backtest --model all\n  pmargin calibrate --out proposal.json"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -101,6 +102,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Backtest margin models on real history: coverage, Kupiec, Christoffersen, traffic light
+    Backtest(research::BacktestArgs),
+    /// Propose new scan ranges from EWMA volatility (writes a proposal file; changes nothing live)
+    Calibrate(research::CalibrateArgs),
     /// Drive the real-time engine from a file of events (JSONL)
     Replay(replay::ReplayArgs),
     /// Time a full grid recompute of a synthetic book, to size a deployment
@@ -139,6 +144,8 @@ fn main() -> ExitCode {
         } => commands::what_if(&inputs, &account, &trades, &settlement_asset, json),
         Command::Demo { json } => commands::demo(json),
         Command::Replay(args) => replay::replay(&args),
+        Command::Backtest(args) => research::backtest(&args).map_err(commands::CliError::Input),
+        Command::Calibrate(args) => research::calibrate(&args).map_err(commands::CliError::Input),
         Command::Bench {
             accounts,
             threads,

@@ -103,13 +103,33 @@ impl RiskArrays {
     pub fn refresh_underlying(&mut self, book: &Book, u: usize) {
         self.extend(book);
         let (width, n_fhs, rate) = (self.width, self.fhs_count, book.rate);
-        for (i, inst) in book.instruments.iter().enumerate().filter(|(_, p)| p.underlying == u) {
+        for (i, inst) in book
+            .instruments
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.underlying == u)
+        {
             self.fill_instrument_rows(i, inst, rate, width, n_fhs);
         }
-        for (a, asset) in book.assets.iter().enumerate().filter(|(_, x)| x.underlying == Some(u)) {
-            fill_asset(asset, 1.0, &self.grid_shocks[u], &mut self.asset_grid[a * width..(a + 1) * width]);
+        for (a, asset) in book
+            .assets
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.underlying == Some(u))
+        {
+            fill_asset(
+                asset,
+                1.0,
+                &self.grid_shocks[u],
+                &mut self.asset_grid[a * width..(a + 1) * width],
+            );
             if let Some(s) = self.fhs_shocks.as_ref().and_then(|s| s[u].as_ref()) {
-                fill_asset(asset, 1.0, s, &mut self.asset_fhs[a * n_fhs..(a + 1) * n_fhs]);
+                fill_asset(
+                    asset,
+                    1.0,
+                    s,
+                    &mut self.asset_fhs[a * n_fhs..(a + 1) * n_fhs],
+                );
             }
         }
     }
@@ -128,20 +148,49 @@ impl RiskArrays {
             self.asset_fhs.extend(std::iter::repeat_n(0.0, n_fhs));
             let asset = &book.assets[a];
             if let Some(u) = asset.underlying {
-                fill_asset(asset, 1.0, &self.grid_shocks[u], &mut self.asset_grid[a * width..(a + 1) * width]);
+                fill_asset(
+                    asset,
+                    1.0,
+                    &self.grid_shocks[u],
+                    &mut self.asset_grid[a * width..(a + 1) * width],
+                );
                 if let Some(s) = self.fhs_shocks.as_ref().and_then(|s| s[u].as_ref()) {
-                    fill_asset(asset, 1.0, s, &mut self.asset_fhs[a * n_fhs..(a + 1) * n_fhs]);
+                    fill_asset(
+                        asset,
+                        1.0,
+                        s,
+                        &mut self.asset_fhs[a * n_fhs..(a + 1) * n_fhs],
+                    );
                 }
             }
         }
     }
 
-    fn fill_instrument_rows(&mut self, i: usize, inst: &crate::book::Priced, rate: f64, width: usize, n_fhs: usize) {
+    fn fill_instrument_rows(
+        &mut self,
+        i: usize,
+        inst: &crate::book::Priced,
+        rate: f64,
+        width: usize,
+        n_fhs: usize,
+    ) {
         self.values[i] = inst.value_at(1.0, rate);
         let u = inst.underlying;
-        fill_instrument(inst, 1.0, &self.grid_shocks[u], rate, &mut self.grid[i * width..(i + 1) * width]);
+        fill_instrument(
+            inst,
+            1.0,
+            &self.grid_shocks[u],
+            rate,
+            &mut self.grid[i * width..(i + 1) * width],
+        );
         if let Some(s) = self.fhs_shocks.as_ref().and_then(|s| s[u].as_ref()) {
-            fill_instrument(inst, 1.0, s, rate, &mut self.fhs[i * n_fhs..(i + 1) * n_fhs]);
+            fill_instrument(
+                inst,
+                1.0,
+                s,
+                rate,
+                &mut self.fhs[i * n_fhs..(i + 1) * n_fhs],
+            );
         }
     }
 

@@ -161,16 +161,26 @@ impl Book {
             InputError::new(
                 &self.params.source,
                 key_path("underlyings", &inst.underlying),
-                format!("no scan parameters for underlying {}, needed by {}", inst.underlying, inst.name),
+                format!(
+                    "no scan parameters for underlying {}, needed by {}",
+                    inst.underlying, inst.name
+                ),
             )
         })?;
-        let spot = market.prices.get(&inst.underlying).copied().ok_or_else(|| {
-            InputError::new(
-                &market.source,
-                key_path("prices", &inst.underlying),
-                format!("no price for underlying {}, needed by {}", inst.underlying, inst.name),
-            )
-        })?;
+        let spot = market
+            .prices
+            .get(&inst.underlying)
+            .copied()
+            .ok_or_else(|| {
+                InputError::new(
+                    &market.source,
+                    key_path("prices", &inst.underlying),
+                    format!(
+                        "no price for underlying {}, needed by {}",
+                        inst.underlying, inst.name
+                    ),
+                )
+            })?;
         self.underlyings[u].spot = spot;
         let priced = price_instrument(market, inst, u, spot)?;
         let index = self.instruments.len();
@@ -191,9 +201,16 @@ impl Book {
                 format!("asset {name} has no entry in the parameter set's `collateral`"),
             )
         })?;
-        let underlying = collateral.underlying.as_ref().and_then(|u| self.underlying_index(u));
+        let underlying = collateral
+            .underlying
+            .as_ref()
+            .and_then(|u| self.underlying_index(u));
         let price = market.prices.get(name).copied().ok_or_else(|| {
-            InputError::new(&market.source, key_path("prices", name), format!("no price for asset {name}"))
+            InputError::new(
+                &market.source,
+                key_path("prices", name),
+                format!("no price for asset {name}"),
+            )
         })?;
         self.assets.push(Asset {
             name: name.to_string(),
@@ -209,7 +226,11 @@ impl Book {
     pub fn remark_underlying(&mut self, market: &Market, u: usize) -> Result<()> {
         let name = self.underlyings[u].name.clone();
         let spot = market.prices.get(&name).copied().ok_or_else(|| {
-            InputError::new(&market.source, key_path("prices", &name), format!("no price for underlying {name}"))
+            InputError::new(
+                &market.source,
+                key_path("prices", &name),
+                format!("no price for underlying {name}"),
+            )
         })?;
         self.underlyings[u].spot = spot;
         self.as_of = market.as_of;
@@ -378,10 +399,25 @@ fn price_instrument(market: &Market, inst: &Instrument, u: usize, spot: f64) -> 
                 )
             })?;
             let t = year_fraction(market.as_of, crate::instrument::expiry_instant(expiry));
-            (forward, Some(OptionMark { strike, side, vol, t }))
+            (
+                forward,
+                Some(OptionMark {
+                    strike,
+                    side,
+                    vol,
+                    t,
+                }),
+            )
         }
         (Kind::Future, Some(expiry)) => (market.forward(&inst.underlying, expiry, spot), None),
-        _ => (market.perpetual_marks.get(&inst.underlying).copied().unwrap_or(spot), None),
+        _ => (
+            market
+                .perpetual_marks
+                .get(&inst.underlying)
+                .copied()
+                .unwrap_or(spot),
+            None,
+        ),
     };
     Ok(Priced {
         instrument: inst.clone(),

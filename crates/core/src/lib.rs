@@ -26,6 +26,7 @@ pub mod grid;
 pub mod input;
 pub mod instrument;
 pub mod liquidation;
+pub mod montecarlo;
 pub mod report;
 pub mod scenarios;
 pub mod standard;

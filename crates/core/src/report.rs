@@ -75,7 +75,15 @@ pub fn margin_report(
 ) -> Result<MarginReport> {
     let book = Book::build(portfolio, market, params)?;
     let scenarios = history
-        .map(|h| FhsScenarios::build(h, &params.statistical))
+        .map(|h| match params.statistical.model {
+            crate::input::params::StatisticalModel::Fhs => {
+                FhsScenarios::build(h, &params.statistical)
+            }
+            // Monte Carlo paths are joint moves like historical days: same arrays, same tail.
+            crate::input::params::StatisticalModel::Mc => {
+                crate::montecarlo::mc_scenarios(h, &params.statistical).map(|(s, _)| s)
+            }
+        })
         .transpose()?;
     let arrays = RiskArrays::compute(&book, scenarios.as_ref())?;
     let evaluator = Evaluator::new(&book, &arrays);

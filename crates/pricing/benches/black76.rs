@@ -21,6 +21,20 @@ fn bench_black76(c: &mut Criterion) {
         })
     });
 
+    // The margin engine's usual case: stablecoin-settled books margined at a zero rate.
+    c.bench_function("black76_zero_rate", |b| {
+        b.iter(|| {
+            black76(
+                black_box(OptionKind::Call),
+                black_box(f),
+                black_box(k),
+                black_box(t),
+                black_box(sigma),
+                black_box(0.0),
+            )
+        })
+    });
+
     c.bench_function("black76_greeks", |b| {
         b.iter(|| {
             black76_greeks(

@@ -115,6 +115,17 @@ fn undiscounted_degenerate(kind: OptionKind, f: f64, k: f64, s: f64) -> f64 {
     intrinsic(kind, f, k)
 }
 
+/// `exp(-r t)`; crypto books usually margin at a zero rate, where the exponential is skipped
+/// (the result, 1, is the same).
+#[inline(always)]
+fn discount(r: f64, t: f64) -> f64 {
+    if r == 0.0 {
+        1.0
+    } else {
+        (-r * t).exp()
+    }
+}
+
 #[inline(always)]
 fn regular(f: f64, k: f64, s: f64) -> bool {
     s > 0.0 && s < f64::INFINITY && f > 0.0 && k > 0.0
@@ -144,7 +155,7 @@ pub fn black76(kind: OptionKind, f: f64, k: f64, t: f64, sigma: f64, r: f64) -> 
     if t <= 0.0 {
         return intrinsic(kind, f, k);
     }
-    let df = (-r * t).exp();
+    let df = discount(r, t);
     let s = sigma * t.sqrt();
     if regular(f, k, s) {
         df * undiscounted(kind, f, k, s).0
@@ -175,7 +186,7 @@ pub fn black76_greeks(kind: OptionKind, f: f64, k: f64, t: f64, sigma: f64, r: f
             theta: 0.0,
         };
     }
-    let df = (-r * t).exp();
+    let df = discount(r, t);
     let sqrt_t = t.sqrt();
     let s = sigma * sqrt_t;
     if !regular(f, k, s) {
@@ -382,7 +393,7 @@ mod tests {
             sigma in 0.01f64..5.0,
             r in -0.05f64..0.2,
         ) {
-            let df = (-r * t).exp();
+            let df = discount(r, t);
             let v = black76(kind, f, k, t, sigma, r);
             let (lower, upper) = match kind {
                 Call => (df * (f - k).max(0.0), df * f),
