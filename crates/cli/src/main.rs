@@ -8,6 +8,8 @@ mod commands;
 mod demo;
 mod replay;
 mod research;
+mod settle;
+mod simulate;
 mod table;
 
 use clap::{Args, Parser, Subcommand};
@@ -106,6 +108,12 @@ enum Command {
     Backtest(research::BacktestArgs),
     /// Propose new scan ranges from EWMA volatility (writes a proposal file; changes nothing live)
     Calibrate(research::CalibrateArgs),
+    /// Replay a price path through the engine: liquidations, bad debt, insurance fund, socialised loss
+    Simulate(simulate::SimulateArgs),
+    /// Sign an account's margin figures as an EIP-712 MarginUpdate (secp256k1)
+    Sign(settle::SignArgs),
+    /// Verify a signed settlement message and name its signer
+    Verify(settle::VerifyArgs),
     /// Drive the real-time engine from a file of events (JSONL)
     Replay(replay::ReplayArgs),
     /// Time a full grid recompute of a synthetic book, to size a deployment
@@ -144,6 +152,9 @@ fn main() -> ExitCode {
         } => commands::what_if(&inputs, &account, &trades, &settlement_asset, json),
         Command::Demo { json } => commands::demo(json),
         Command::Replay(args) => replay::replay(&args),
+        Command::Simulate(args) => simulate::simulate(&args).map_err(commands::CliError::Input),
+        Command::Sign(args) => settle::sign(&args),
+        Command::Verify(args) => settle::verify(&args),
         Command::Backtest(args) => research::backtest(&args).map_err(commands::CliError::Input),
         Command::Calibrate(args) => research::calibrate(&args).map_err(commands::CliError::Input),
         Command::Bench {

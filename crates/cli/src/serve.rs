@@ -7,9 +7,11 @@ use pmargin_server::{start, ServerConfig};
 use std::path::PathBuf;
 
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Examples:\n  pmargin serve --demo\n  PMARGIN_ADMIN_KEY=secret pmargin serve --listen 127.0.0.1:9000 --data-dir /var/lib/pmargin\n\n\
+#[command(
+    after_help = "Examples:\n  pmargin serve --demo\n  PMARGIN_ADMIN_KEY=secret pmargin serve --listen 127.0.0.1:9000 --data-dir /var/lib/pmargin\n\n\
     The first start creates an admin API key, prints it once and stores only its hash;\n\
-    PMARGIN_ADMIN_KEY sets it instead. API: GET /v1/openapi.json.")]
+    PMARGIN_ADMIN_KEY sets it instead. API: GET /v1/openapi.json."
+)]
 pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -39,7 +41,8 @@ pub struct ServeArgs {
 
 fn read(path: &Option<PathBuf>, default: &str) -> Result<String, String> {
     match path {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read the file: {e}", p.display())),
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| format!("{}: cannot read the file: {e}", p.display())),
         None => Ok(default.to_string()),
     }
 }
@@ -59,12 +62,24 @@ fn genesis(args: &ServeArgs) -> Result<Genesis, String> {
 
 /// Runs the service until Ctrl-C.
 pub fn serve(args: &ServeArgs) -> Result<String, String> {
-    let mut config = ServerConfig::new(args.listen.clone(), Some(args.data_dir.clone()), genesis(args)?);
-    config.admin_key = std::env::var("PMARGIN_ADMIN_KEY").ok().filter(|k| !k.is_empty());
+    let mut config = ServerConfig::new(
+        args.listen.clone(),
+        Some(args.data_dir.clone()),
+        genesis(args)?,
+    );
+    config.admin_key = std::env::var("PMARGIN_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
     if args.demo {
-        config.demo_feed = Some(FeedConfig { day_ms: args.demo_day_ms.max(1), ..FeedConfig::default() });
+        config.demo_feed = Some(FeedConfig {
+            day_ms: args.demo_day_ms.max(1),
+            ..FeedConfig::default()
+        });
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         let running = start(config).await?;
         eprintln!("pmargin serve: listening on http://{} (data in {})", running.addr, args.data_dir.display());

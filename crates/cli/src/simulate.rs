@@ -9,11 +9,14 @@
 use clap::Args;
 use pmargin_core::{Market, Params, Portfolio};
 use pmargin_sim::demo::{DEMO_INSURANCE_FUND, DEMO_SEED};
-use pmargin_sim::{build_engine, plot, report, run, run_demo, DemoOptions, EngineConfig, PricePath};
+use pmargin_sim::{
+    build_engine, plot, report, run, run_demo, DemoOptions, EngineConfig, PricePath,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Examples:\n  pmargin simulate --demo\n  pmargin simulate --demo --impact 0.25 --json\n  \
+#[command(
+    after_help = "Examples:\n  pmargin simulate --demo\n  pmargin simulate --demo --impact 0.25 --json\n  \
         pmargin simulate --portfolio portfolio.json --market market.json --params params.json \\\n      \
         --path crash.csv --impact 0.5 --insurance-fund 1000000 --out charts\n\n\
         Path file (CSV): a header `step,<U1>,<U2>...` (first column: any label, e.g. a step number\n\
@@ -26,19 +29,40 @@ use std::path::{Path, PathBuf};
         --demo: real BTC/ETH closes 2020-03-11 -> 03-12 -> 03-13 (data/history.csv), a synthetic\n\
         intraday shape (seeded Brownian bridge, 96 steps a day), 10,000 accounts in a closed book\n\
         (traders at 2x-25x, market makers on the other side, one liquidator), USDC collateral,\n\
-        insurance fund $2m: total value before and after agree to rounding.")]
+        insurance fund $2m: total value before and after agree to rounding."
+)]
 pub struct SimulateArgs {
     /// Portfolio file (JSON, FORMATS.md), with the liquidator account (created empty if absent)
-    #[arg(long, value_name = "FILE", required_unless_present = "demo", conflicts_with = "demo")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
     pub portfolio: Option<PathBuf>,
     /// Market snapshot at the start (JSON)
-    #[arg(long, value_name = "FILE", required_unless_present = "demo", conflicts_with = "demo")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
     pub market: Option<PathBuf>,
     /// Risk parameter set (JSON, or TOML when the name ends in .toml)
-    #[arg(long, value_name = "FILE", required_unless_present = "demo", conflicts_with = "demo")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
     pub params: Option<PathBuf>,
     /// Price path (CSV: step,<U1>,<U2>...; one row of index prices per step)
-    #[arg(long, value_name = "FILE", required_unless_present = "demo", conflicts_with = "demo")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "demo",
+        conflicts_with = "demo"
+    )]
     pub path: Option<PathBuf>,
     /// Replay the bundled 2020-03-12 crash on a synthetic closed book of 10,000 accounts
     #[arg(long)]
@@ -74,20 +98,27 @@ fn read(path: &Path) -> Result<String, String> {
 }
 
 fn required<'a>(value: &'a Option<PathBuf>, flag: &str) -> Result<&'a Path, String> {
-    value.as_deref().ok_or_else(|| format!("{flag} is required (or use --demo)"))
+    value
+        .as_deref()
+        .ok_or_else(|| format!("{flag} is required (or use --demo)"))
 }
 
 fn check_fund(fund: f64) -> Result<f64, String> {
     if fund.is_finite() && fund >= 0.0 {
         Ok(fund)
     } else {
-        Err(format!("--insurance-fund must be a finite amount >= 0, got {fund}"))
+        Err(format!(
+            "--insurance-fund must be a finite amount >= 0, got {fund}"
+        ))
     }
 }
 
 pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
     if !(args.impact.is_finite() && args.impact >= 0.0) {
-        return Err(format!("--impact must be a finite number >= 0, got {}", args.impact));
+        return Err(format!(
+            "--impact must be a finite number >= 0, got {}",
+            args.impact
+        ));
     }
     let mut report = if args.demo {
         let options = DemoOptions {
@@ -110,7 +141,8 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
         let portfolio = Portfolio::parse(&name(p), &read(p)?).map_err(|e| e.to_string())?;
         let path = PricePath::parse(&name(x), &read(x)?).map_err(|e| e.to_string())?;
         let mut config = match &args.engine_config {
-            Some(c) => serde_json::from_str::<EngineConfig>(&read(c)?).map_err(|e| format!("{}: {e}", c.display()))?,
+            Some(c) => serde_json::from_str::<EngineConfig>(&read(c)?)
+                .map_err(|e| format!("{}: {e}", c.display()))?,
             None => EngineConfig::default(),
         };
         if let Some(fund) = args.insurance_fund {
@@ -121,10 +153,15 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
         run(&mut engine, &path, args.impact, &scenario)?
     };
     if !args.no_chart {
-        report.charts = plot::write_charts(&report, &args.out)?.iter().map(|p| p.display().to_string()).collect();
+        report.charts = plot::write_charts(&report, &args.out)?
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
     }
     if args.json {
-        serde_json::to_string_pretty(&report).map(|s| s + "\n").map_err(|e| format!("cannot serialise the report: {e}"))
+        serde_json::to_string_pretty(&report)
+            .map(|s| s + "\n")
+            .map_err(|e| format!("cannot serialise the report: {e}"))
     } else {
         Ok(report::render_text(&report, 8))
     }
@@ -146,7 +183,8 @@ mod tests {
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("pmargin-simulate-{}-{name}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("pmargin-simulate-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
@@ -155,14 +193,20 @@ mod tests {
       "underlyings": {"BTC": {"price_scan_range": 0.10, "vol_scan_up": 0.10, "vol_scan_down": 0.10,
                               "standard_im_rate": 0.10, "standard_mm_rate": 0.05}},
       "collateral": {"USDC": {"haircut": 0.0}}}"#;
-    const MARKET: &str = r#"{"as_of": "2026-11-24T08:00:00Z", "prices": {"BTC": 60000, "USDC": 1}}"#;
+    const MARKET: &str =
+        r#"{"as_of": "2026-11-24T08:00:00Z", "prices": {"BTC": 60000, "USDC": 1}}"#;
     const PORTFOLIO: &str = r#"{"accounts": [
       {"id": "a", "balances": {"USDC": 7000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": 1, "entry_price": 60000}]},
       {"id": "b", "balances": {"USDC": 100000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": -1, "entry_price": 60000}]},
       {"id": "liquidator", "balances": {"USDC": 1000000}}]}"#;
 
     fn files(dir: &Path, path: &str) -> Vec<String> {
-        for (f, text) in [("p.json", PORTFOLIO), ("m.json", MARKET), ("r.json", PARAMS), ("path.csv", path)] {
+        for (f, text) in [
+            ("p.json", PORTFOLIO),
+            ("m.json", MARKET),
+            ("r.json", PARAMS),
+            ("path.csv", path),
+        ] {
             std::fs::write(dir.join(f), text).unwrap();
         }
         let at = |f: &str| dir.join(f).display().to_string();
@@ -184,15 +228,24 @@ mod tests {
     fn files_mode_reports_json_totals_and_draws_the_chart() {
         let dir = scratch("json");
         let mut argv = files(&dir, "step,BTC\n0,60000\n1,58000\n2,57000\n");
-        argv.extend(["--json".to_string(), "--insurance-fund".into(), "1000".into()]);
+        argv.extend([
+            "--json".to_string(),
+            "--insurance-fund".into(),
+            "1000".into(),
+        ]);
         let args = parse(&argv.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
         let out: serde_json::Value = serde_json::from_str(&simulate(&args).unwrap()).unwrap();
         let t = &out["totals"];
         assert_eq!(t["liquidations"], 2);
-        assert!((t["insurance_fund_after"].as_f64().unwrap() - 1249.375).abs() < 1e-9, "{t}");
+        assert!(
+            (t["insurance_fund_after"].as_f64().unwrap() - 1249.375).abs() < 1e-9,
+            "{t}"
+        );
         assert_eq!(t["value_before"], t["value_after"]);
         assert_eq!(out["steps"].as_array().unwrap().len(), 3);
-        assert!(dir.join("charts/simulate.svg").exists() && dir.join("charts/simulate.png").exists());
+        assert!(
+            dir.join("charts/simulate.svg").exists() && dir.join("charts/simulate.png").exists()
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -212,7 +265,15 @@ mod tests {
         assert!(parse(&["--demo"]).is_ok());
         assert!(parse(&["--demo", "--impact", "0.25", "--seed", "7", "--json"]).is_ok());
         assert!(parse(&["--demo", "--portfolio", "p.json"]).is_err());
-        assert!(parse(&["--portfolio", "p.json", "--market", "m.json", "--params", "r.json"]).is_err());
+        assert!(parse(&[
+            "--portfolio",
+            "p.json",
+            "--market",
+            "m.json",
+            "--params",
+            "r.json"
+        ])
+        .is_err());
         assert!(parse(&["--seed", "7"]).is_err());
     }
 }

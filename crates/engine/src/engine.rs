@@ -16,7 +16,6 @@ use crate::event::{Event, Output};
 use crate::oracle::{Health, Oracle, OracleConfig, Quote};
 use pmargin_core::account::{Requirement, Status};
 use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Priced};
-use pmargin_core::input::market::VolSurface;
 use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio, Position};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
 use pmargin_core::{Evaluator, Market, Params, RiskArrays};
@@ -252,7 +251,7 @@ impl Engine {
 
     /// Would this fill be accepted? `Ok(())` or the refusal with the figures.
     pub fn check_trade(&mut self, account: &str, instrument: &str, size: f64, price: f64, fee: f64) -> Result<(), Output> {
-        let inst = Instrument::parse(instrument).map_err(|e| reject(e))?;
+        let inst = Instrument::parse(instrument).map_err(reject)?;
         if !(size.is_finite() && size != 0.0 && price.is_finite() && price >= 0.0 && fee.is_finite() && fee >= 0.0) {
             return Err(reject("trade: size must be finite and nonzero, price and fee finite and non-negative".into()));
         }
@@ -267,7 +266,7 @@ impl Engine {
     }
 
     /// The pre-trade rule: accepted if the account covers initial margin afterwards, or if the
-    /// change strictly lowers its requirement (reducing risk is always allowed).
+    /// change strictly lowers its requirement without lowering its surplus over it.
     fn admit(&self, a: usize, trial: &BookAccount) -> Result<(), Output> {
         let mut trial = trial.clone();
         update_exposures(&self.book.assets, &mut trial);
@@ -282,7 +281,12 @@ impl Engine {
             after.margin_balance = after.margin_balance.min(at_stable.margin_balance);
         }
         let before = &self.risk[a];
-        if after.margin_balance >= after.initial_margin || after.initial_margin < before.initial_margin {
+        let covered = after.margin_balance >= after.initial_margin;
+        // Reducing risk is allowed even short of initial margin, but only if it does not also
+        // eat the account's surplus: a closing fill far from the mark is a loss, not a hedge.
+        let reduces = after.initial_margin < before.initial_margin
+            && after.margin_balance - after.initial_margin >= before.margin_balance - before.initial_margin;
+        if covered || reduces {
             Ok(())
         } else {
             Err(Output::Rejected {
@@ -491,7 +495,7 @@ impl Engine {
                 self.market.ivs.insert(name.to_string(), vol);
             }
             None => {
-                self.market.vols.entry(underlying.to_string()).or_insert_with(VolSurface::default).default = Some(vol);
+                self.market.vols.entry(underlying.to_string()).or_default().default = Some(vol);
             }
         }
         self.remargin_underlying(u, out)
@@ -547,6 +551,7 @@ impl Engine {
             }
         }
         self.refresh(&touched, out);
+        self.liquidation_round(out);
         Ok(())
     }
 
@@ -569,6 +574,7 @@ impl Engine {
             }
         }
         self.refresh(&touched, out);
+        self.liquidation_round(out);
         Ok(())
     }
 
@@ -653,10 +659,19 @@ impl Engine {
             .filter(|&a| Some(a) != liquidator)
             .filter(|&a| matches!(self.risk[a].status, Status::Liquidatable | Status::Bankrupt))
             .filter(|&a| !self.book.accounts[a].exposures.iter().any(|u| self.suspended.contains(u)))
+            .filter(|&a| self.has_anything_to_liquidate(a))
             .collect();
         for a in candidates {
             self.liquidate(a, out);
         }
+    }
+
+    /// An account closed out with a deficit nobody could cover holds only a negative
+    /// settlement balance: that is bad debt on the books, not something to liquidate again.
+    fn has_anything_to_liquidate(&self, a: usize) -> bool {
+        let settle = self.settlement_index().ok();
+        let account = &self.book.accounts[a];
+        !account.positions.is_empty() || account.balances.iter().any(|b| Some(b.asset) != settle && b.amount != 0.0)
     }
 
     /// Partial liquidation: repeatedly take the step that restores the most margin surplus
@@ -722,7 +737,13 @@ impl Engine {
         let p = self.book.accounts[a].positions[j];
         let price = self.arrays.values[p.instrument];
         let size = -p.size.signum() * step;
-        let penalty = if with_penalty { step * price.abs() * self.config.liquidation_penalty } else { 0.0 };
+        // The penalty never takes more than the account's remaining margin balance: it must not
+        // turn a liquidation into a bankruptcy. (A fill at the mark leaves equity unchanged.)
+        let penalty = if with_penalty {
+            (step * price.abs() * self.config.liquidation_penalty).min(self.risk[a].margin_balance.max(0.0))
+        } else {
+            0.0
+        };
         apply_fill(&self.book.instruments, &mut self.book.accounts[a], p.instrument, size, price, settle);
         add_balance(&mut self.book.accounts[a], settle, -penalty);
         apply_fill(&self.book.instruments, &mut self.book.accounts[liquidator], p.instrument, -size, price, settle);
@@ -801,7 +822,12 @@ impl Engine {
             if remaining <= 0.0 {
                 break;
             }
-            let take = profit.min(remaining);
+            // Never more than the account's margin balance: deleveraging must not create a new
+            // bankruptcy.
+            let take = profit.min(remaining).min(self.risk[b].margin_balance.max(0.0));
+            if take <= 0.0 {
+                continue;
+            }
             add_balance(&mut self.book.accounts[b], settle, -take);
             add_balance(&mut self.book.accounts[a], settle, take);
             remaining -= take;

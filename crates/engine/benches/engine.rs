@@ -1,0 +1,327 @@
+//! Speed of the real-time engine (issue 4 targets), on books built from `synthetic::book`:
+//!
+//! - `tick_100k`: a BTC price tick with 100,000 accounts of which about half are exposed to
+//!   BTC (the other half have their BTC positions removed). Target: under 50 ms on 2 cores.
+//! - `check_trade_20_positions`: the pre-trade check of one trade on an account with 20
+//!   positions. Target: under 20 microseconds.
+//! - `replay_10k_accounts`: events replayed over 10,000 accounts, 1% price ticks (a random
+//!   walk of +-0.2% on a random underlying) and 99% trades between two random accounts on a
+//!   random instrument at its mark, 10,000 events per iteration (throughput in events/s).
+//!   Target: at least 200,000 events per second. With `PMARGIN_BENCH_FULL=1` the whole
+//!   1,000,000-event log is also replayed once and timed.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pmargin_core::book::Book;
+use pmargin_core::input::portfolio::{Account, Portfolio, Position};
+use pmargin_core::synthetic;
+use pmargin_engine::{Engine, EngineConfig, Event, Output};
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+/// The synthetic book's accounts as a portfolio; `keep(i, underlying)` decides which
+/// positions of account `i` are kept. A liquidator with ample USDC is added.
+fn portfolio(book: &Book, keep: impl Fn(usize, &str) -> bool) -> Portfolio {
+    let usdc = book
+        .assets
+        .iter()
+        .position(|a| a.name == "USDC")
+        .expect("USDC");
+    let mut accounts: Vec<Account> = book
+        .accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Account {
+            id: a.id.clone(),
+            balances: a
+                .balances
+                .iter()
+                .filter(|b| b.asset == usdc)
+                .map(|b| ("USDC".to_string(), b.amount))
+                .collect(),
+            positions: a
+                .positions
+                .iter()
+                .filter(|p| keep(i, &book.underlyings[p.underlying].name))
+                .map(|p| {
+                    let inst = &book.instruments[p.instrument].instrument;
+                    Position {
+                        instrument: inst.clone(),
+                        size: p.size,
+                        entry_price: (!inst.is_option()).then_some(p.entry_price),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    accounts.push(Account {
+        id: "liquidator".into(),
+        balances: BTreeMap::from([("USDC".to_string(), 1e12)]),
+        positions: Vec::new(),
+    });
+    Portfolio {
+        source: "synthetic".into(),
+        accounts,
+    }
+}
+
+fn engine(portfolio: &Portfolio) -> Engine {
+    let (market, params) = synthetic::market_and_params().expect("synthetic market");
+    let config = EngineConfig {
+        insurance_fund: 1e9,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(portfolio, &market, &params, config).expect("engine");
+    e.ensure_settlement_asset().expect("USDC");
+    e
+}
+
+/// CPU seconds (user + system, every thread) this process has used, from /proc/self/stat
+/// (clock ticks of 1/100 s). On a shared machine, CPU time / cores estimates the wall time
+/// on idle cores better than the wall time does.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // After the command name: state is field 0, utime field 11, stime field 12.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs `f` `n` times and prints wall and CPU time per run.
+fn cpu_report(label: &str, n: usize, mut f: impl FnMut()) {
+    let (wall, cpu) = (Instant::now(), cpu_seconds());
+    for _ in 0..n {
+        f();
+    }
+    let (wall, cpu) = (
+        wall.elapsed().as_secs_f64() / n as f64,
+        (cpu_seconds() - cpu) / n as f64,
+    );
+    eprintln!(
+        "{label}: wall {:.3} ms, CPU {:.3} ms per run (CPU / 2 cores = {:.3} ms)",
+        wall * 1e3,
+        cpu * 1e3,
+        cpu * 500.0
+    );
+}
+
+fn count_liquidations(out: &[Output]) -> usize {
+    out.iter()
+        .filter(|o| matches!(o, Output::LiquidationFill { .. } | Output::CloseOut { .. }))
+        .count()
+}
+
+fn tick_100k(c: &mut Criterion) {
+    let book = synthetic::book(100_000, 42).expect("book");
+    // 56% of accounts keep everything (89% of those hold BTC: 1 - 0.8^10), the rest lose their
+    // BTC positions: about 0.56 x 0.89 = 50% exposed.
+    let p = portfolio(&book, |i, u| i % 100 < 56 || u != "BTC");
+    drop(book);
+    let mut e = engine(&p);
+    drop(p);
+    eprintln!(
+        "tick_100k: {} accounts, {} exposed to BTC",
+        e.account_ids().count(),
+        e.accounts_exposed_to("BTC")
+    );
+    // A first tick at each of the two prices lets the liquidations the book starts with happen.
+    let warm = [
+        e.apply(&Event::Price {
+            underlying: "BTC".into(),
+            price: 60_060.0,
+        }),
+        e.apply(&Event::Price {
+            underlying: "BTC".into(),
+            price: 60_000.0,
+        }),
+    ];
+    eprintln!(
+        "tick_100k: warm-up liquidation fills/close-outs: {}",
+        warm.iter().map(|o| count_liquidations(o)).sum::<usize>()
+    );
+    let mut up = false;
+    let mut liquidations = 0;
+    c.bench_function("tick_100k_accounts_50k_exposed", |b| {
+        b.iter(|| {
+            up = !up;
+            let price = if up { 60_060.0 } else { 60_000.0 };
+            let out = e.apply(black_box(&Event::Price {
+                underlying: "BTC".into(),
+                price,
+            }));
+            liquidations += count_liquidations(&out);
+            out
+        })
+    });
+    eprintln!("tick_100k: liquidation fills/close-outs during the measurement: {liquidations}");
+    cpu_report("tick_100k (50 ticks)", 50, || {
+        up = !up;
+        let price = if up { 60_060.0 } else { 60_000.0 };
+        black_box(e.apply(&Event::Price {
+            underlying: "BTC".into(),
+            price,
+        }));
+    });
+}
+
+fn check_trade_20(c: &mut Criterion) {
+    let book = synthetic::book(1_000, 7).expect("book");
+    let mut p = portfolio(&book, |_, _| true);
+    // Account 0 takes account 1's positions too: 20 positions (merged if an instrument repeats).
+    let extra = p.accounts[1].positions.clone();
+    p.accounts[0].positions.extend(extra);
+    p.accounts[0].balances.insert("USDC".into(), 5e6);
+    let n = p.accounts[0].positions.len();
+    let id = p.accounts[0].id.clone();
+    let instrument = p.accounts[0].positions[3].instrument.name.clone();
+    let mut e = engine(&p);
+    let mark = {
+        let b = e.book();
+        let i = b.instrument_index(&instrument).expect("instrument");
+        b.instruments[i].value_at(1.0, b.rate)
+    };
+    eprintln!(
+        "check_trade: account {id} with {n} positions, trade 0.5 {instrument} at {mark}: {:?}",
+        e.check_trade(&id, &instrument, 0.5, mark, 0.0)
+    );
+    c.bench_function("check_trade_20_positions", |b| {
+        b.iter(|| black_box(e.check_trade(black_box(&id), black_box(&instrument), 0.5, mark, 0.0)))
+    });
+}
+
+/// xorshift64: a fixed-seed generator, so every run replays the same log.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((self.uniform() * n as f64) as usize).min(n - 1)
+    }
+}
+
+/// `count` events: 1% ticks (random walk, +-0.2%), 99% trades at the mark of the start.
+fn event_log(e: &Engine, count: usize) -> Vec<Event> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let ids: Vec<String> = e
+        .account_ids()
+        .filter(|id| *id != "liquidator")
+        .map(str::to_string)
+        .collect();
+    let book = e.book();
+    let instruments: Vec<(String, f64, f64)> = book
+        .instruments
+        .iter()
+        .map(|i| {
+            (
+                i.instrument.name.clone(),
+                i.value_at(1.0, book.rate),
+                book.underlyings[i.underlying].spot,
+            )
+        })
+        .collect();
+    let mut prices: Vec<(String, f64)> = book
+        .underlyings
+        .iter()
+        .map(|u| (u.name.clone(), u.spot))
+        .collect();
+    (0..count)
+        .map(|_| {
+            if rng.uniform() < 0.01 {
+                let u = rng.below(prices.len());
+                prices[u].1 *= 1.0 + 0.004 * (rng.uniform() - 0.5);
+                Event::Price {
+                    underlying: prices[u].0.clone(),
+                    price: prices[u].1,
+                }
+            } else {
+                let a = rng.below(ids.len());
+                let b = (a + 1 + rng.below(ids.len() - 1)) % ids.len();
+                let (name, mark, spot) = &instruments[rng.below(instruments.len())];
+                // About $1,000-$5,000 of notional, either side.
+                let size = (1_000.0 + 4_000.0 * rng.uniform()) / spot
+                    * if rng.uniform() < 0.5 { -1.0 } else { 1.0 };
+                Event::Trade {
+                    account: ids[a].clone(),
+                    instrument: name.clone(),
+                    size,
+                    price: *mark,
+                    fee: 0.0,
+                    counterparty: Some(ids[b].clone()),
+                }
+            }
+        })
+        .collect()
+}
+
+fn replay(c: &mut Criterion) {
+    const CHUNK: usize = 10_000;
+    const LOG: usize = 1_000_000;
+    let book = synthetic::book(10_000, 11).expect("book");
+    let p = portfolio(&book, |_, _| true);
+    let fresh = engine(&p);
+    let log = event_log(&fresh, LOG);
+    let ticks = log
+        .iter()
+        .filter(|e| matches!(e, Event::Price { .. }))
+        .count();
+    eprintln!(
+        "replay: {} accounts, {LOG} events of which {ticks} ticks",
+        fresh.account_ids().count()
+    );
+
+    if std::env::var("PMARGIN_BENCH_FULL").is_ok() {
+        let mut e = fresh.clone();
+        let start = Instant::now();
+        let mut rejected = 0usize;
+        for ev in &log {
+            rejected += matches!(e.apply(ev).as_slice(), [Output::Rejected { .. }]) as usize;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "replay: full {LOG} events in {secs:.2} s = {:.0} events/s ({rejected} rejected)",
+            LOG as f64 / secs
+        );
+    }
+
+    let mut e = fresh.clone();
+    let mut next = 0usize;
+    let mut rejected = 0usize;
+    let mut applied = 0usize;
+    let mut group = c.benchmark_group("replay_10k_accounts");
+    group.throughput(Throughput::Elements(CHUNK as u64));
+    group.sample_size(20);
+    group.bench_function("10k_events_1pct_ticks", |b| {
+        b.iter(|| {
+            for ev in &log[next..next + CHUNK] {
+                rejected += matches!(e.apply(ev).as_slice(), [Output::Rejected { .. }]) as usize;
+            }
+            applied += CHUNK;
+            next = (next + CHUNK) % LOG;
+        })
+    });
+    group.finish();
+    eprintln!("replay: {rejected} of {applied} events rejected during the measurement");
+    cpu_report("replay (chunks of 10,000 events)", 10, || {
+        for ev in &log[next..next + CHUNK] {
+            black_box(e.apply(ev));
+        }
+        next = (next + CHUNK) % LOG;
+    });
+}
+
+criterion_group!(benches, tick_100k, check_trade_20, replay);
+criterion_main!(benches);

@@ -1,0 +1,350 @@
+//! The two settlement messages and their EIP-712 encodings.
+//!
+//! Identifiers are `bytes32`: an account is `keccak256(utf8(account id string))`
+//! ([`account_id`]) and an instrument `keccak256(utf8(instrument name))` ([`instrument_id`]),
+//! so a contract can check a known id with `keccak256(bytes("..."))` and no string is stored
+//! on-chain. Amounts are fixed-point integers with [`crate::AMOUNT_DECIMALS`] decimals.
+//!
+//! In JSON, members use the EIP-712 (camelCase) names, `bytes32` values are `0x` hex and every
+//! integer except `status` is a decimal string.
+
+use serde::{Deserialize, Serialize};
+
+use crate::eip712::{
+    keccak256, typed_data_digest, word_int, word_uint, Eip712Domain, Types, Value, Word,
+    DOMAIN_TYPE,
+};
+use crate::Error;
+
+/// `bytes32` id of an account: `keccak256` of the UTF-8 bytes of its id string.
+pub fn account_id(id: &str) -> [u8; 32] {
+    keccak256(id.as_bytes())
+}
+
+/// `bytes32` id of an instrument: `keccak256` of the UTF-8 bytes of its name.
+pub fn instrument_id(name: &str) -> [u8; 32] {
+    keccak256(name.as_bytes())
+}
+
+/// Account status as carried by [`MarginUpdate::status`] (`uint8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum AccountStatus {
+    /// Equity at or above the initial requirement.
+    Healthy = 0,
+    /// Below initial, at or above maintenance: only risk-reducing trades.
+    Restricted = 1,
+    /// Below maintenance: to be liquidated.
+    Liquidatable = 2,
+    /// Equity negative: losses beyond the account's collateral.
+    Bankrupt = 3,
+}
+
+impl AccountStatus {
+    /// The `uint8` code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl TryFrom<u8> for AccountStatus {
+    type Error = Error;
+
+    fn try_from(code: u8) -> Result<Self, Error> {
+        match code {
+            0 => Ok(Self::Healthy),
+            1 => Ok(Self::Restricted),
+            2 => Ok(Self::Liquidatable),
+            3 => Ok(Self::Bankrupt),
+            _ => Err(Error::InvalidStatus(code)),
+        }
+    }
+}
+
+/// A margin update: an account's equity, balance, requirements and status under one parameter
+/// version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MarginUpdate {
+    /// `bytes32` account id ([`account_id`]).
+    #[serde(with = "crate::serde_hex::bytes")]
+    pub account: [u8; 32],
+    /// Equity, fixed 6 decimals (`int256`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub equity: i128,
+    /// Margin balance (equity with collateral haircuts applied), fixed 6 decimals (`int256`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub margin_balance: i128,
+    /// Initial margin requirement, fixed 6 decimals (`uint256`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub initial_margin: u128,
+    /// Maintenance margin requirement, fixed 6 decimals (`uint256`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub maintenance_margin: u128,
+    /// [`AccountStatus`] code (`uint8`): 0 healthy, 1 restricted, 2 liquidatable, 3 bankrupt.
+    pub status: u8,
+    /// Version of the risk parameters the figures were computed with (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub params_version: u64,
+    /// Signer's nonce, strictly increasing over all of that signer's messages (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub nonce: u64,
+    /// Unix time in seconds of the figures (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub timestamp: u64,
+}
+
+/// A liquidation instruction: close `size` of `instrument` in `account` at `price`, charging
+/// `penalty`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LiquidationInstruction {
+    /// `bytes32` account id ([`account_id`]).
+    #[serde(with = "crate::serde_hex::bytes")]
+    pub account: [u8; 32],
+    /// `bytes32` instrument id ([`instrument_id`]).
+    #[serde(with = "crate::serde_hex::bytes")]
+    pub instrument: [u8; 32],
+    /// Signed quantity to trade, fixed 6 decimals (`int256`; positive buys, negative sells).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub size: i128,
+    /// Limit price, fixed 6 decimals (`uint256`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub price: u128,
+    /// Liquidation penalty charged to the account, fixed 6 decimals (`uint256`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub penalty: u128,
+    /// Version of the risk parameters (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub params_version: u64,
+    /// Signer's nonce (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub nonce: u64,
+    /// Unix time in seconds (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub timestamp: u64,
+}
+
+/// Common to the typed messages.
+pub trait TypedMessage {
+    /// EIP-712 primary type name.
+    const PRIMARY_TYPE: &'static str;
+    /// `encodeType` of the message (it references no other struct).
+    const TYPE_STRING: &'static str;
+    /// The members as `(type, name)`, in order (for the generic encoder and typed-data JSON).
+    const FIELDS: &'static [(&'static str, &'static str)];
+
+    /// The encoded members, one word each, in order.
+    fn encode_data(&self) -> Vec<Word>;
+    /// The signer's nonce.
+    fn nonce(&self) -> u64;
+    /// Checks the values a contract would refuse.
+    fn validate(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// `typeHash` = keccak256 of [`TypedMessage::TYPE_STRING`].
+    fn type_hash() -> Word {
+        keccak256(Self::TYPE_STRING)
+    }
+
+    /// `hashStruct(message)`.
+    fn struct_hash(&self) -> Word {
+        let words = self.encode_data();
+        let mut enc = Vec::with_capacity(32 * (1 + words.len()));
+        enc.extend_from_slice(&Self::type_hash());
+        for w in &words {
+            enc.extend_from_slice(w);
+        }
+        keccak256(enc)
+    }
+
+    /// The digest signed under `domain`.
+    fn digest(&self, domain: &Eip712Domain) -> Word {
+        typed_data_digest(&domain.separator(), &self.struct_hash())
+    }
+
+    /// The type as a generic [`Types`] set (to cross-check the hand encoding).
+    fn eip712_types() -> Types {
+        Types::new().with(Self::PRIMARY_TYPE, Self::FIELDS)
+    }
+
+    /// The members as generic [`Value`]s.
+    fn eip712_values(&self) -> Vec<Value> {
+        self.encode_data().into_iter().map(Value::Word).collect()
+    }
+}
+
+impl TypedMessage for MarginUpdate {
+    const PRIMARY_TYPE: &'static str = "MarginUpdate";
+    const TYPE_STRING: &'static str = "MarginUpdate(bytes32 account,int256 equity,int256 marginBalance,uint256 initialMargin,uint256 maintenanceMargin,uint8 status,uint64 paramsVersion,uint64 nonce,uint64 timestamp)";
+    const FIELDS: &'static [(&'static str, &'static str)] = &[
+        ("bytes32", "account"),
+        ("int256", "equity"),
+        ("int256", "marginBalance"),
+        ("uint256", "initialMargin"),
+        ("uint256", "maintenanceMargin"),
+        ("uint8", "status"),
+        ("uint64", "paramsVersion"),
+        ("uint64", "nonce"),
+        ("uint64", "timestamp"),
+    ];
+
+    fn encode_data(&self) -> Vec<Word> {
+        vec![
+            self.account,
+            word_int(self.equity),
+            word_int(self.margin_balance),
+            word_uint(self.initial_margin),
+            word_uint(self.maintenance_margin),
+            word_uint(u128::from(self.status)),
+            word_uint(u128::from(self.params_version)),
+            word_uint(u128::from(self.nonce)),
+            word_uint(u128::from(self.timestamp)),
+        ]
+    }
+
+    fn nonce(&self) -> u64 {
+        self.nonce
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        AccountStatus::try_from(self.status).map(|_| ())
+    }
+}
+
+impl TypedMessage for LiquidationInstruction {
+    const PRIMARY_TYPE: &'static str = "LiquidationInstruction";
+    const TYPE_STRING: &'static str = "LiquidationInstruction(bytes32 account,bytes32 instrument,int256 size,uint256 price,uint256 penalty,uint64 paramsVersion,uint64 nonce,uint64 timestamp)";
+    const FIELDS: &'static [(&'static str, &'static str)] = &[
+        ("bytes32", "account"),
+        ("bytes32", "instrument"),
+        ("int256", "size"),
+        ("uint256", "price"),
+        ("uint256", "penalty"),
+        ("uint64", "paramsVersion"),
+        ("uint64", "nonce"),
+        ("uint64", "timestamp"),
+    ];
+
+    fn encode_data(&self) -> Vec<Word> {
+        vec![
+            self.account,
+            self.instrument,
+            word_int(self.size),
+            word_uint(self.price),
+            word_uint(self.penalty),
+            word_uint(u128::from(self.params_version)),
+            word_uint(u128::from(self.nonce)),
+            word_uint(u128::from(self.timestamp)),
+        ]
+    }
+
+    fn nonce(&self) -> u64 {
+        self.nonce
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.size == 0 {
+            return Err(Error::Encoding("liquidation size is zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Either message, tagged with its EIP-712 primary type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "primaryType", content = "message")]
+pub enum SettlementMessage {
+    /// A [`MarginUpdate`].
+    MarginUpdate(MarginUpdate),
+    /// A [`LiquidationInstruction`].
+    LiquidationInstruction(LiquidationInstruction),
+}
+
+impl SettlementMessage {
+    /// EIP-712 primary type name.
+    pub fn primary_type(&self) -> &'static str {
+        match self {
+            Self::MarginUpdate(_) => MarginUpdate::PRIMARY_TYPE,
+            Self::LiquidationInstruction(_) => LiquidationInstruction::PRIMARY_TYPE,
+        }
+    }
+
+    /// The signer's nonce.
+    pub fn nonce(&self) -> u64 {
+        match self {
+            Self::MarginUpdate(m) => m.nonce,
+            Self::LiquidationInstruction(m) => m.nonce,
+        }
+    }
+
+    /// See [`TypedMessage::validate`].
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            Self::MarginUpdate(m) => m.validate(),
+            Self::LiquidationInstruction(m) => m.validate(),
+        }
+    }
+
+    /// `hashStruct(message)`.
+    pub fn struct_hash(&self) -> Word {
+        match self {
+            Self::MarginUpdate(m) => m.struct_hash(),
+            Self::LiquidationInstruction(m) => m.struct_hash(),
+        }
+    }
+
+    /// The digest signed under `domain`.
+    pub fn digest(&self, domain: &Eip712Domain) -> Word {
+        typed_data_digest(&domain.separator(), &self.struct_hash())
+    }
+
+    /// The full typed-data document of `eth_signTypedData_v4` (`types`, `primaryType`,
+    /// `domain`, `message`), which wallets and EVM libraries can hash and verify themselves.
+    pub fn typed_data_json(&self, domain: &Eip712Domain) -> serde_json::Value {
+        fn fields(list: &[(&str, &str)]) -> serde_json::Value {
+            list.iter()
+                .map(|(ty, name)| serde_json::json!({ "name": name, "type": ty }))
+                .collect()
+        }
+        let (primary, members, message) = match self {
+            Self::MarginUpdate(m) => (
+                MarginUpdate::PRIMARY_TYPE,
+                MarginUpdate::FIELDS,
+                serde_json::to_value(m),
+            ),
+            Self::LiquidationInstruction(m) => (
+                LiquidationInstruction::PRIMARY_TYPE,
+                LiquidationInstruction::FIELDS,
+                serde_json::to_value(m),
+            ),
+        };
+        debug_assert!(DOMAIN_TYPE.starts_with("EIP712Domain("));
+        let domain_fields = [
+            ("string", "name"),
+            ("string", "version"),
+            ("uint256", "chainId"),
+            ("address", "verifyingContract"),
+        ];
+        serde_json::json!({
+            "types": { "EIP712Domain": fields(&domain_fields), primary: fields(members) },
+            "primaryType": primary,
+            "domain": domain,
+            // Serializing these plain structs cannot fail.
+            "message": message.unwrap_or(serde_json::Value::Null),
+        })
+    }
+}
+
+impl From<MarginUpdate> for SettlementMessage {
+    fn from(m: MarginUpdate) -> Self {
+        Self::MarginUpdate(m)
+    }
+}
+
+impl From<LiquidationInstruction> for SettlementMessage {
+    fn from(m: LiquidationInstruction) -> Self {
+        Self::LiquidationInstruction(m)
+    }
+}
