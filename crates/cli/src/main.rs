@@ -8,6 +8,7 @@ mod commands;
 mod demo;
 mod replay;
 mod research;
+mod serve;
 mod settle;
 mod simulate;
 mod table;
@@ -110,6 +111,8 @@ enum Command {
     Calibrate(research::CalibrateArgs),
     /// Replay a price path through the engine: liquidations, bad debt, insurance fund, socialised loss
     Simulate(simulate::SimulateArgs),
+    /// Run the risk service: HTTP/WebSocket API on loopback, durable event log, API keys
+    Serve(serve::ServeArgs),
     /// Sign an account's margin figures as an EIP-712 MarginUpdate (secp256k1)
     Sign(settle::SignArgs),
     /// Verify a signed settlement message and name its signer
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
         Command::Demo { json } => commands::demo(json),
         Command::Replay(args) => replay::replay(&args),
         Command::Simulate(args) => simulate::simulate(&args).map_err(commands::CliError::Input),
+        Command::Serve(args) => serve::serve(&args).map_err(commands::CliError::Input),
         Command::Sign(args) => settle::sign(&args),
         Command::Verify(args) => settle::verify(&args),
         Command::Backtest(args) => research::backtest(&args).map_err(commands::CliError::Input),

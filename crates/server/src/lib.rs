@@ -1,0 +1,128 @@
+//! # pmargin-server: the risk service
+//!
+//! Turns the real-time engine into the service a venue runs (issue 5): an HTTP/WebSocket API
+//! under `/v1` ([`api`]), bearer API keys with roles ([`auth`]), an event log that makes every
+//! acknowledged event durable and rebuilds the exact state on restart ([`store`], [`state`]),
+//! a resumable stream of margin changes, liquidations and oracle health ([`stream`]),
+//! Prometheus metrics ([`metrics`]) and a demo that replays real prices ([`demo`]).
+
+pub mod api;
+pub mod auth;
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod state;
+pub mod store;
+pub mod stream;
+
+use crate::state::AppState;
+use crate::store::{FileStore, Genesis, MemoryStore, Store};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Messages kept in memory for stream resumption.
+pub const DEFAULT_RING: usize = 65_536;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// `None`: nothing is kept (a memory store).
+    pub data_dir: Option<PathBuf>,
+    /// The state a new data directory starts from (ignored when the store has one).
+    pub genesis: Genesis,
+    /// The admin key to install (`PMARGIN_ADMIN_KEY`); without it, the first start makes one.
+    pub admin_key: Option<String>,
+    pub ring_capacity: usize,
+    /// Feed the oracle from the bundled price history.
+    pub demo_feed: Option<demo::FeedConfig>,
+}
+
+impl ServerConfig {
+    pub fn new(
+        listen: impl Into<String>,
+        data_dir: Option<PathBuf>,
+        genesis: Genesis,
+    ) -> ServerConfig {
+        ServerConfig {
+            listen: listen.into(),
+            data_dir,
+            genesis,
+            admin_key: None,
+            ring_capacity: DEFAULT_RING,
+            demo_feed: None,
+        }
+    }
+}
+
+/// A started server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    /// The admin key made on first start: shown once, only its hash is stored.
+    pub new_admin_key: Option<String>,
+    pub recovered_events: usize,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), String>>,
+    feed: Option<JoinHandle<()>>,
+}
+
+/// Opens the store, recovers the state, binds the listener and serves in the background.
+pub async fn start(config: ServerConfig) -> Result<Running, String> {
+    let store: Box<dyn Store> = match &config.data_dir {
+        Some(dir) => Box::new(FileStore::open(dir)?),
+        None => Box::new(MemoryStore::default()),
+    };
+    let (genesis, admin, ring) = (
+        config.genesis.clone(),
+        config.admin_key.clone(),
+        config.ring_capacity,
+    );
+    let started =
+        tokio::task::spawn_blocking(move || state::start(store, genesis, admin.as_deref(), ring))
+            .await
+            .map_err(|e| format!("start: {e}"))??;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = api::router(started.state.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| format!("server: {e}"))
+    });
+    let feed = config
+        .demo_feed
+        .map(|f| tokio::spawn(demo::feed(started.state.clone(), f)));
+    Ok(Running {
+        addr,
+        state: started.state,
+        new_admin_key: started.new_admin_key,
+        recovered_events: started.recovered_events,
+        shutdown: Some(tx),
+        task,
+        feed,
+    })
+}
+
+impl Running {
+    /// Stops accepting, finishes in-flight requests, stops the writer.
+    pub async fn stop(mut self) -> Result<(), String> {
+        if let Some(feed) = self.feed.take() {
+            feed.abort();
+        }
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = self.task.await.map_err(|e| e.to_string())?;
+        self.state.stop_writer();
+        result
+    }
+}

@@ -1,0 +1,207 @@
+//! Prometheus text metrics.
+
+use pmargin_engine::Engine;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Upper bounds of the re-margin latency histogram, in seconds.
+pub const BUCKETS: [f64; 13] = [
+    1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 1.0,
+];
+
+/// Seconds over which events per second is measured.
+const WINDOW_S: u64 = 10;
+
+pub struct Metrics {
+    start: Instant,
+    applied: AtomicU64,
+    rejected: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+    window: Mutex<VecDeque<(u64, u64)>>,
+    pub http_requests: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            start: Instant::now(),
+            applied: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            window: Mutex::new(VecDeque::new()),
+            http_requests: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record_event(&self, accepted: bool, latency: Duration) {
+        if accepted {
+            &self.applied
+        } else {
+            &self.rejected
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        let s = latency.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(latency.as_nanos() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let sec = self.start.elapsed().as_secs();
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        match w.back_mut() {
+            Some((s, n)) if *s == sec => *n += 1,
+            _ => w.push_back((sec, 1)),
+        }
+        while w.front().is_some_and(|(s, _)| *s + WINDOW_S < sec) {
+            w.pop_front();
+        }
+    }
+
+    pub fn events_total(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed) + self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Events per second over the last complete seconds of the window.
+    pub fn events_per_second(&self) -> f64 {
+        let now = self.start.elapsed().as_secs();
+        let w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let span = WINDOW_S.min(now.max(1));
+        let n: u64 = w
+            .iter()
+            .filter(|(s, _)| *s < now && *s + span >= now)
+            .map(|(_, n)| n)
+            .sum();
+        n as f64 / span as f64
+    }
+
+    /// The whole exposition: counters here plus the engine's gauges.
+    pub fn render(&self, engine: &Engine, stream_next: u64, durable: bool) -> String {
+        let mut out = String::new();
+        let w = &mut out;
+        let _ = writeln!(
+            w,
+            "# HELP pmargin_events_total Events applied by the engine, by result."
+        );
+        let _ = writeln!(w, "# TYPE pmargin_events_total counter");
+        let _ = writeln!(
+            w,
+            "pmargin_events_total{{result=\"applied\"}} {}",
+            self.applied.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            w,
+            "pmargin_events_total{{result=\"rejected\"}} {}",
+            self.rejected.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(w, "# HELP pmargin_events_per_second Events applied per second over the last {WINDOW_S} s.");
+        let _ = writeln!(w, "# TYPE pmargin_events_per_second gauge");
+        let _ = writeln!(w, "pmargin_events_per_second {}", self.events_per_second());
+        let _ = writeln!(w, "# HELP pmargin_remargin_latency_seconds Time to apply one event and re-margin the accounts it touches.");
+        let _ = writeln!(w, "# TYPE pmargin_remargin_latency_seconds histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "pmargin_remargin_latency_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            w,
+            "pmargin_remargin_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            w,
+            "pmargin_remargin_latency_seconds_sum {}",
+            self.sum_ns.load(Ordering::Relaxed) as f64 * 1e-9
+        );
+        let _ = writeln!(
+            w,
+            "pmargin_remargin_latency_seconds_count {}",
+            self.count.load(Ordering::Relaxed)
+        );
+        let mut statuses: BTreeMap<&str, u64> =
+            ["healthy", "restricted", "liquidatable", "bankrupt"]
+                .iter()
+                .map(|s| (*s, 0))
+                .collect();
+        for (_, r) in engine.risks() {
+            *statuses.entry(r.status.as_str()).or_default() += 1;
+        }
+        let _ = writeln!(w, "# HELP pmargin_accounts Accounts by margin status.");
+        let _ = writeln!(w, "# TYPE pmargin_accounts gauge");
+        for (s, n) in &statuses {
+            let _ = writeln!(w, "pmargin_accounts{{status=\"{s}\"}} {n}");
+        }
+        let _ = writeln!(w, "# HELP pmargin_oracle_health Oracle health of each underlying's index (1 for the current state).");
+        let _ = writeln!(w, "# TYPE pmargin_oracle_health gauge");
+        let _ = writeln!(w, "# HELP pmargin_oracle_price Last good index price.");
+        let _ = writeln!(w, "# TYPE pmargin_oracle_price gauge");
+        if let Some(oracle) = engine.oracle() {
+            for u in oracle.underlyings() {
+                if let Some(s) = oracle.state(u) {
+                    let current = serde_json::to_value(s.health)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    for h in ["fresh", "stale", "no_quorum", "awaiting_confirmation"] {
+                        let _ = writeln!(
+                            w,
+                            "pmargin_oracle_health{{underlying=\"{u}\",health=\"{h}\"}} {}",
+                            u8::from(h == current)
+                        );
+                    }
+                    if let Some(p) = s.price {
+                        let _ = writeln!(w, "pmargin_oracle_price{{underlying=\"{u}\"}} {p}");
+                    }
+                }
+            }
+        }
+        let _ = writeln!(w, "# HELP pmargin_liquidations_suspended Whether liquidations on an underlying are suspended.");
+        let _ = writeln!(w, "# TYPE pmargin_liquidations_suspended gauge");
+        for u in &engine.book().underlyings {
+            let _ = writeln!(
+                w,
+                "pmargin_liquidations_suspended{{underlying=\"{}\"}} {}",
+                u.name,
+                u8::from(engine.liquidations_suspended(&u.name))
+            );
+        }
+        let _ = writeln!(
+            w,
+            "# HELP pmargin_insurance_fund Insurance fund balance (settlement asset)."
+        );
+        let _ = writeln!(w, "# TYPE pmargin_insurance_fund gauge");
+        let _ = writeln!(w, "pmargin_insurance_fund {}", engine.insurance_fund());
+        let _ = writeln!(w, "# TYPE pmargin_event_sequence counter");
+        let _ = writeln!(w, "pmargin_event_sequence {}", engine.sequence());
+        let _ = writeln!(w, "# TYPE pmargin_stream_sequence counter");
+        let _ = writeln!(
+            w,
+            "pmargin_stream_sequence {}",
+            stream_next.saturating_sub(1)
+        );
+        let _ = writeln!(w, "# TYPE pmargin_http_requests_total counter");
+        let _ = writeln!(
+            w,
+            "pmargin_http_requests_total {}",
+            self.http_requests.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(w, "# TYPE pmargin_store_durable gauge");
+        let _ = writeln!(w, "pmargin_store_durable {}", u8::from(durable));
+        out
+    }
+}

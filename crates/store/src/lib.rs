@@ -1,0 +1,777 @@
+//! # pmargin-store: durable storage of the risk service
+//!
+//! One SQLite database, `pmargin.db` in the data directory, in WAL mode with `synchronous=FULL`
+//! and foreign keys on. It holds:
+//!
+//! - `events`: the event log. An event's sequence number is its position in the log (1, 2, ...);
+//!   [`Store::append_event`] returns only after the transaction holding it has committed, so an
+//!   event acknowledged to a client is durable. An idempotency key is unique: the same key again
+//!   returns the original sequence number and stores nothing.
+//! - `snapshots`: the engine's [`State`] after some event, so recovery need not replay the whole
+//!   log ([`recover`]).
+//! - `param_versions`, `proposals`, `audit`, `api_keys`: for the service (governed parameters,
+//!   audit trail, API keys stored as hashes only).
+//!
+//! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] are applied in order, each
+//! in its own transaction, when the store opens.
+
+mod state;
+
+pub use state::{
+    AccountState, FutureMark, MarketState, PointState, PortfolioState, PositionState, State,
+    SurfaceState, STATE_FORMAT,
+};
+
+use pmargin_engine::{Engine, Event, Output};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "pmargin.db";
+
+/// Schema migrations; migration `i` (0-based) takes the database from version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // v1: the event log and snapshots.
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        key_id TEXT,
+        event TEXT NOT NULL,
+        outputs TEXT
+     );
+     CREATE TABLE snapshots (
+        seq INTEGER PRIMARY KEY,
+        state TEXT NOT NULL
+     );",
+    // v2: the service's tables.
+    "CREATE TABLE proposals (
+        id TEXT PRIMARY KEY,
+        proposal TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+     );
+     CREATE INDEX proposals_status ON proposals(status);
+     CREATE TABLE param_versions (
+        version INTEGER PRIMARY KEY,
+        params TEXT NOT NULL,
+        activated_ms INTEGER NOT NULL,
+        proposal_id TEXT REFERENCES proposals(id)
+     );
+     CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        key_id TEXT,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );
+     CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        created_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+     );",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("snapshot cannot be restored: {0}")]
+    NotRestorable(String),
+    #[error("engine: {0}")]
+    Engine(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// An event to append, with what the service knows about it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub event: &'a Event,
+    /// A client's key: a second event with the same key is not stored.
+    pub idempotency_key: Option<&'a str>,
+    /// The API key that submitted it.
+    pub key_id: Option<&'a str>,
+    pub ts_ms: i64,
+    /// The engine's outputs, if the event was applied before it was stored.
+    pub outputs: Option<&'a [Output]>,
+}
+
+impl<'a> NewEvent<'a> {
+    pub fn new(event: &'a Event, ts_ms: i64) -> Self {
+        NewEvent {
+            event,
+            idempotency_key: None,
+            key_id: None,
+            ts_ms,
+            outputs: None,
+        }
+    }
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// The idempotency key was already used: `seq` is the original event's, nothing was stored.
+    pub duplicate: bool,
+    /// A duplicate whose event differs from the original (a client reusing a key for another
+    /// request): nothing was stored; the service should refuse it.
+    pub conflict: bool,
+}
+
+/// One event of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub idempotency_key: Option<String>,
+    pub key_id: Option<String>,
+    pub event: Event,
+    pub outputs: Option<Vec<Output>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamVersion {
+    pub version: u64,
+    pub params: serde_json::Value,
+    pub activated_ms: i64,
+    pub proposal_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredProposal {
+    pub id: String,
+    pub proposal: serde_json::Value,
+    pub status: String,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub ts_ms: i64,
+    pub key_id: Option<String>,
+    pub action: String,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub role: String,
+    /// The key's hash (the store never sees the key itself).
+    pub hash: Vec<u8>,
+    pub created_ms: i64,
+    pub revoked_ms: Option<i64>,
+}
+
+/// The store. Not `Sync`: a service shares it behind a mutex or owns it in one writer task.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn seq_u64(v: i64) -> Result<u64> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative sequence number {v}")))
+}
+
+fn seq_i64(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Invalid(format!("sequence number {v} out of range")))
+}
+
+type EventRow = (
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+);
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn decode_event(
+    (seq, ts_ms, idempotency_key, key_id, event, outputs): EventRow,
+) -> Result<StoredEvent> {
+    let seq = seq_u64(seq)?;
+    let event = serde_json::from_str(&event)
+        .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let outputs = match outputs {
+        Some(o) => Some(
+            serde_json::from_str(&o)
+                .map_err(|e| StoreError::Corrupt(format!("outputs of event {seq}: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(StoredEvent {
+        seq,
+        ts_ms,
+        idempotency_key,
+        key_id,
+        event,
+        outputs,
+    })
+}
+
+const EVENT_COLUMNS: &str = "seq, ts_ms, idempotency_key, key_id, event, outputs";
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory and the database on first start, and
+    /// brings the schema up to [`SCHEMA_VERSION`].
+    pub fn open(dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Schema(format!(
+                "could not switch to WAL journal mode (got {mode})"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// A pragma's value (for checks: `journal_mode`, `synchronous`, `foreign_keys`).
+    pub fn pragma(&self, name: &str) -> Result<String> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::Invalid(format!("not a pragma name: {name}")));
+        }
+        Ok(self
+            .conn
+            .query_row(&format!("PRAGMA {name}"), [], |r| {
+                r.get::<_, rusqlite::types::Value>(0)
+            })
+            .map(|v| match v {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })?)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let current = self.schema_version()?;
+        if current > SCHEMA_VERSION {
+            return Err(StoreError::Schema(format!(
+                "the database is at schema version {current}, newer than this build's {SCHEMA_VERSION}"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Another process may have migrated in the meantime.
+            let now: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if now as usize > i {
+                continue;
+            }
+            tx.execute_batch(sql)
+                .map_err(|e| StoreError::Schema(format!("migration to version {}: {e}", i + 1)))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    // ----- the event log -----
+
+    /// Appends one event; returns once it is durable (its transaction has committed).
+    pub fn append_event(
+        &mut self,
+        event: &Event,
+        idempotency_key: Option<&str>,
+        key_id: Option<&str>,
+        ts_ms: i64,
+    ) -> Result<Appended> {
+        self.append(&NewEvent {
+            event,
+            idempotency_key,
+            key_id,
+            ts_ms,
+            outputs: None,
+        })
+    }
+
+    /// Appends one event with everything known about it.
+    pub fn append(&mut self, event: &NewEvent<'_>) -> Result<Appended> {
+        Ok(self.append_batch(std::slice::from_ref(event))?.remove(0))
+    }
+
+    /// Group commit: appends the events in order in one transaction (one disk sync for all);
+    /// returns once all are durable. Duplicates (also within the batch) are reported per event.
+    pub fn append_batch(&mut self, events: &[NewEvent<'_>]) -> Result<Vec<Appended>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Vec::with_capacity(events.len());
+        {
+            let mut last: i64 =
+                tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+            let mut find =
+                tx.prepare_cached("SELECT seq, event FROM events WHERE idempotency_key = ?1")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (seq, ts_ms, idempotency_key, key_id, event, outputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for e in events {
+                let json = serde_json::to_string(e.event)?;
+                if let Some(key) = e.idempotency_key {
+                    let found: Option<(i64, String)> = find
+                        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    if let Some((seq, original)) = found {
+                        out.push(Appended {
+                            seq: seq_u64(seq)?,
+                            duplicate: true,
+                            conflict: original != json,
+                        });
+                        continue;
+                    }
+                }
+                let outputs = e.outputs.map(serde_json::to_string).transpose()?;
+                last += 1;
+                insert.execute(params![
+                    last,
+                    e.ts_ms,
+                    e.idempotency_key,
+                    e.key_id,
+                    json,
+                    outputs
+                ])?;
+                out.push(Appended {
+                    seq: seq_u64(last)?,
+                    duplicate: false,
+                    conflict: false,
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The sequence number of the event stored under an idempotency key.
+    pub fn idempotent_seq(&self, key: &str) -> Result<Option<u64>> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM events WHERE idempotency_key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        seq.map(seq_u64).transpose()
+    }
+
+    /// The last event's sequence number (0 for an empty log).
+    pub fn last_seq(&self) -> Result<u64> {
+        seq_u64(
+            self.conn
+                .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?,
+        )
+    }
+
+    pub fn event(&self, seq: u64) -> Result<Option<StoredEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1");
+        let row = self
+            .conn
+            .query_row(&sql, [seq_i64(seq)?], event_row)
+            .optional()?;
+        row.map(decode_event).transpose()
+    }
+
+    /// Every event after `seq`, in order.
+    pub fn events_after(&self, seq: u64) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        self.for_each_event_after(seq, |e| {
+            out.push(e);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// At most `limit` events after `seq`, in order (paging, a stream's resume).
+    pub fn events_range(&self, seq: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let sql =
+            format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![seq_i64(seq)?, limit], event_row)?;
+        rows.map(|r| decode_event(r?)).collect()
+    }
+
+    /// Calls `f` on every event after `seq`, in order, without holding the log in memory.
+    pub fn for_each_event_after(
+        &self,
+        seq: u64,
+        mut f: impl FnMut(StoredEvent) -> Result<()>,
+    ) -> Result<()> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([seq_i64(seq)?])?;
+        let mut expected = seq + 1;
+        while let Some(row) = rows.next()? {
+            let e = decode_event(event_row(row)?)?;
+            if e.seq != expected {
+                return Err(StoreError::Corrupt(format!(
+                    "event log has a gap: {} follows {}",
+                    e.seq,
+                    expected - 1
+                )));
+            }
+            expected += 1;
+            f(e)?;
+        }
+        Ok(())
+    }
+
+    // ----- snapshots -----
+
+    /// Stores the engine's state after event `seq` (0: before any event). Replaces a snapshot
+    /// at the same sequence number.
+    pub fn save_snapshot(&mut self, seq: u64, state: &State) -> Result<()> {
+        let last = self.last_seq()?;
+        if seq > last {
+            return Err(StoreError::Invalid(format!(
+                "snapshot at {seq} is beyond the last event {last}"
+            )));
+        }
+        let json = serde_json::to_string(state)?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO snapshots (seq, state) VALUES (?1, ?2)",
+            params![seq_i64(seq)?, json],
+        )?;
+        Ok(())
+    }
+
+    /// The most recent snapshot and the sequence number of the event it follows.
+    pub fn latest_snapshot(&self) -> Result<Option<(u64, State)>> {
+        let row: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT seq, state FROM snapshots ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((seq, json)) => {
+                let seq = seq_u64(seq)?;
+                let state = serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("snapshot {seq}: {e}")))?;
+                Ok(Some((seq, state)))
+            }
+        }
+    }
+
+    /// Sequence numbers of the stored snapshots, ascending.
+    pub fn snapshot_seqs(&self) -> Result<Vec<u64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq FROM snapshots ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+        rows.map(|r| seq_u64(r?)).collect()
+    }
+
+    /// Deletes all but the `keep` most recent snapshots; returns how many were deleted.
+    pub fn prune_snapshots(&mut self, keep: usize) -> Result<usize> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        Ok(self.conn.execute("DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?1)", [keep])?)
+    }
+
+    // ----- parameter versions -----
+
+    /// Records that a parameter set became active (from a proposal, or none for the genesis set
+    /// and the guardian's emergency path). Versions are unique.
+    pub fn add_param_version(
+        &mut self,
+        version: u64,
+        params: &impl Serialize,
+        activated_ms: i64,
+        proposal_id: Option<&str>,
+    ) -> Result<()> {
+        let json = serde_json::to_string(params)?;
+        self.conn.execute(
+            "INSERT INTO param_versions (version, params, activated_ms, proposal_id) VALUES (?1, ?2, ?3, ?4)",
+            params![seq_i64(version)?, json, activated_ms, proposal_id],
+        )?;
+        Ok(())
+    }
+
+    /// Every parameter version, oldest first.
+    pub fn param_versions(&self) -> Result<Vec<ParamVersion>> {
+        let mut stmt = self.conn.prepare("SELECT version, params, activated_ms, proposal_id FROM param_versions ORDER BY version")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (version, params, activated_ms, proposal_id) = r?;
+            Ok(ParamVersion {
+                version: seq_u64(version)?,
+                params: serde_json::from_str(&params)?,
+                activated_ms,
+                proposal_id,
+            })
+        })
+        .collect()
+    }
+
+    /// The highest parameter version.
+    pub fn latest_param_version(&self) -> Result<Option<ParamVersion>> {
+        Ok(self.param_versions()?.pop())
+    }
+
+    // ----- proposals -----
+
+    /// Stores a new proposal (its id must be new).
+    pub fn insert_proposal(
+        &mut self,
+        id: &str,
+        proposal: &impl Serialize,
+        status: &str,
+        ts_ms: i64,
+    ) -> Result<()> {
+        let json = serde_json::to_string(proposal)?;
+        self.conn.execute(
+            "INSERT INTO proposals (id, proposal, status, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![id, json, status, ts_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Replaces a proposal's document and status (approvals added, activated, rejected...).
+    pub fn update_proposal(
+        &mut self,
+        id: &str,
+        proposal: &impl Serialize,
+        status: &str,
+        ts_ms: i64,
+    ) -> Result<()> {
+        let json = serde_json::to_string(proposal)?;
+        let n = self.conn.execute(
+            "UPDATE proposals SET proposal = ?2, status = ?3, updated_ms = ?4 WHERE id = ?1",
+            params![id, json, status, ts_ms],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Invalid(format!("no proposal {id}")));
+        }
+        Ok(())
+    }
+
+    pub fn proposal(&self, id: &str) -> Result<Option<StoredProposal>> {
+        let mut rows = self.proposals_where("WHERE id = ?1", id)?;
+        Ok(rows.pop())
+    }
+
+    /// Proposals, oldest first, all or those with a status.
+    pub fn proposals(&self, status: Option<&str>) -> Result<Vec<StoredProposal>> {
+        match status {
+            Some(s) => self.proposals_where("WHERE status = ?1", s),
+            None => self.proposals_where("WHERE ?1 IS NOT NULL", ""),
+        }
+    }
+
+    fn proposals_where(&self, clause: &str, arg: &str) -> Result<Vec<StoredProposal>> {
+        let sql = format!("SELECT id, proposal, status, created_ms, updated_ms FROM proposals {clause} ORDER BY created_ms, id");
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map([arg], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, String>(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (id, proposal, status, created_ms, updated_ms) = r?;
+            Ok(StoredProposal {
+                id,
+                proposal: serde_json::from_str(&proposal)?,
+                status,
+                created_ms,
+                updated_ms,
+            })
+        })
+        .collect()
+    }
+
+    // ----- audit trail -----
+
+    /// Appends to the audit trail (durable on return); returns the entry's id.
+    pub fn audit(
+        &mut self,
+        ts_ms: i64,
+        key_id: Option<&str>,
+        action: &str,
+        detail: &serde_json::Value,
+    ) -> Result<u64> {
+        self.conn.execute(
+            "INSERT INTO audit (ts_ms, key_id, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![ts_ms, key_id, action, detail.to_string()],
+        )?;
+        seq_u64(self.conn.last_insert_rowid())
+    }
+
+    /// At most `limit` audit entries after id `after`, oldest first.
+    pub fn audit_list(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut stmt = self.conn.prepare("SELECT id, ts_ms, key_id, action, detail FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![seq_i64(after)?, limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        rows.map(|r| {
+            let (id, ts_ms, key_id, action, detail) = r?;
+            Ok(AuditEntry {
+                id: seq_u64(id)?,
+                ts_ms,
+                key_id,
+                action,
+                detail: serde_json::from_str(&detail)?,
+            })
+        })
+        .collect()
+    }
+
+    // ----- API keys -----
+
+    /// Stores a key's hash under its id (ids are unique).
+    pub fn insert_api_key(
+        &mut self,
+        id: &str,
+        role: &str,
+        hash: &[u8],
+        created_ms: i64,
+    ) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO api_keys (id, role, hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![id, role, hash, created_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a key revoked; false if there is no such live key.
+    pub fn revoke_api_key(&mut self, id: &str, ts_ms: i64) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE api_keys SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+            params![id, ts_ms],
+        )? == 1)
+    }
+
+    pub fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT id, role, hash, created_ms, revoked_ms FROM api_keys WHERE id = ?1",
+                [id],
+                api_key_row,
+            )
+            .optional()?)
+    }
+
+    /// Every key, revoked ones included, by id.
+    pub fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, role, hash, created_ms, revoked_ms FROM api_keys ORDER BY id")?;
+        let rows = stmt.query_map([], api_key_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn api_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: r.get(0)?,
+        role: r.get(1)?,
+        hash: r.get(2)?,
+        created_ms: r.get(3)?,
+        revoked_ms: r.get(4)?,
+    })
+}
+
+// ----- recovery -----
+
+/// Rebuilds the engine as it was after the last stored event: the latest snapshot (if it can be
+/// restored; else `genesis()`) plus a replay of every later event. Returns the engine and the
+/// last event's sequence number.
+///
+/// A snapshot of an engine with an oracle cannot be restored (see [`State`]); recovery then
+/// replays the whole log from genesis.
+pub fn recover(store: &Store, genesis: impl FnOnce() -> Engine) -> Result<(Engine, u64)> {
+    let (mut engine, from) = match store.latest_snapshot()? {
+        Some((seq, state)) if state.restorable() => (state.restore()?, seq),
+        _ => (genesis(), 0),
+    };
+    let mut last = from;
+    store.for_each_event_after(from, |e| {
+        engine.apply(&e.event);
+        last = e.seq;
+        Ok(())
+    })?;
+    Ok((engine, last))
+}
+
+/// The whole log replayed from `genesis()`, ignoring snapshots: what [`recover`] must equal.
+pub fn replay(store: &Store, genesis: impl FnOnce() -> Engine) -> Result<(Engine, u64)> {
+    let mut engine = genesis();
+    let mut last = 0;
+    store.for_each_event_after(0, |e| {
+        engine.apply(&e.event);
+        last = e.seq;
+        Ok(())
+    })?;
+    Ok((engine, last))
+}
