@@ -12,7 +12,9 @@ fn full_grid_backtest(c: &mut Criterion) {
     let portfolios = reference_portfolios();
     let config = BacktestConfig::default();
     let mut group = c.benchmark_group("backtest");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     group.bench_function("grid_6_reference_portfolios_full_history", |b| {
         b.iter(|| run_backtest(&history, &params, &portfolios, &config, &|_, _| {}).unwrap())
     });

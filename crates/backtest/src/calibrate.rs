@@ -125,7 +125,11 @@ pub fn simple_range(log_range: f64) -> (f64, bool) {
 }
 
 /// Proposes a new parameter set: same as `params` but the scan ranges and `version + 1`.
-pub fn calibrate(history: &History, params: &Params, options: &CalibrateOptions) -> Result<Proposal> {
+pub fn calibrate(
+    history: &History,
+    params: &Params,
+    options: &CalibrateOptions,
+) -> Result<Proposal> {
     let settings = Settings {
         coverage: options.coverage.unwrap_or(params.statistical.confidence),
         horizon_days: options
@@ -209,7 +213,12 @@ pub fn calibrate(history: &History, params: &Params, options: &CalibrateOptions)
             "{}: no column for any underlying of {} ({})",
             history.source,
             params.source,
-            params.underlyings.keys().cloned().collect::<Vec<_>>().join(", ")
+            params
+                .underlyings
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     new.validate(&params.source)?;
@@ -217,7 +226,11 @@ pub fn calibrate(history: &History, params: &Params, options: &CalibrateOptions)
         params: new,
         rationale: Rationale {
             history: history.source.clone(),
-            history_last_date: history.dates.last().map(|d| d.to_string()).unwrap_or_default(),
+            history_last_date: history
+                .dates
+                .last()
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
             returns: history.dates.len() - 1,
             params: params.source.clone(),
             old_version: params.version,
@@ -244,13 +257,20 @@ impl Proposal {
         );
         let mut tools = Vec::new();
         if s_.stressed_weight > 0.0 {
-            tools.push(format!("stressed weight {:.0}%", s_.stressed_weight * 100.0));
+            tools.push(format!(
+                "stressed weight {:.0}%",
+                s_.stressed_weight * 100.0
+            ));
         }
         if s_.buffer > 0.0 {
             tools.push(format!(
                 "buffer {:.0}%{}",
                 s_.buffer * 100.0,
-                if s_.release_buffer_in_stress { " (released in stress)" } else { "" }
+                if s_.release_buffer_in_stress {
+                    " (released in stress)"
+                } else {
+                    ""
+                }
             ));
         }
         if s_.floor_stressed {
@@ -273,7 +293,14 @@ impl Proposal {
         let _ = writeln!(
             s,
             "{:<10} {:>10} {:>10} {:>9} {:>12} {:>12} {:>8} {:>7}",
-            "underlying", "old range", "new range", "change", "vol (ann.)", "stressed", "buffer", "floor"
+            "underlying",
+            "old range",
+            "new range",
+            "change",
+            "vol (ann.)",
+            "stressed",
+            "buffer",
+            "floor"
         );
         let _ = writeln!(s, "{}", "-".repeat(84));
         for c in &r.underlyings {

@@ -135,7 +135,9 @@ mod tests {
 
     #[test]
     fn vol_uses_only_past_returns() {
-        let closes: Vec<f64> = (0..80).map(|i| 100.0 * (1.0 + 0.03 * ((i * 7 % 5) as f64 - 2.0)).abs()).collect();
+        let closes: Vec<f64> = (0..80)
+            .map(|i| 100.0 * (1.0 + 0.03 * ((i * 7 % 5) as f64 - 2.0)).abs())
+            .collect();
         let full = vol_path(&closes, 0.94, 0.0);
         for t in [0, 1, 5, 29, 30, 31, 60, 79] {
             let prefix = vol_path(&closes[..=t], 0.94, 0.0);

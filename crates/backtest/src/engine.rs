@@ -244,7 +244,11 @@ pub fn requirements_at(
 }
 
 /// The rows whose requirement is tested.
-pub fn observation_rows(history: &History, config: &BacktestConfig, horizon: usize) -> Result<Vec<usize>> {
+pub fn observation_rows(
+    history: &History,
+    config: &BacktestConfig,
+    horizon: usize,
+) -> Result<Vec<usize>> {
     let n = history.dates.len();
     let rows: Vec<usize> = (config.warmup_returns..n.saturating_sub(horizon))
         .filter(|&t| config.from.is_none_or(|d| history.dates[t] >= d))

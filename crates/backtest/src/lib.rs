@@ -38,8 +38,8 @@
 //! breach is `loss_t > requirement_t`.
 
 pub mod calibrate;
-pub mod daymarket;
 pub mod data;
+pub mod daymarket;
 pub mod engine;
 pub mod plot;
 pub mod portfolios;

@@ -61,7 +61,10 @@ fn draw<DB: DrawingBackend>(
     let clamp = |v: f64| v.clamp(y_min, y_max);
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("{}: margin requirement vs realised {horizon}-day loss", p.id),
+            format!(
+                "{}: margin requirement vs realised {horizon}-day loss",
+                p.id
+            ),
             ("sans-serif", 22),
         )
         .margin(12)
@@ -154,7 +157,13 @@ fn draw<DB: DrawingBackend>(
 /// Safe file name for a portfolio id (ids may hold `:` and `.`).
 fn file_stem(id: &str) -> String {
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -162,14 +171,20 @@ fn file_stem(id: &str) -> String {
 /// Returns the files written.
 pub fn write_charts(report: &BacktestReport, dir: &Path) -> Result<Vec<PathBuf>> {
     register_font();
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error(format!("{}: cannot create the chart directory: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error(format!(
+            "{}: cannot create the chart directory: {e}",
+            dir.display()
+        ))
+    })?;
     let mut written = Vec::new();
     for p in &report.portfolios {
         let stem = file_stem(&p.id);
         let svg = dir.join(format!("{stem}.svg"));
         let png = dir.join(format!("{stem}.png"));
-        let fail = |path: &Path, m: String| Error(format!("{}: cannot draw the chart: {m}", path.display()));
+        let fail = |path: &Path, m: String| {
+            Error(format!("{}: cannot draw the chart: {m}", path.display()))
+        };
         draw(
             SVGBackend::new(&svg, (WIDTH, HEIGHT)).into_drawing_area(),
             p,

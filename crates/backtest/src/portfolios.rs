@@ -266,10 +266,7 @@ pub fn user_portfolios(portfolio: &Portfolio) -> Vec<BacktestPortfolio> {
             BacktestPortfolio {
                 id: id.clone(),
                 description: format!("{} from {}, held constant", a.id, portfolio.source),
-                holdings: Holdings::Fixed(Account {
-                    id,
-                    ..a.clone()
-                }),
+                holdings: Holdings::Fixed(Account { id, ..a.clone() }),
             }
         })
         .collect()
@@ -292,9 +289,15 @@ mod tests {
         assert_eq!(put.instrument.name, "BTC-11APR20-4500-P");
         assert_eq!(put.size, -200.0);
         // The name parses back to the same instrument.
-        assert_eq!(Instrument::parse(&put.instrument.name).unwrap(), put.instrument);
+        assert_eq!(
+            Instrument::parse(&put.instrument.name).unwrap(),
+            put.instrument
+        );
         let call = &a.positions[1];
         assert_eq!(call.instrument.name, "BTC-11APR20-5500-C");
-        assert_eq!(Instrument::parse(&call.instrument.name).unwrap(), call.instrument);
+        assert_eq!(
+            Instrument::parse(&call.instrument.name).unwrap(),
+            call.instrument
+        );
     }
 }

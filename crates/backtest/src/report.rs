@@ -173,12 +173,15 @@ pub fn model_result(series: Vec<Observation>, confidence: f64) -> Result<ModelRe
     })
 }
 
+/// Each portfolio with its daily observations per model.
+pub(crate) type Series<'a> = Vec<(&'a BacktestPortfolio, Vec<(Model, Vec<Observation>)>)>;
+
 pub(crate) fn build(
     history: &History,
     params: &Params,
     horizon: usize,
     config: &BacktestConfig,
-    series: Vec<(&BacktestPortfolio, Vec<(Model, Vec<Observation>)>)>,
+    series: Series<'_>,
 ) -> Result<BacktestReport> {
     let confidence = params.statistical.confidence;
     let mut first = None;
@@ -240,8 +243,20 @@ impl BacktestReport {
         let _ = writeln!(s, "Option vol rule: {}", self.vol_rule);
         let _ = writeln!(s);
         let header = [
-            "portfolio", "model", "obs", "breaches", "expected", "coverage", "Kupiec p",
-            "Chr. ind p", "Chr. cc p", "zone", "zone 250d", "max 1d", "max 30d", "peak/trough",
+            "portfolio",
+            "model",
+            "obs",
+            "breaches",
+            "expected",
+            "coverage",
+            "Kupiec p",
+            "Chr. ind p",
+            "Chr. cc p",
+            "zone",
+            "zone 250d",
+            "max 1d",
+            "max 30d",
+            "peak/trough",
         ];
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
         for p in &self.portfolios {

@@ -1,4 +1,6 @@
-use pmargin_backtest::engine::{observation_rows, requirements_at, run_backtest, BacktestConfig, Model};
+use pmargin_backtest::engine::{
+    observation_rows, requirements_at, run_backtest, BacktestConfig, Model,
+};
 use pmargin_backtest::portfolios::{reference_portfolios, user_portfolios};
 use pmargin_backtest::{data, plot, BacktestPortfolio};
 use pmargin_core::{History, Params, Portfolio};
@@ -43,7 +45,11 @@ fn hand_example_short_perp() {
     let reqs = [100.0, 105.0, 120.0, 108.0, 119.0];
     let losses = [50.0, 150.0, -120.0, 110.0, 0.0];
     for (k, o) in r.series.iter().enumerate() {
-        assert!((o.requirement - reqs[k]).abs() < 1e-9, "day {k}: {}", o.requirement);
+        assert!(
+            (o.requirement - reqs[k]).abs() < 1e-9,
+            "day {k}: {}",
+            o.requirement
+        );
         assert!((o.loss - losses[k]).abs() < 1e-9, "day {k}: {}", o.loss);
     }
     let dates: Vec<&str> = r.breaches.iter().map(|b| b.date.as_str()).collect();
@@ -160,7 +166,10 @@ fn json_has_the_documented_fields() {
         }
     }
     let summary = report.summary();
-    assert!(summary.contains("short_strangle") && summary.contains("fhs"), "{summary}");
+    assert!(
+        summary.contains("short_strangle") && summary.contains("fhs"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -189,12 +198,33 @@ fn bad_inputs_are_named() {
     let history = History::parse("h.csv", "date,BTC\n2024-01-01,100\n2024-01-02,101\n").unwrap();
     let params = data::params().unwrap();
     // The pair needs ETH, which this history lacks.
-    let e = run_backtest(&history, &params, &reference_portfolios(), &BacktestConfig::default(), &no_progress)
-        .unwrap_err();
+    let e = run_backtest(
+        &history,
+        &params,
+        &reference_portfolios(),
+        &BacktestConfig::default(),
+        &no_progress,
+    )
+    .unwrap_err();
     assert!(e.0.contains("h.csv") && e.0.contains("ETH"), "{e}");
     // Too short for the warm-up.
     let btc: Vec<_> = reference_portfolios().into_iter().take(1).collect();
-    let e = run_backtest(&history, &params, &btc, &BacktestConfig::default(), &no_progress).unwrap_err();
+    let e = run_backtest(
+        &history,
+        &params,
+        &btc,
+        &BacktestConfig::default(),
+        &no_progress,
+    )
+    .unwrap_err();
     assert!(e.0.contains("no day to backtest"), "{e}");
-    assert!(observation_rows(&history, &BacktestConfig { warmup_returns: 0, ..Default::default() }, 1).is_ok());
+    assert!(observation_rows(
+        &history,
+        &BacktestConfig {
+            warmup_returns: 0,
+            ..Default::default()
+        },
+        1
+    )
+    .is_ok());
 }

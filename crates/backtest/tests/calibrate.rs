@@ -31,7 +31,10 @@ fn garch_history(n: usize, lambda: f64, seed: u64) -> (History, f64) {
     let start = chrono::NaiveDate::from_ymd_opt(2015, 1, 1).unwrap();
     let mut returns = Vec::new();
     for t in 0..=n {
-        csv.push_str(&format!("{},{price}\n", start + chrono::Days::new(t as u64)));
+        csv.push_str(&format!(
+            "{},{price}\n",
+            start + chrono::Days::new(t as u64)
+        ));
         let r = sig2.sqrt() * rng.normal();
         returns.push(r);
         sig2 = omega + (1.0 - lambda) * r * r + lambda * sig2;
@@ -69,10 +72,18 @@ fn garch_range_matches_the_known_quantile_and_only_ranges_change() {
     same.version += 1;
     same.underlyings.get_mut("BTC").unwrap().price_scan_range = btc.price_scan_range;
     assert_eq!(proposal.params, same);
-    let sol = proposal.rationale.underlyings.iter().find(|c| c.underlying == "SOL").unwrap();
+    let sol = proposal
+        .rationale
+        .underlyings
+        .iter()
+        .find(|c| c.underlying == "SOL")
+        .unwrap();
     assert!(!sol.calibrated);
     let side = proposal.side_by_side();
-    assert!(side.contains("BTC") && side.contains("10.00%") && side.contains("unchanged"), "{side}");
+    assert!(
+        side.contains("BTC") && side.contains("10.00%") && side.contains("unchanged"),
+        "{side}"
+    );
 
     // Written to a proposal file and a rationale beside it; never over the input.
     let dir = std::env::temp_dir().join(format!("pmargin-calibrate-{}", std::process::id()));

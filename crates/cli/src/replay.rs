@@ -33,25 +33,35 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
     let loaded = args.inputs.load()?;
     let config = match &args.engine_config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| CliError::Input(format!("{}: cannot read the file: {e}", path.display())))?;
-            serde_json::from_str::<EngineConfig>(&text).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::Input(format!("{}: cannot read the file: {e}", path.display()))
+            })?;
+            serde_json::from_str::<EngineConfig>(&text)
+                .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))?
         }
         None => EngineConfig::default(),
     };
-    let text = std::fs::read_to_string(&args.events)
-        .map_err(|e| CliError::Input(format!("{}: cannot read the file: {e}", args.events.display())))?;
+    let text = std::fs::read_to_string(&args.events).map_err(|e| {
+        CliError::Input(format!(
+            "{}: cannot read the file: {e}",
+            args.events.display()
+        ))
+    })?;
     let mut events = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let event: Event = serde_json::from_str(line)
-            .map_err(|e| CliError::Input(format!("{}: line {}: {e}", args.events.display(), n + 1)))?;
+        let event: Event = serde_json::from_str(line).map_err(|e| {
+            CliError::Input(format!("{}: line {}: {e}", args.events.display(), n + 1))
+        })?;
         events.push(event);
     }
     let mut engine = Engine::new(&loaded.portfolio, &loaded.market, &loaded.params, config)
         .map_err(|e| CliError::Input(e.to_string()))?;
-    engine.ensure_settlement_asset().map_err(|e| CliError::Input(e.to_string()))?;
+    engine
+        .ensure_settlement_asset()
+        .map_err(|e| CliError::Input(e.to_string()))?;
     let value_before = engine.total_value();
     let mut out = String::new();
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -81,7 +91,12 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
     for (_, r) in engine.risks() {
         *statuses.entry(r.status.as_str()).or_default() += 1;
     }
-    let _ = writeln!(out, "replayed {} events over {} accounts", events.len(), engine.account_ids().count());
+    let _ = writeln!(
+        out,
+        "replayed {} events over {} accounts",
+        events.len(),
+        engine.account_ids().count()
+    );
     for (kind, n) in &counts {
         let _ = writeln!(out, "  {kind}: {n}");
     }

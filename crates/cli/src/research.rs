@@ -149,7 +149,10 @@ pub fn backtest(args: &BacktestArgs) -> Result<String, String> {
         list.extend(portfolios::user_portfolios(&portfolio));
     }
     if !(args.vol_floor.is_finite() && args.vol_floor > 0.0) {
-        return Err(format!("--vol-floor: must be a positive vol, got {}", args.vol_floor));
+        return Err(format!(
+            "--vol-floor: must be a positive vol, got {}",
+            args.vol_floor
+        ));
     }
     let models = match args.model {
         ModelArg::Grid => vec![Model::Grid],
@@ -212,7 +215,11 @@ pub fn backtest(args: &BacktestArgs) -> Result<String, String> {
 pub fn calibrate(args: &CalibrateArgs) -> Result<String, String> {
     let history = load_history(args.history.as_deref())?;
     let params = load_params(args.params.as_deref())?;
-    if args.out.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml")) {
+    if args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+    {
         return Err(format!(
             "{}: --out: the proposal is written as JSON; give a .json file",
             args.out.display()

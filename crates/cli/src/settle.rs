@@ -6,8 +6,8 @@ use clap::Args;
 use pmargin_core::report::ReportOptions;
 use pmargin_core::{margin_report, Status};
 use pmargin_settlement::{
-    account_id, parse_address, parse_hex, to_checksum_address, to_fixed, to_fixed_unsigned, verify_from, Eip712Domain,
-    MarginUpdate, NonceCounter, SignedMessage, Signer,
+    account_id, parse_address, parse_hex, to_checksum_address, to_fixed, to_fixed_unsigned,
+    verify_from, Eip712Domain, MarginUpdate, NonceCounter, SignedMessage, Signer,
 };
 use std::path::PathBuf;
 
@@ -24,13 +24,16 @@ pub struct DomainArgs {
 
 impl DomainArgs {
     fn domain(&self) -> Result<Eip712Domain, CliError> {
-        let address = parse_address(&self.contract).map_err(|e| CliError::Input(format!("--contract: {e}")))?;
+        let address = parse_address(&self.contract)
+            .map_err(|e| CliError::Input(format!("--contract: {e}")))?;
         Ok(Eip712Domain::pmargin(self.chain_id, address))
     }
 }
 
 #[derive(Args)]
-#[command(after_help = "The secp256k1 key is read from the environment variable PMARGIN_SIGNING_KEY (64 hex digits).\n\nExample:\n  PMARGIN_SIGNING_KEY=... pmargin sign --account alice --nonce 1 --portfolio p.json --market m.json --params r.json > update.json")]
+#[command(
+    after_help = "The secp256k1 key is read from the environment variable PMARGIN_SIGNING_KEY (64 hex digits).\n\nExample:\n  PMARGIN_SIGNING_KEY=... pmargin sign --account alice --nonce 1 --portfolio p.json --market m.json --params r.json > update.json"
+)]
 pub struct SignArgs {
     /// Account id
     #[arg(long)]
@@ -45,7 +48,9 @@ pub struct SignArgs {
 }
 
 #[derive(Args)]
-#[command(after_help = "Example:\n  pmargin verify --message update.json --signer 0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf")]
+#[command(
+    after_help = "Example:\n  pmargin verify --message update.json --signer 0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"
+)]
 pub struct VerifyArgs {
     /// A signed message (JSON), as written by `pmargin sign` or the service
     #[arg(long, value_name = "FILE")]
@@ -58,23 +63,39 @@ pub struct VerifyArgs {
 }
 
 pub fn sign(args: &SignArgs) -> Result<String, CliError> {
-    let key = std::env::var("PMARGIN_SIGNING_KEY")
-        .map_err(|_| CliError::Input("PMARGIN_SIGNING_KEY: set it to the signing key (64 hex digits)".into()))?;
-    let secret: [u8; 32] = parse_hex(key.trim()).map_err(|e| CliError::Input(format!("PMARGIN_SIGNING_KEY: {e}")))?;
+    let key = std::env::var("PMARGIN_SIGNING_KEY").map_err(|_| {
+        CliError::Input("PMARGIN_SIGNING_KEY: set it to the signing key (64 hex digits)".into())
+    })?;
+    let secret: [u8; 32] =
+        parse_hex(key.trim()).map_err(|e| CliError::Input(format!("PMARGIN_SIGNING_KEY: {e}")))?;
     let nonces = NonceCounter::resume_after(args.nonce.saturating_sub(1));
-    let mut signer =
-        Signer::with_nonces(secret, nonces).map_err(|e| CliError::Input(format!("PMARGIN_SIGNING_KEY: {e}")))?;
+    let mut signer = Signer::with_nonces(secret, nonces)
+        .map_err(|e| CliError::Input(format!("PMARGIN_SIGNING_KEY: {e}")))?;
     let loaded = args.inputs.load()?;
     let mut portfolio = loaded.portfolio.clone();
     portfolio.accounts.retain(|a| a.id == args.account);
     if portfolio.accounts.is_empty() {
-        return Err(CliError::Input(format!("{}: no account with id `{}`", loaded.portfolio.source, args.account)));
+        return Err(CliError::Input(format!(
+            "{}: no account with id `{}`",
+            loaded.portfolio.source, args.account
+        )));
     }
-    let options = ReportOptions { liquidation_prices: false };
-    let report = margin_report(&portfolio, &loaded.market, &loaded.params, loaded.history.as_ref(), options)?;
+    let options = ReportOptions {
+        liquidation_prices: false,
+    };
+    let report = margin_report(
+        &portfolio,
+        &loaded.market,
+        &loaded.params,
+        loaded.history.as_ref(),
+        options,
+    )?;
     let a = &report.accounts[0];
-    let fixed = |x: f64, field: &str| to_fixed(x).map_err(|e| CliError::Input(format!("{field}: {e}")));
-    let unsigned = |x: f64, field: &str| to_fixed_unsigned(x).map_err(|e| CliError::Input(format!("{field}: {e}")));
+    let fixed =
+        |x: f64, field: &str| to_fixed(x).map_err(|e| CliError::Input(format!("{field}: {e}")));
+    let unsigned = |x: f64, field: &str| {
+        to_fixed_unsigned(x).map_err(|e| CliError::Input(format!("{field}: {e}")))
+    };
     let message = MarginUpdate {
         account: account_id(&a.id),
         equity: fixed(a.equity, "equity")?,
@@ -100,12 +121,20 @@ pub fn sign(args: &SignArgs) -> Result<String, CliError> {
 }
 
 pub fn verify(args: &VerifyArgs) -> Result<String, CliError> {
-    let text = std::fs::read_to_string(&args.message)
-        .map_err(|e| CliError::Input(format!("{}: cannot read the file: {e}", args.message.display())))?;
-    let signed: SignedMessage =
-        serde_json::from_str(&text).map_err(|e| CliError::Input(format!("{}: {e}", args.message.display())))?;
-    let trusted = parse_address(&args.signer).map_err(|e| CliError::Input(format!("--signer: {e}")))?;
+    let text = std::fs::read_to_string(&args.message).map_err(|e| {
+        CliError::Input(format!(
+            "{}: cannot read the file: {e}",
+            args.message.display()
+        ))
+    })?;
+    let signed: SignedMessage = serde_json::from_str(&text)
+        .map_err(|e| CliError::Input(format!("{}: {e}", args.message.display())))?;
+    let trusted =
+        parse_address(&args.signer).map_err(|e| CliError::Input(format!("--signer: {e}")))?;
     verify_from(&signed, &args.domain.domain()?, &trusted)
         .map_err(|e| CliError::Input(format!("{}: not valid: {e}", args.message.display())))?;
-    Ok(format!("valid: signed by {}\n", to_checksum_address(&trusted)))
+    Ok(format!(
+        "valid: signed by {}\n",
+        to_checksum_address(&trusted)
+    ))
 }

@@ -348,7 +348,15 @@ fn help_lists_commands_with_examples() {
 
 #[test]
 fn backtest_reports_every_reference_portfolio() {
-    let out = pmargin(&["backtest", "--json", "--no-plots", "--from", "2020-01-01", "--to", "2020-06-30"]);
+    let out = pmargin(&[
+        "backtest",
+        "--json",
+        "--no-plots",
+        "--from",
+        "2020-01-01",
+        "--to",
+        "2020-06-30",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let report: Value = serde_json::from_str(&stdout(&out)).expect("json");
     let portfolios = report["portfolios"].as_array().expect("portfolios");
@@ -359,7 +367,12 @@ fn backtest_reports_every_reference_portfolio() {
         let breaches = grid["breaches"].as_array().expect("breaches").len() as f64;
         // coverage = 1 - breaches / observations, recomputed here.
         close(&grid["coverage"], 1.0 - breaches / n);
-        for field in ["kupiec", "christoffersen", "traffic_light", "procyclicality"] {
+        for field in [
+            "kupiec",
+            "christoffersen",
+            "traffic_light",
+            "procyclicality",
+        ] {
             assert!(!grid[field].is_null(), "{} lacks {field}", p["id"]);
         }
         assert!(["green", "yellow", "red"].contains(&grid["traffic_light"].as_str().unwrap_or("")));
@@ -376,11 +389,21 @@ fn calibrate_writes_a_proposal_and_leaves_the_live_set_alone() {
     let proposal = dir.join("proposal.json");
     let params = repo().join("examples/params.json");
     let before = std::fs::read_to_string(&params).expect("params");
-    let out = pmargin(&["calibrate", "--params", "examples/params.json", "--out", &proposal.to_string_lossy()]);
+    let out = pmargin(&[
+        "calibrate",
+        "--params",
+        "examples/params.json",
+        "--out",
+        &proposal.to_string_lossy(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let written: Value = serde_json::from_str(&std::fs::read_to_string(&proposal).expect("proposal")).expect("json");
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&proposal).expect("proposal")).expect("json");
     assert_eq!(written["version"], 2, "a proposal is the next version");
     assert_eq!(std::fs::read_to_string(&params).expect("params"), before);
-    assert!(stdout(&out).contains("BTC"), "side-by-side table names the underlyings");
+    assert!(
+        stdout(&out).contains("BTC"),
+        "side-by-side table names the underlyings"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -110,7 +110,11 @@ impl<'a> Evaluator<'a> {
     /// The requirement with some underlyings' prices scaled (spot, forwards and marks together,
     /// vols held): `scales[e]` applies to the account's `e`-th exposure. Used to value an
     /// account at a slower "stable" price for initial-margin checks.
-    pub fn requirement_at_scales(&self, account: &BookAccount, scales: &[f64]) -> Result<Requirement> {
+    pub fn requirement_at_scales(
+        &self,
+        account: &BookAccount,
+        scales: &[f64],
+    ) -> Result<Requirement> {
         self.check_history(account)?;
         let mut partial = self.fixed_part(account);
         let mut scratch = Vec::new();

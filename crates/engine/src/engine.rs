@@ -27,6 +27,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// closed out: a bound, so a pathological book cannot stall the engine.
 pub const MAX_LIQUIDATION_STEPS: usize = 200;
 
+/// Passes of one liquidation round (a close-out can change other accounts).
+pub const MAX_LIQUIDATION_PASSES: usize = 8;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
@@ -103,21 +106,36 @@ pub struct Engine {
     risk: Vec<AccountRisk>,
     insurance_fund: f64,
     suspended: BTreeSet<usize>,
+    /// Accounts left with a deficit after a close-out that neither the fund nor
+    /// deleveraging could cover.
+    bad_debt: BTreeSet<usize>,
     oracle: Option<Oracle>,
     sequence: u64,
 }
 
 impl Engine {
-    pub fn new(portfolio: &Portfolio, market: &Market, params: &Params, config: EngineConfig) -> Result<Engine, EngineError> {
+    pub fn new(
+        portfolio: &Portfolio,
+        market: &Market,
+        params: &Params,
+        config: EngineConfig,
+    ) -> Result<Engine, EngineError> {
         let checks = [
             ("liquidation_penalty", config.liquidation_penalty, 0.0, 0.5),
             ("liquidation_step", config.liquidation_step, 1e-6, 1.0),
-            ("min_liquidation_notional", config.min_liquidation_notional, 0.0, f64::MAX),
+            (
+                "min_liquidation_notional",
+                config.min_liquidation_notional,
+                0.0,
+                f64::MAX,
+            ),
             ("insurance_fund", config.insurance_fund, 0.0, f64::MAX),
         ];
         for (field, v, lo, hi) in checks {
             if !(v.is_finite() && v >= lo && v <= hi) {
-                return Err(EngineError::Config(format!("engine config: {field} must be in [{lo}, {hi}], got {v}")));
+                return Err(EngineError::Config(format!(
+                    "engine config: {field} must be in [{lo}, {hi}], got {v}"
+                )));
             }
         }
         if !params.collateral.contains_key(&config.settlement_asset) {
@@ -128,10 +146,17 @@ impl Engine {
         }
         let mut portfolio = portfolio.clone();
         if !portfolio.accounts.iter().any(|a| a.id == config.liquidator) {
-            portfolio.accounts.push(Account { id: config.liquidator.clone(), balances: BTreeMap::new(), positions: Vec::new() });
+            portfolio.accounts.push(Account {
+                id: config.liquidator.clone(),
+                balances: BTreeMap::new(),
+                positions: Vec::new(),
+            });
         }
         let oracle = match &config.oracle {
-            Some(c) => Some(Oracle::new(c.clone()).map_err(|e| EngineError::Config(format!("engine config: oracle: {e}")))?),
+            Some(c) => Some(
+                Oracle::new(c.clone())
+                    .map_err(|e| EngineError::Config(format!("engine config: oracle: {e}")))?,
+            ),
             None => None,
         };
         let book = Book::build(&portfolio, market, params)?;
@@ -141,12 +166,18 @@ impl Engine {
             insurance_fund: config.insurance_fund,
             config,
             market: market.clone(),
-            accounts: book.accounts.iter().enumerate().map(|(i, a)| (a.id.clone(), i)).collect(),
+            accounts: book
+                .accounts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.id.clone(), i))
+                .collect(),
             exposed: vec![BTreeSet::new(); book.underlyings.len()],
             risk: Vec::new(),
             book,
             arrays,
             suspended: BTreeSet::new(),
+            bad_debt: BTreeSet::new(),
             sequence: 0,
         };
         engine.full_recompute();
@@ -189,15 +220,23 @@ impl Engine {
 
     /// Every account's cached figures, in account order.
     pub fn risks(&self) -> impl Iterator<Item = (&str, &AccountRisk)> {
-        self.book.accounts.iter().map(|a| a.id.as_str()).zip(&self.risk)
+        self.book
+            .accounts
+            .iter()
+            .map(|a| a.id.as_str())
+            .zip(&self.risk)
     }
 
     pub fn accounts_exposed_to(&self, underlying: &str) -> usize {
-        self.book.underlying_index(underlying).map_or(0, |u| self.exposed[u].len())
+        self.book
+            .underlying_index(underlying)
+            .map_or(0, |u| self.exposed[u].len())
     }
 
     pub fn liquidations_suspended(&self, underlying: &str) -> bool {
-        self.book.underlying_index(underlying).is_some_and(|u| self.suspended.contains(&u))
+        self.book
+            .underlying_index(underlying)
+            .is_some_and(|u| self.suspended.contains(&u))
     }
 
     /// Sum of every account's equity plus the insurance fund: conserved by every event but
@@ -216,13 +255,21 @@ impl Engine {
                 .iter()
                 .map(|a| Account {
                     id: a.id.clone(),
-                    balances: a.balances.iter().map(|b| (book.assets[b.asset].name.clone(), b.amount)).collect(),
+                    balances: a
+                        .balances
+                        .iter()
+                        .map(|b| (book.assets[b.asset].name.clone(), b.amount))
+                        .collect(),
                     positions: a
                         .positions
                         .iter()
                         .map(|p| {
                             let inst = &book.instruments[p.instrument].instrument;
-                            Position { instrument: inst.clone(), size: p.size, entry_price: (!inst.is_option()).then_some(p.entry_price) }
+                            Position {
+                                instrument: inst.clone(),
+                                size: p.size,
+                                entry_price: (!inst.is_option()).then_some(p.entry_price),
+                            }
                         })
                         .collect(),
                 })
@@ -235,7 +282,11 @@ impl Engine {
     pub fn full_requirements(&self) -> Result<Vec<AccountRisk>, EngineError> {
         let book = Book::build(&self.portfolio(), &self.market, &self.book.params)?;
         let arrays = RiskArrays::compute(&book, None)?;
-        Ok(Evaluator::new(&book, &arrays).requirements()?.iter().map(AccountRisk::from).collect())
+        Ok(Evaluator::new(&book, &arrays)
+            .requirements()?
+            .iter()
+            .map(AccountRisk::from)
+            .collect())
     }
 
     /// The cached figures, in account order.
@@ -250,14 +301,36 @@ impl Engine {
     }
 
     /// Would this fill be accepted? `Ok(())` or the refusal with the figures.
-    pub fn check_trade(&mut self, account: &str, instrument: &str, size: f64, price: f64, fee: f64) -> Result<(), Output> {
+    pub fn check_trade(
+        &mut self,
+        account: &str,
+        instrument: &str,
+        size: f64,
+        price: f64,
+        fee: f64,
+    ) -> Result<(), Output> {
         let inst = Instrument::parse(instrument).map_err(reject)?;
-        if !(size.is_finite() && size != 0.0 && price.is_finite() && price >= 0.0 && fee.is_finite() && fee >= 0.0) {
-            return Err(reject("trade: size must be finite and nonzero, price and fee finite and non-negative".into()));
+        if !(size.is_finite()
+            && size != 0.0
+            && price.is_finite()
+            && price >= 0.0
+            && fee.is_finite()
+            && fee >= 0.0)
+        {
+            return Err(reject(
+                "trade: size must be finite and nonzero, price and fee finite and non-negative"
+                    .into(),
+            ));
         }
-        let i = self.book.ensure_instrument(&inst, &self.market).map_err(|e| reject(e.to_string()))?;
+        let i = self
+            .book
+            .ensure_instrument(&inst, &self.market)
+            .map_err(|e| reject(e.to_string()))?;
         self.arrays.extend(&self.book);
-        let a = *self.accounts.get(account).ok_or_else(|| reject(format!("trade: no account `{account}`")))?;
+        let a = *self
+            .accounts
+            .get(account)
+            .ok_or_else(|| reject(format!("trade: no account `{account}`")))?;
         let settle = self.settlement_index().map_err(reject)?;
         let mut trial = self.book.accounts[a].clone();
         apply_fill(&self.book.instruments, &mut trial, i, size, price, settle);
@@ -271,13 +344,17 @@ impl Engine {
         let mut trial = trial.clone();
         update_exposures(&self.book.assets, &mut trial);
         let evaluator = Evaluator::new(&self.book, &self.arrays);
-        let mut after = evaluator.requirement(&trial).map_err(|e| reject(e.to_string()))?;
+        let mut after = evaluator
+            .requirement(&trial)
+            .map_err(|e| reject(e.to_string()))?;
         // With a stable price, collateral cannot be borrowed against a sudden print: the
         // margin balance counted for initial margin is the lower of its value at the index and
         // at the stable price.
         let scales = self.stable_scales(&trial);
         if scales.iter().any(|&x| x != 1.0) {
-            let at_stable = evaluator.requirement_at_scales(&trial, &scales).map_err(|e| reject(e.to_string()))?;
+            let at_stable = evaluator
+                .requirement_at_scales(&trial, &scales)
+                .map_err(|e| reject(e.to_string()))?;
             after.margin_balance = after.margin_balance.min(at_stable.margin_balance);
         }
         let before = &self.risk[a];
@@ -285,7 +362,8 @@ impl Engine {
         // Reducing risk is allowed even short of initial margin, but only if it does not also
         // eat the account's surplus: a closing fill far from the mark is a loss, not a hedge.
         let reduces = after.initial_margin < before.initial_margin
-            && after.margin_balance - after.initial_margin >= before.margin_balance - before.initial_margin;
+            && after.margin_balance - after.initial_margin
+                >= before.margin_balance - before.initial_margin;
         if covered || reduces {
             Ok(())
         } else {
@@ -299,13 +377,18 @@ impl Engine {
 
     /// Stable price / index price of each of the account's exposures (1 without a stable price).
     fn stable_scales(&self, account: &BookAccount) -> Vec<f64> {
-        let Some(oracle) = &self.oracle else { return Vec::new() };
+        let Some(oracle) = &self.oracle else {
+            return Vec::new();
+        };
         account
             .exposures
             .iter()
             .map(|&u| {
                 let name = &self.book.underlyings[u].name;
-                match (oracle.state(name).and_then(|s| s.stable_price), self.market.prices.get(name)) {
+                match (
+                    oracle.state(name).and_then(|s| s.stable_price),
+                    self.market.prices.get(name),
+                ) {
                     (Some(stable), Some(&index)) if index > 0.0 => stable / index,
                     _ => 1.0,
                 }
@@ -321,18 +404,48 @@ impl Engine {
         self.sequence += 1;
         let mut out = Vec::new();
         let result = match event {
-            Event::Deposit { account, asset, amount } => self.deposit(account, asset, *amount, &mut out),
-            Event::Withdrawal { account, asset, amount } => self.withdraw(account, asset, *amount, &mut out),
-            Event::Trade { account, instrument, size, price, fee, counterparty } => {
-                self.trade(account, instrument, *size, *price, *fee, counterparty.as_deref(), &mut out)
-            }
+            Event::Deposit {
+                account,
+                asset,
+                amount,
+            } => self.deposit(account, asset, *amount, &mut out),
+            Event::Withdrawal {
+                account,
+                asset,
+                amount,
+            } => self.withdraw(account, asset, *amount, &mut out),
+            Event::Trade {
+                account,
+                instrument,
+                size,
+                price,
+                fee,
+                counterparty,
+            } => self.trade(
+                account,
+                instrument,
+                *size,
+                *price,
+                *fee,
+                counterparty.as_deref(),
+                &mut out,
+            ),
             Event::Price { underlying, price } => self.price(underlying, *price, &mut out),
             Event::Mark { instrument, price } => self.mark(instrument, *price, &mut out),
-            Event::Vol { underlying, vol, instrument } => self.vol(underlying, *vol, instrument.as_deref(), &mut out),
+            Event::Vol {
+                underlying,
+                vol,
+                instrument,
+            } => self.vol(underlying, *vol, instrument.as_deref(), &mut out),
             Event::ActivateParams { params } => self.activate(params, &mut out),
             Event::Settlement { instrument, price } => self.settle(instrument, *price, &mut out),
             Event::Funding { instrument, rate } => self.funding(instrument, *rate, &mut out),
-            Event::Quote { source, underlying, price, ts_ms } => self.quote(source, underlying, *price, *ts_ms, &mut out),
+            Event::Quote {
+                source,
+                underlying,
+                price,
+                ts_ms,
+            } => self.quote(source, underlying, *price, *ts_ms, &mut out),
             Event::Liquidate => {
                 self.liquidation_round(&mut out);
                 Ok(())
@@ -346,11 +459,20 @@ impl Engine {
 
     /// Marks an underlying's liquidations suspended (the oracle distrusts its price) or resumed.
     pub fn set_liquidations_suspended(&mut self, underlying: &str, suspended: bool) -> Vec<Output> {
-        let Some(u) = self.book.underlying_index(underlying) else { return Vec::new() };
-        let changed = if suspended { self.suspended.insert(u) } else { self.suspended.remove(&u) };
+        let Some(u) = self.book.underlying_index(underlying) else {
+            return Vec::new();
+        };
+        let changed = if suspended {
+            self.suspended.insert(u)
+        } else {
+            self.suspended.remove(&u)
+        };
         let mut out = Vec::new();
         if changed {
-            out.push(Output::LiquidationsSuspended { underlying: underlying.to_string(), suspended });
+            out.push(Output::LiquidationsSuspended {
+                underlying: underlying.to_string(),
+                suspended,
+            });
             if !suspended {
                 self.liquidation_round(&mut out);
             }
@@ -358,11 +480,22 @@ impl Engine {
         out
     }
 
-    fn deposit(&mut self, account: &str, asset: &str, amount: f64, out: &mut Vec<Output>) -> Result<(), Output> {
+    fn deposit(
+        &mut self,
+        account: &str,
+        asset: &str,
+        amount: f64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Output> {
         if !(amount.is_finite() && amount > 0.0) {
-            return Err(reject(format!("deposit: amount must be positive and finite, got {amount}")));
+            return Err(reject(format!(
+                "deposit: amount must be positive and finite, got {amount}"
+            )));
         }
-        let asset = self.book.ensure_asset(asset, &self.market).map_err(|e| reject(e.to_string()))?;
+        let asset = self
+            .book
+            .ensure_asset(asset, &self.market)
+            .map_err(|e| reject(e.to_string()))?;
         self.arrays.extend(&self.book);
         let a = match self.accounts.get(account) {
             Some(&a) => a,
@@ -373,11 +506,22 @@ impl Engine {
         Ok(())
     }
 
-    fn withdraw(&mut self, account: &str, asset: &str, amount: f64, out: &mut Vec<Output>) -> Result<(), Output> {
+    fn withdraw(
+        &mut self,
+        account: &str,
+        asset: &str,
+        amount: f64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Output> {
         if !(amount.is_finite() && amount > 0.0) {
-            return Err(reject(format!("withdrawal: amount must be positive and finite, got {amount}")));
+            return Err(reject(format!(
+                "withdrawal: amount must be positive and finite, got {amount}"
+            )));
         }
-        let a = *self.accounts.get(account).ok_or_else(|| reject(format!("withdrawal: no account `{account}`")))?;
+        let a = *self
+            .accounts
+            .get(account)
+            .ok_or_else(|| reject(format!("withdrawal: no account `{account}`")))?;
         let asset = self
             .book
             .assets
@@ -410,12 +554,22 @@ impl Engine {
             }
             self.check_trade(c, instrument, -size, price, fee)?;
         }
-        let i = self.book.instrument_index(instrument).ok_or_else(|| reject(format!("trade: unknown instrument {instrument}")))?;
+        let i = self
+            .book
+            .instrument_index(instrument)
+            .ok_or_else(|| reject(format!("trade: unknown instrument {instrument}")))?;
         let settle = self.settlement_index().map_err(reject)?;
         let mut touched = Vec::with_capacity(2);
         for (id, q) in std::iter::once((account, size)).chain(counterparty.map(|c| (c, -size))) {
             let a = self.accounts[id];
-            apply_fill(&self.book.instruments, &mut self.book.accounts[a], i, q, price, settle);
+            apply_fill(
+                &self.book.instruments,
+                &mut self.book.accounts[a],
+                i,
+                q,
+                price,
+                settle,
+            );
             add_balance(&mut self.book.accounts[a], settle, -fee);
             self.insurance_fund += fee;
             touched.push(a);
@@ -427,7 +581,9 @@ impl Engine {
     fn price(&mut self, underlying: &str, price: f64, out: &mut Vec<Output>) -> Result<(), Output> {
         let u = self.underlying(underlying)?;
         if !(price.is_finite() && price > 0.0) {
-            return Err(reject(format!("price: {underlying} price must be positive and finite, got {price}")));
+            return Err(reject(format!(
+                "price: {underlying} price must be positive and finite, got {price}"
+            )));
         }
         let old = self.market.prices.get(underlying).copied().unwrap_or(price);
         let ratio = price / old;
@@ -445,11 +601,26 @@ impl Engine {
 
     /// A venue quote: the oracle aggregates it; an accepted index move re-margins the
     /// underlying, and a change of the index's health suspends or resumes liquidations.
-    fn quote(&mut self, source: &str, underlying: &str, price: f64, ts_ms: i64, out: &mut Vec<Output>) -> Result<(), Output> {
+    fn quote(
+        &mut self,
+        source: &str,
+        underlying: &str,
+        price: f64,
+        ts_ms: i64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Output> {
         self.underlying(underlying)?;
-        let oracle = self.oracle.as_mut().ok_or_else(|| reject("quote: the engine has no oracle configured".into()))?;
+        let oracle = self
+            .oracle
+            .as_mut()
+            .ok_or_else(|| reject("quote: the engine has no oracle configured".into()))?;
         oracle
-            .submit(Quote { source: source.to_string(), underlying: underlying.to_string(), price, ts_ms })
+            .submit(Quote {
+                source: source.to_string(),
+                underlying: underlying.to_string(),
+                price,
+                ts_ms,
+            })
             .map_err(|e| reject(format!("quote: {e}")))?;
         let update = oracle.update(underlying, ts_ms);
         if update.price_changed {
@@ -467,43 +638,73 @@ impl Engine {
         let inst = Instrument::parse(instrument).map_err(reject)?;
         let u = self.underlying(&inst.underlying)?;
         if !(price.is_finite() && price > 0.0) {
-            return Err(reject(format!("mark: {instrument} must be positive and finite, got {price}")));
+            return Err(reject(format!(
+                "mark: {instrument} must be positive and finite, got {price}"
+            )));
         }
         match (inst.kind, inst.expiry) {
             (Kind::Perpetual, _) => {
-                self.market.perpetual_marks.insert(inst.underlying.clone(), price);
+                self.market
+                    .perpetual_marks
+                    .insert(inst.underlying.clone(), price);
             }
             (Kind::Future, Some(expiry)) => {
-                self.market.future_marks.insert((inst.underlying.clone(), expiry), price);
+                self.market
+                    .future_marks
+                    .insert((inst.underlying.clone(), expiry), price);
             }
-            _ => return Err(reject(format!("mark: {instrument} is an option; send its vol instead"))),
+            _ => {
+                return Err(reject(format!(
+                    "mark: {instrument} is an option; send its vol instead"
+                )))
+            }
         }
         self.remargin_underlying(u, out)
     }
 
-    fn vol(&mut self, underlying: &str, vol: f64, instrument: Option<&str>, out: &mut Vec<Output>) -> Result<(), Output> {
+    fn vol(
+        &mut self,
+        underlying: &str,
+        vol: f64,
+        instrument: Option<&str>,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Output> {
         let u = self.underlying(underlying)?;
         if !(vol.is_finite() && vol > 0.0) {
-            return Err(reject(format!("vol: must be positive and finite, got {vol}")));
+            return Err(reject(format!(
+                "vol: must be positive and finite, got {vol}"
+            )));
         }
         match instrument {
             Some(name) => {
                 let inst = Instrument::parse(name).map_err(reject)?;
                 if !inst.is_option() || inst.underlying != underlying {
-                    return Err(reject(format!("vol: {name} is not an option on {underlying}")));
+                    return Err(reject(format!(
+                        "vol: {name} is not an option on {underlying}"
+                    )));
                 }
                 self.market.ivs.insert(name.to_string(), vol);
             }
             None => {
-                self.market.vols.entry(underlying.to_string()).or_default().default = Some(vol);
+                self.market
+                    .vols
+                    .entry(underlying.to_string())
+                    .or_default()
+                    .default = Some(vol);
             }
         }
         self.remargin_underlying(u, out)
     }
 
-    fn activate(&mut self, params: &serde_json::Value, out: &mut Vec<Output>) -> Result<(), Output> {
-        let params = Params::parse("activate_params", &params.to_string()).map_err(|e| reject(e.to_string()))?;
-        let book = Book::build(&self.portfolio(), &self.market, &params).map_err(|e| reject(e.to_string()))?;
+    fn activate(
+        &mut self,
+        params: &serde_json::Value,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Output> {
+        let params = Params::parse("activate_params", &params.to_string())
+            .map_err(|e| reject(e.to_string()))?;
+        let book = Book::build(&self.portfolio(), &self.market, &params)
+            .map_err(|e| reject(e.to_string()))?;
         let arrays = RiskArrays::compute(&book, None).map_err(|e| reject(e.to_string()))?;
         self.book = book;
         self.arrays = arrays;
@@ -517,11 +718,21 @@ impl Engine {
         Ok(())
     }
 
-    fn settle(&mut self, instrument: &str, price: f64, out: &mut Vec<Output>) -> Result<(), Output> {
+    fn settle(
+        &mut self,
+        instrument: &str,
+        price: f64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Output> {
         if !(price.is_finite() && price >= 0.0) {
-            return Err(reject(format!("settlement: price must be finite and non-negative, got {price}")));
+            return Err(reject(format!(
+                "settlement: price must be finite and non-negative, got {price}"
+            )));
         }
-        let i = self.book.instrument_index(instrument).ok_or_else(|| reject(format!("settlement: no position in {instrument}")))?;
+        let i = self
+            .book
+            .instrument_index(instrument)
+            .ok_or_else(|| reject(format!("settlement: no position in {instrument}")))?;
         let kind = self.book.instruments[i].instrument.kind;
         if kind == Kind::Perpetual {
             return Err(reject("settlement: a perpetual never expires".into()));
@@ -536,8 +747,14 @@ impl Engine {
                     return true;
                 }
                 let amount = match kind {
-                    Kind::Option { strike, side: OptionKind::Call } => p.size * (price - strike).max(0.0),
-                    Kind::Option { strike, side: OptionKind::Put } => p.size * (strike - price).max(0.0),
+                    Kind::Option {
+                        strike,
+                        side: OptionKind::Call,
+                    } => p.size * (price - strike).max(0.0),
+                    Kind::Option {
+                        strike,
+                        side: OptionKind::Put,
+                    } => p.size * (strike - price).max(0.0),
                     _ => p.size * (price - p.entry_price),
                 };
                 amount_total += amount;
@@ -546,7 +763,12 @@ impl Engine {
             });
             if size_total != 0.0 || amount_total != 0.0 {
                 add_balance(account, settle, amount_total);
-                out.push(Output::Settled { account: account.id.clone(), instrument: instrument.to_string(), size: size_total, amount: amount_total });
+                out.push(Output::Settled {
+                    account: account.id.clone(),
+                    instrument: instrument.to_string(),
+                    size: size_total,
+                    amount: amount_total,
+                });
                 touched.push(a);
             }
         }
@@ -555,11 +777,21 @@ impl Engine {
         Ok(())
     }
 
-    fn funding(&mut self, instrument: &str, rate: f64, out: &mut Vec<Output>) -> Result<(), Output> {
+    fn funding(
+        &mut self,
+        instrument: &str,
+        rate: f64,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Output> {
         if !(rate.is_finite() && rate.abs() < 1.0) {
-            return Err(reject(format!("funding: rate must be finite and below 1 in size, got {rate}")));
+            return Err(reject(format!(
+                "funding: rate must be finite and below 1 in size, got {rate}"
+            )));
         }
-        let i = self.book.instrument_index(instrument).ok_or_else(|| reject(format!("funding: no position in {instrument}")))?;
+        let i = self
+            .book
+            .instrument_index(instrument)
+            .ok_or_else(|| reject(format!("funding: no position in {instrument}")))?;
         if self.book.instruments[i].instrument.kind != Kind::Perpetual {
             return Err(reject(format!("funding: {instrument} is not a perpetual")));
         }
@@ -567,7 +799,12 @@ impl Engine {
         let settle = self.settlement_index().map_err(reject)?;
         let mut touched = Vec::new();
         for (a, account) in self.book.accounts.iter_mut().enumerate() {
-            let size: f64 = account.positions.iter().filter(|p| p.instrument == i).map(|p| p.size).sum();
+            let size: f64 = account
+                .positions
+                .iter()
+                .filter(|p| p.instrument == i)
+                .map(|p| p.size)
+                .sum();
             if size != 0.0 {
                 add_balance(account, settle, -size * mark * rate);
                 touched.push(a);
@@ -583,7 +820,9 @@ impl Engine {
     /// Re-marks underlying `u`, refreshes its risk arrays once, re-margins the accounts exposed
     /// to it, then liquidates what has to be.
     fn remargin_underlying(&mut self, u: usize, out: &mut Vec<Output>) -> Result<(), Output> {
-        self.book.remark_underlying(&self.market, u).map_err(|e| reject(e.to_string()))?;
+        self.book
+            .remark_underlying(&self.market, u)
+            .map_err(|e| reject(e.to_string()))?;
         self.arrays.refresh_underlying(&self.book, u);
         let accounts: Vec<usize> = self.exposed[u].iter().copied().collect();
         self.remargin(&accounts, out);
@@ -596,7 +835,12 @@ impl Engine {
         let evaluator = Evaluator::new(&self.book, &self.arrays);
         let fresh: Vec<AccountRisk> = accounts
             .par_iter()
-            .map(|&a| evaluator.requirement(&self.book.accounts[a]).map(|r| AccountRisk::from(&r)).unwrap_or(self.risk[a]))
+            .map(|&a| {
+                evaluator
+                    .requirement(&self.book.accounts[a])
+                    .map(|r| AccountRisk::from(&r))
+                    .unwrap_or(self.risk[a])
+            })
             .collect();
         for (&a, new) in accounts.iter().zip(fresh) {
             let old = self.risk[a].status;
@@ -627,12 +871,23 @@ impl Engine {
             }
         }
         let evaluator = Evaluator::new(&self.book, &self.arrays);
-        let zero = AccountRisk { equity: 0.0, margin_balance: 0.0, initial_margin: 0.0, maintenance_margin: 0.0, status: Status::Healthy };
+        let zero = AccountRisk {
+            equity: 0.0,
+            margin_balance: 0.0,
+            initial_margin: 0.0,
+            maintenance_margin: 0.0,
+            status: Status::Healthy,
+        };
         self.risk = self
             .book
             .accounts
             .par_iter()
-            .map(|a| evaluator.requirement(a).map(|r| AccountRisk::from(&r)).unwrap_or(zero))
+            .map(|a| {
+                evaluator
+                    .requirement(a)
+                    .map(|r| AccountRisk::from(&r))
+                    .unwrap_or(zero)
+            })
             .collect();
     }
 
@@ -654,24 +909,42 @@ impl Engine {
     /// Liquidates every account below maintenance, in account order, except the liquidator
     /// and accounts exposed to an underlying whose liquidations are suspended.
     fn liquidation_round(&mut self, out: &mut Vec<Output>) {
-        let liquidator = self.accounts.get(&self.config.liquidator).copied();
-        let candidates: Vec<usize> = (0..self.risk.len())
-            .filter(|&a| Some(a) != liquidator)
-            .filter(|&a| matches!(self.risk[a].status, Status::Liquidatable | Status::Bankrupt))
-            .filter(|&a| !self.book.accounts[a].exposures.iter().any(|u| self.suspended.contains(u)))
-            .filter(|&a| self.has_anything_to_liquidate(a))
-            .collect();
-        for a in candidates {
-            self.liquidate(a, out);
+        // A close-out can deleverage other accounts; they are looked at again in the next
+        // pass. Bounded: each pass either liquidates something or ends the round.
+        for _ in 0..MAX_LIQUIDATION_PASSES {
+            let liquidator = self.accounts.get(&self.config.liquidator).copied();
+            let candidates: Vec<usize> = (0..self.risk.len())
+                .filter(|&a| Some(a) != liquidator)
+                .filter(|&a| matches!(self.risk[a].status, Status::Liquidatable | Status::Bankrupt))
+                .filter(|&a| {
+                    !self.book.accounts[a]
+                        .exposures
+                        .iter()
+                        .any(|u| self.suspended.contains(u))
+                })
+                .filter(|&a| self.has_anything_to_liquidate(a))
+                .collect();
+            if candidates.is_empty() {
+                return;
+            }
+            for a in candidates {
+                self.liquidate(a, out);
+            }
         }
     }
 
-    /// An account closed out with a deficit nobody could cover holds only a negative
-    /// settlement balance: that is bad debt on the books, not something to liquidate again.
+    /// An account holding positions or coin collateral can be liquidated; one holding only a
+    /// negative settlement balance has a deficit to cover once. After a close-out that nobody
+    /// could fully cover, what remains is bad debt on the books, not something to act on again.
     fn has_anything_to_liquidate(&self, a: usize) -> bool {
         let settle = self.settlement_index().ok();
         let account = &self.book.accounts[a];
-        !account.positions.is_empty() || account.balances.iter().any(|b| Some(b.asset) != settle && b.amount != 0.0)
+        !account.positions.is_empty()
+            || account
+                .balances
+                .iter()
+                .any(|b| Some(b.asset) != settle && b.amount != 0.0)
+            || !self.bad_debt.contains(&a)
     }
 
     /// Partial liquidation: repeatedly take the step that restores the most margin surplus
@@ -679,8 +952,12 @@ impl Engine {
     /// initial margin again. An account that cannot be restored, or whose margin balance is
     /// negative, is closed out.
     fn liquidate(&mut self, a: usize, out: &mut Vec<Output>) {
-        let Some(liquidator) = self.accounts.get(&self.config.liquidator).copied() else { return };
-        let Ok(settle) = self.settlement_index() else { return };
+        let Some(liquidator) = self.accounts.get(&self.config.liquidator).copied() else {
+            return;
+        };
+        let Ok(settle) = self.settlement_index() else {
+            return;
+        };
         for _ in 0..MAX_LIQUIDATION_STEPS {
             let current = self.risk[a];
             if current.margin_balance >= current.initial_margin {
@@ -690,7 +967,9 @@ impl Engine {
                 break;
             }
             match self.best_step(a, settle) {
-                Some((position, step)) => self.transfer(a, liquidator, position, step, settle, true, out),
+                Some((position, step)) => {
+                    self.transfer(a, liquidator, position, step, settle, true, out)
+                }
                 None => break,
             }
         }
@@ -713,13 +992,24 @@ impl Engine {
             let price = self.arrays.values[p.instrument];
             let spot = self.book.underlyings[p.underlying].spot;
             let min_size = self.config.min_liquidation_notional / spot.max(f64::MIN_POSITIVE);
-            let step = (p.size.abs() * self.config.liquidation_step).max(min_size).min(p.size.abs());
+            let step = (p.size.abs() * self.config.liquidation_step)
+                .max(min_size)
+                .min(p.size.abs());
             let penalty = step * price.abs() * self.config.liquidation_penalty;
             let mut trial = account.clone();
-            apply_fill(&self.book.instruments, &mut trial, p.instrument, -p.size.signum() * step, price, settle);
+            apply_fill(
+                &self.book.instruments,
+                &mut trial,
+                p.instrument,
+                -p.size.signum() * step,
+                price,
+                settle,
+            );
             add_balance(&mut trial, settle, -penalty);
             update_exposures(&self.book.assets, &mut trial);
-            let Ok(after) = evaluator.requirement(&trial) else { continue };
+            let Ok(after) = evaluator.requirement(&trial) else {
+                continue;
+            };
             let relief = (after.margin_balance - after.initial_margin) - surplus;
             if relief > 0.0 {
                 let score = relief / penalty.max(1e-9);
@@ -733,20 +1023,44 @@ impl Engine {
 
     /// Moves `step` contracts of position `j` of account `a` to the liquidator at the mark.
     #[allow(clippy::too_many_arguments)]
-    fn transfer(&mut self, a: usize, liquidator: usize, j: usize, step: f64, settle: usize, with_penalty: bool, out: &mut Vec<Output>) {
+    fn transfer(
+        &mut self,
+        a: usize,
+        liquidator: usize,
+        j: usize,
+        step: f64,
+        settle: usize,
+        with_penalty: bool,
+        out: &mut Vec<Output>,
+    ) {
         let p = self.book.accounts[a].positions[j];
         let price = self.arrays.values[p.instrument];
         let size = -p.size.signum() * step;
         // The penalty never takes more than the account's remaining margin balance: it must not
         // turn a liquidation into a bankruptcy. (A fill at the mark leaves equity unchanged.)
         let penalty = if with_penalty {
-            (step * price.abs() * self.config.liquidation_penalty).min(self.risk[a].margin_balance.max(0.0))
+            (step * price.abs() * self.config.liquidation_penalty)
+                .min(self.risk[a].margin_balance.max(0.0))
         } else {
             0.0
         };
-        apply_fill(&self.book.instruments, &mut self.book.accounts[a], p.instrument, size, price, settle);
+        apply_fill(
+            &self.book.instruments,
+            &mut self.book.accounts[a],
+            p.instrument,
+            size,
+            price,
+            settle,
+        );
         add_balance(&mut self.book.accounts[a], settle, -penalty);
-        apply_fill(&self.book.instruments, &mut self.book.accounts[liquidator], p.instrument, -size, price, settle);
+        apply_fill(
+            &self.book.instruments,
+            &mut self.book.accounts[liquidator],
+            p.instrument,
+            -size,
+            price,
+            settle,
+        );
         self.insurance_fund += penalty;
         out.push(Output::LiquidationFill {
             account: self.book.accounts[a].id.clone(),
@@ -761,14 +1075,26 @@ impl Engine {
     /// Closes every position to the liquidator at mark, sells coin collateral to it at price,
     /// and covers any deficit from the insurance fund, then by deleveraging profitable accounts.
     fn close_out(&mut self, a: usize, liquidator: usize, settle: usize, out: &mut Vec<Output>) {
-        let held: Vec<(usize, i8)> = self.book.accounts[a].positions.iter().map(|p| (p.instrument, p.size.signum() as i8)).collect();
-        while let Some(j) = self.book.accounts[a].positions.iter().position(|p| p.size != 0.0) {
+        let held: Vec<(usize, i8)> = self.book.accounts[a]
+            .positions
+            .iter()
+            .map(|p| (p.instrument, p.size.signum() as i8))
+            .collect();
+        while let Some(j) = self.book.accounts[a]
+            .positions
+            .iter()
+            .position(|p| p.size != 0.0)
+        {
             let step = self.book.accounts[a].positions[j].size.abs();
             self.transfer(a, liquidator, j, step, settle, false, out);
         }
         self.book.accounts[a].positions.clear();
-        let coins: Vec<BookBalance> =
-            self.book.accounts[a].balances.iter().copied().filter(|b| b.asset != settle && b.amount != 0.0).collect();
+        let coins: Vec<BookBalance> = self.book.accounts[a]
+            .balances
+            .iter()
+            .copied()
+            .filter(|b| b.asset != settle && b.amount != 0.0)
+            .collect();
         for b in coins {
             let value = b.amount * self.book.assets[b.asset].price;
             add_balance(&mut self.book.accounts[a], b.asset, -b.amount);
@@ -776,21 +1102,50 @@ impl Engine {
             add_balance(&mut self.book.accounts[liquidator], b.asset, b.amount);
             add_balance(&mut self.book.accounts[liquidator], settle, -value);
         }
-        let balance = self.book.accounts[a].balances.iter().find(|b| b.asset == settle).map_or(0.0, |b| b.amount);
+        let balance = self.book.accounts[a]
+            .balances
+            .iter()
+            .find(|b| b.asset == settle)
+            .map_or(0.0, |b| b.amount);
         let deficit = (-balance).max(0.0);
         let insurance_paid = deficit.min(self.insurance_fund);
         self.insurance_fund -= insurance_paid;
         add_balance(&mut self.book.accounts[a], settle, insurance_paid);
         let mut touched = vec![a, liquidator];
-        let socialised = self.deleverage(a, deficit - insurance_paid, &held, settle, &mut touched, out);
-        out.push(Output::CloseOut { account: self.book.accounts[a].id.clone(), deficit, insurance_paid, socialised });
+        let socialised = self.deleverage(
+            a,
+            deficit - insurance_paid,
+            &held,
+            settle,
+            &mut touched,
+            out,
+        );
+        if deficit - insurance_paid - socialised > 0.0 {
+            self.bad_debt.insert(a);
+        } else {
+            self.bad_debt.remove(&a);
+        }
+        out.push(Output::CloseOut {
+            account: self.book.accounts[a].id.clone(),
+            deficit,
+            insurance_paid,
+            socialised,
+        });
         self.refresh(&touched, out);
     }
 
     /// Takes `amount` from the most profitable, most leveraged accounts holding positions
     /// opposite to the bankrupt account's, up to each one's unrealised profit. Returns what was
     /// covered; any remainder stays as bad debt on the bankrupt account.
-    fn deleverage(&mut self, a: usize, amount: f64, held: &[(usize, i8)], settle: usize, touched: &mut Vec<usize>, out: &mut Vec<Output>) -> f64 {
+    fn deleverage(
+        &mut self,
+        a: usize,
+        amount: f64,
+        held: &[(usize, i8)],
+        settle: usize,
+        touched: &mut Vec<usize>,
+        out: &mut Vec<Output>,
+    ) -> f64 {
         if amount <= 0.0 {
             return 0.0;
         }
@@ -800,7 +1155,10 @@ impl Engine {
             if b == a || Some(b) == liquidator {
                 continue;
             }
-            let opposite = account.positions.iter().any(|p| held.iter().any(|(i, s)| *i == p.instrument && p.size.signum() as i8 == -s));
+            let opposite = account.positions.iter().any(|p| {
+                held.iter()
+                    .any(|(i, s)| *i == p.instrument && p.size.signum() as i8 == -s)
+            });
             if !opposite {
                 continue;
             }
@@ -810,7 +1168,11 @@ impl Engine {
                 .filter(|p| self.book.instruments[p.instrument].option.is_none())
                 .map(|p| p.size * (self.arrays.values[p.instrument] - p.entry_price))
                 .sum();
-            let notional: f64 = account.positions.iter().map(|p| (p.size * self.arrays.values[p.instrument]).abs()).sum();
+            let notional: f64 = account
+                .positions
+                .iter()
+                .map(|p| (p.size * self.arrays.values[p.instrument]).abs())
+                .sum();
             let equity = self.risk[b].equity.max(1.0);
             if profit > 0.0 {
                 ranked.push((profit * notional / equity, b, profit));
@@ -822,9 +1184,10 @@ impl Engine {
             if remaining <= 0.0 {
                 break;
             }
-            // Never more than the account's margin balance: deleveraging must not create a new
-            // bankruptcy.
-            let take = profit.min(remaining).min(self.risk[b].margin_balance.max(0.0));
+            // Never more than the account's surplus over maintenance: deleveraging must not make
+            // another account liquidatable, let alone bankrupt.
+            let surplus = self.risk[b].margin_balance - self.risk[b].maintenance_margin;
+            let take = profit.min(remaining).min(surplus.max(0.0));
             if take <= 0.0 {
                 continue;
             }
@@ -832,7 +1195,10 @@ impl Engine {
             add_balance(&mut self.book.accounts[a], settle, take);
             remaining -= take;
             touched.push(b);
-            out.push(Output::Deleveraged { account: self.book.accounts[b].id.clone(), amount: take });
+            out.push(Output::Deleveraged {
+                account: self.book.accounts[b].id.clone(),
+                amount: take,
+            });
         }
         amount - remaining
     }
@@ -841,17 +1207,32 @@ impl Engine {
 
     fn open_account(&mut self, id: &str) -> Result<usize, Output> {
         if !valid_account_id(id) {
-            return Err(reject(format!("account id `{id}` must be 1 to 64 characters of A-Z a-z 0-9 _ . : -")));
+            return Err(reject(format!(
+                "account id `{id}` must be 1 to 64 characters of A-Z a-z 0-9 _ . : -"
+            )));
         }
         let a = self.book.accounts.len();
-        self.book.accounts.push(BookAccount { id: id.to_string(), positions: Vec::new(), balances: Vec::new(), exposures: Vec::new() });
-        self.risk.push(AccountRisk { equity: 0.0, margin_balance: 0.0, initial_margin: 0.0, maintenance_margin: 0.0, status: Status::Healthy });
+        self.book.accounts.push(BookAccount {
+            id: id.to_string(),
+            positions: Vec::new(),
+            balances: Vec::new(),
+            exposures: Vec::new(),
+        });
+        self.risk.push(AccountRisk {
+            equity: 0.0,
+            margin_balance: 0.0,
+            initial_margin: 0.0,
+            maintenance_margin: 0.0,
+            status: Status::Healthy,
+        });
         self.accounts.insert(id.to_string(), a);
         Ok(a)
     }
 
     fn underlying(&self, name: &str) -> Result<usize, Output> {
-        self.book.underlying_index(name).ok_or_else(|| reject(format!("unknown underlying {name}: it has no parameters")))
+        self.book
+            .underlying_index(name)
+            .ok_or_else(|| reject(format!("unknown underlying {name}: it has no parameters")))
     }
 
     fn settlement_index(&self) -> Result<usize, String> {
@@ -859,7 +1240,12 @@ impl Engine {
             .assets
             .iter()
             .position(|a| a.name == self.config.settlement_asset)
-            .ok_or_else(|| format!("settlement asset {} is not in the book", self.config.settlement_asset))
+            .ok_or_else(|| {
+                format!(
+                    "settlement asset {} is not in the book",
+                    self.config.settlement_asset
+                )
+            })
     }
 
     /// Adds the settlement asset to the book so fills can always settle.
@@ -872,7 +1258,11 @@ impl Engine {
 }
 
 fn reject(reason: String) -> Output {
-    Output::Rejected { reason, required: None, available: None }
+    Output::Rejected {
+        reason,
+        required: None,
+        available: None,
+    }
 }
 
 fn add_balance(account: &mut BookAccount, asset: usize, amount: f64) {
@@ -889,14 +1279,30 @@ fn add_balance(account: &mut BookAccount, asset: usize, amount: f64) {
 /// entry price and realise P&L into the settlement balance when reduced; option premiums move
 /// through the settlement balance. Either way the account's equity changes by exactly
 /// `size x (mark - price)`.
-pub fn apply_fill(instruments: &[Priced], account: &mut BookAccount, instrument: usize, size: f64, price: f64, settle: usize) {
+pub fn apply_fill(
+    instruments: &[Priced],
+    account: &mut BookAccount,
+    instrument: usize,
+    size: f64,
+    price: f64,
+    settle: usize,
+) {
     let priced = &instruments[instrument];
     let is_option = priced.option.is_some();
     if is_option {
         add_balance(account, settle, -size * price);
     }
-    let Some(p) = account.positions.iter_mut().find(|p| p.instrument == instrument) else {
-        account.positions.push(BookPosition { instrument, underlying: priced.underlying, size, entry_price: if is_option { 0.0 } else { price } });
+    let Some(p) = account
+        .positions
+        .iter_mut()
+        .find(|p| p.instrument == instrument)
+    else {
+        account.positions.push(BookPosition {
+            instrument,
+            underlying: priced.underlying,
+            size,
+            entry_price: if is_option { 0.0 } else { price },
+        });
         return;
     };
     if !is_option {
@@ -921,8 +1327,19 @@ pub fn apply_fill(instruments: &[Priced], account: &mut BookAccount, instrument:
 
 /// Recomputes which underlyings an account is exposed to (MODEL.md section 4).
 pub fn update_exposures(assets: &[Asset], account: &mut BookAccount) {
-    let mut exposures: Vec<usize> = account.positions.iter().filter(|p| p.size != 0.0).map(|p| p.underlying).collect();
-    exposures.extend(account.balances.iter().filter(|b| b.amount != 0.0).filter_map(|b| assets[b.asset].underlying));
+    let mut exposures: Vec<usize> = account
+        .positions
+        .iter()
+        .filter(|p| p.size != 0.0)
+        .map(|p| p.underlying)
+        .collect();
+    exposures.extend(
+        account
+            .balances
+            .iter()
+            .filter(|b| b.amount != 0.0)
+            .filter_map(|b| assets[b.asset].underlying),
+    );
     exposures.sort_unstable();
     exposures.dedup();
     account.exposures = exposures;

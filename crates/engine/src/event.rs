@@ -12,9 +12,17 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Event {
     /// Collateral arrives (creates the account if it does not exist).
-    Deposit { account: String, asset: String, amount: f64 },
+    Deposit {
+        account: String,
+        asset: String,
+        amount: f64,
+    },
     /// Collateral leaves; refused if it would leave the account below initial margin.
-    Withdrawal { account: String, asset: String, amount: f64 },
+    Withdrawal {
+        account: String,
+        asset: String,
+        amount: f64,
+    },
     /// A fill of `size` (negative sells) at `price`; with a `counterparty` both sides are
     /// applied together. `fee` is paid by each side to the insurance fund.
     Trade {
@@ -31,7 +39,12 @@ pub enum Event {
     /// futures move with it in proportion (their basis to spot is held).
     Price { underlying: String, price: f64 },
     /// A quote from one venue, aggregated by the oracle into the index price.
-    Quote { source: String, underlying: String, price: f64, ts_ms: i64 },
+    Quote {
+        source: String,
+        underlying: String,
+        price: f64,
+        ts_ms: i64,
+    },
     /// A new mark of a perpetual or future.
     Mark { instrument: String, price: f64 },
     /// A new default implied vol of an underlying, or (with `instrument`) one option's vol.
@@ -56,20 +69,47 @@ pub enum Event {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Output {
     /// The event was refused; nothing changed.
-    Rejected { reason: String, required: Option<f64>, available: Option<f64> },
+    Rejected {
+        reason: String,
+        required: Option<f64>,
+        available: Option<f64>,
+    },
     /// An account's status changed.
-    MarginChange { account: String, from: String, to: String, margin_balance: f64, initial_margin: f64, maintenance_margin: f64 },
+    MarginChange {
+        account: String,
+        from: String,
+        to: String,
+        margin_balance: f64,
+        initial_margin: f64,
+        maintenance_margin: f64,
+    },
     /// Part of a position was taken over by the liquidator at the mark, with a penalty to the fund.
-    LiquidationFill { account: String, instrument: String, size: f64, price: f64, penalty: f64 },
+    LiquidationFill {
+        account: String,
+        instrument: String,
+        size: f64,
+        price: f64,
+        penalty: f64,
+    },
     /// A bankrupt account was closed out; its deficit was covered by the fund and, beyond it,
     /// by auto-deleveraging.
-    CloseOut { account: String, deficit: f64, insurance_paid: f64, socialised: f64 },
+    CloseOut {
+        account: String,
+        deficit: f64,
+        insurance_paid: f64,
+        socialised: f64,
+    },
     /// An account's profit was cut to cover a deficit the fund could not.
     Deleveraged { account: String, amount: f64 },
     /// Liquidations on an underlying are suspended (stale or untrusted price) or resumed.
     LiquidationsSuspended { underlying: String, suspended: bool },
     /// A position settled at expiry.
-    Settled { account: String, instrument: String, size: f64, amount: f64 },
+    Settled {
+        account: String,
+        instrument: String,
+        size: f64,
+        amount: f64,
+    },
 }
 
 #[cfg(test)]
@@ -78,12 +118,25 @@ mod tests {
 
     #[test]
     fn events_read_from_json_lines_and_refuse_unknown_fields() {
-        let e: Event = serde_json::from_str(r#"{"type":"trade","account":"a","instrument":"BTC-PERPETUAL","size":1,"price":60000}"#).unwrap();
+        let e: Event = serde_json::from_str(
+            r#"{"type":"trade","account":"a","instrument":"BTC-PERPETUAL","size":1,"price":60000}"#,
+        )
+        .unwrap();
         assert_eq!(
             e,
-            Event::Trade { account: "a".into(), instrument: "BTC-PERPETUAL".into(), size: 1.0, price: 60000.0, fee: 0.0, counterparty: None }
+            Event::Trade {
+                account: "a".into(),
+                instrument: "BTC-PERPETUAL".into(),
+                size: 1.0,
+                price: 60000.0,
+                fee: 0.0,
+                counterparty: None
+            }
         );
-        assert!(serde_json::from_str::<Event>(r#"{"type":"deposit","account":"a","asset":"USDC","amount":1,"x":2}"#).is_err());
+        assert!(serde_json::from_str::<Event>(
+            r#"{"type":"deposit","account":"a","asset":"USDC","amount":1,"x":2}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<Event>(r#"{"type":"teleport"}"#).is_err());
     }
 }

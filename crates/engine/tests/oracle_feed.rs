@@ -18,7 +18,10 @@ const BOOK: &str = r#"{"accounts": [
   {"id": "liquidator", "balances": {"USDC": 1000000}}]}"#;
 
 fn engine(oracle: OracleConfig) -> Engine {
-    let config = EngineConfig { oracle: Some(oracle), ..EngineConfig::default() };
+    let config = EngineConfig {
+        oracle: Some(oracle),
+        ..EngineConfig::default()
+    };
     let mut e = Engine::new(
         &Portfolio::parse("p.json", BOOK).unwrap(),
         &Market::parse("m.json", MARKET).unwrap(),
@@ -31,21 +34,41 @@ fn engine(oracle: OracleConfig) -> Engine {
 }
 
 fn quote(source: &str, price: f64, ts_ms: i64) -> Event {
-    Event::Quote { source: source.into(), underlying: "BTC".into(), price, ts_ms }
+    Event::Quote {
+        source: source.into(),
+        underlying: "BTC".into(),
+        price,
+        ts_ms,
+    }
 }
 
 fn liquidated(out: &[Output]) -> bool {
-    out.iter().any(|o| matches!(o, Output::LiquidationFill { .. }))
+    out.iter()
+        .any(|o| matches!(o, Output::LiquidationFill { .. }))
 }
 
 #[test]
 fn quorum_loss_suspends_liquidations_and_recovery_resumes_them() {
-    let config = OracleConfig { min_sources: 2, max_age_ms: 10_000, circuit_breaker: 0.5, ..OracleConfig::default() };
+    let config = OracleConfig {
+        min_sources: 2,
+        max_age_ms: 10_000,
+        circuit_breaker: 0.5,
+        ..OracleConfig::default()
+    };
     let mut e = engine(config);
     // Two venues agree on 60,000: the index is fresh.
     e.apply(&quote("venue-a", 60000.0, 1_000));
     let out = e.apply(&quote("venue-b", 60000.0, 1_000));
-    assert!(out.iter().any(|o| matches!(o, Output::LiquidationsSuspended { suspended: false, .. })), "{out:?}");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::LiquidationsSuspended {
+                suspended: false,
+                ..
+            }
+        )),
+        "{out:?}"
+    );
     // Much later only one venue quotes 57,000: venue-b is stale, quorum is lost. The engine keeps
     // the last good price, suspends liquidations on BTC, and does not liquidate.
     let out = e.apply(&quote("venue-a", 57000.0, 60_000));
@@ -61,7 +84,11 @@ fn quorum_loss_suspends_liquidations_and_recovery_resumes_them() {
 
 #[test]
 fn a_one_venue_spike_needs_confirmation() {
-    let config = OracleConfig { min_sources: 1, circuit_breaker: 0.04, ..OracleConfig::default() };
+    let config = OracleConfig {
+        min_sources: 1,
+        circuit_breaker: 0.04,
+        ..OracleConfig::default()
+    };
     let mut e = engine(config);
     e.apply(&quote("venue-a", 60000.0, 1_000));
     // A 5% drop breaches the 4% circuit breaker: held until a second update confirms it.
@@ -82,7 +109,10 @@ fn without_an_oracle_quotes_are_refused() {
         EngineConfig::default(),
     )
     .unwrap();
-    assert!(matches!(&e.apply(&quote("venue-a", 1.0, 1))[..], [Output::Rejected { .. }]));
+    assert!(matches!(
+        &e.apply(&quote("venue-a", 1.0, 1))[..],
+        [Output::Rejected { .. }]
+    ));
 }
 
 #[test]
@@ -95,20 +125,40 @@ fn a_spike_cannot_be_borrowed_against_with_a_stable_price() {
     //   60,000 x 1.001 = 60,060, so the margin balance counted for IM is
     //   7,000 + 60 - 5,000 = 2,060 < 6,600: refused.
     let run = |stable: Option<StablePriceConfig>| {
-        let config = OracleConfig { min_sources: 2, circuit_breaker: 0.5, stable_price: stable, ..OracleConfig::default() };
+        let config = OracleConfig {
+            min_sources: 2,
+            circuit_breaker: 0.5,
+            stable_price: stable,
+            ..OracleConfig::default()
+        };
         let mut e = engine(config);
         e.apply(&quote("venue-a", 60000.0, 0));
         e.apply(&quote("venue-b", 60000.0, 0));
         e.apply(&quote("venue-a", 66000.0, 10_000));
         e.apply(&quote("venue-b", 66000.0, 10_000));
         assert_eq!(e.market().prices["BTC"], 66000.0);
-        e.apply(&Event::Withdrawal { account: "a".into(), asset: "USDC".into(), amount: 5000.0 })
+        e.apply(&Event::Withdrawal {
+            account: "a".into(),
+            asset: "USDC".into(),
+            amount: 5000.0,
+        })
     };
-    assert!(run(None).iter().all(|o| !matches!(o, Output::Rejected { .. })));
-    let out = run(Some(StablePriceConfig { max_move_per_second: 0.0001 }));
+    assert!(run(None)
+        .iter()
+        .all(|o| !matches!(o, Output::Rejected { .. })));
+    let out = run(Some(StablePriceConfig {
+        max_move_per_second: 0.0001,
+    }));
     match &out[..] {
-        [Output::Rejected { required: Some(r), available: Some(v), .. }] => {
-            assert!((r - 6600.0).abs() < 1e-6 && (v - 2060.0).abs() < 1e-6, "{r} {v}");
+        [Output::Rejected {
+            required: Some(r),
+            available: Some(v),
+            ..
+        }] => {
+            assert!(
+                (r - 6600.0).abs() < 1e-6 && (v - 2060.0).abs() < 1e-6,
+                "{r} {v}"
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -242,7 +242,7 @@ fn below_maintenance(r: &AccountRisk) -> bool {
 struct Rule {
     /// Check after every event, not only after those that run a liquidation round.
     every_event: bool,
-    /// Tolerate accounts auto-deleveraged in the event (see the ignored ADL test).
+    /// Tolerate accounts auto-deleveraged in the event (kept for the looser variant of the rule).
     tolerate_deleveraged: bool,
 }
 
@@ -477,9 +477,6 @@ proptest! {
 
     /// Accounts auto-deleveraged to cover a deficit are not left below maintenance either.
     #[test]
-    #[ignore = "BUG: engine.rs deleverage() takes up to the account's whole margin balance (to 0, or -1e-12 by rounding) \
-                but leaves its positions open, so it is left liquidatable/bankrupt; the round's candidate list is fixed \
-                before close-outs, so it is not liquidated either"]
     fn deleveraged_accounts_are_not_left_below_maintenance(ops in ops(60)) {
         run(&ops, Rule { every_event: false, tolerate_deleveraged: false })?;
     }
