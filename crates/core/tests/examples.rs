@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use pmargin_core::{margin_report, Market, Params, Portfolio, ReportOptions, Status};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn examples_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/examples");
@@ -20,11 +20,11 @@ fn examples_dir() -> Option<PathBuf> {
     }
 }
 
-fn read(dir: &PathBuf, name: &str) -> String {
+fn read(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap()
 }
 
-fn load(dir: &PathBuf) -> (Portfolio, Market, Params) {
+fn load(dir: &Path) -> (Portfolio, Market, Params) {
     (
         Portfolio::parse("portfolio.json", &read(dir, "portfolio.json")).unwrap(),
         Market::parse("market.json", &read(dir, "market.json")).unwrap(),

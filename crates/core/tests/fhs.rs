@@ -115,10 +115,9 @@ fn tail_count_rounds_to_nine_decimals_before_the_ceiling() {
     // First 20 returns (21 closes), alpha 0.95: 20 x (1 - 0.95) = 1.0000000000000009 in f64,
     // which is 1 after rounding to 9 decimals: q = 1, not 2.
     // Drops among the first 20 ratios: 0.92 (4,800), 0.94 (3,600), 0.95 (3,000).
-    assert!(
-        20.0 * (1.0 - 0.95) > 1.0,
-        "the product really is above 1 in f64"
-    );
+    // black_box: the point is the run-time f64 product, not a constant the compiler folds.
+    let product = std::hint::black_box(20.0f64) * (1.0 - std::hint::black_box(0.95f64));
+    assert!(product > 1.0, "the product really is above 1 in f64: {product}");
     let h = history(&RATIOS[..20]);
     let r = run_hist(
         &perp(1.0, 20000.0),
