@@ -10,6 +10,7 @@
 
 use crate::account::Evaluator;
 use crate::book::BookAccount;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -33,38 +34,57 @@ pub fn liquidation_prices(
     below_maintenance_today: bool,
 ) -> BTreeMap<String, LiquidationPrice> {
     let book = evaluator.book;
-    let mut out = BTreeMap::new();
-    let mut scratch = Vec::new();
-    for (e, &u) in account.exposures.iter().enumerate() {
-        let name = book.underlyings[u].name.clone();
-        if below_maintenance_today {
-            out.insert(
-                name,
-                LiquidationPrice {
-                    down: None,
-                    up: None,
-                },
-            );
-            continue;
-        }
-        // Everything but `u` is fixed while `u` moves: sum it once.
-        let mut others = evaluator.fixed_part(account);
-        for (f, &v) in account.exposures.iter().enumerate() {
-            if f != e {
-                evaluator.add_underlying(account, f, v, 1.0, &mut others, &mut scratch);
-            }
-        }
-        let mut below = |x: f64| {
-            let mut partial = others.clone();
-            evaluator.add_underlying(account, e, u, x, &mut partial, &mut scratch);
-            evaluator.finish(account, &partial).below_maintenance()
+    let name = |u: usize| book.underlyings[u].name.clone();
+    if below_maintenance_today {
+        let none = LiquidationPrice {
+            down: None,
+            up: None,
         };
-        let spot = book.underlyings[u].spot;
-        let down = search(&mut below, SCALE_FLOOR).map(|x| x * spot);
-        let up = search(&mut below, SCALE_CEILING).map(|x| x * spot);
-        out.insert(name, LiquidationPrice { down, up });
+        return account.exposures.iter().map(|&u| (name(u), none)).collect();
     }
-    out
+    // Every (exposure, direction) search is independent: run them in parallel.
+    let searches: Vec<(usize, usize, f64)> = (0..account.exposures.len())
+        .flat_map(|e| {
+            [
+                (e, account.exposures[e], SCALE_FLOOR),
+                (e, account.exposures[e], SCALE_CEILING),
+            ]
+        })
+        .collect();
+    let found: Vec<Option<f64>> = searches
+        .par_iter()
+        .map(|&(e, u, end)| {
+            // Everything but `u` is fixed while `u` moves: sum it once.
+            let mut scratch = Vec::new();
+            let mut others = evaluator.fixed_part(account);
+            for (f, &v) in account.exposures.iter().enumerate() {
+                if f != e {
+                    evaluator.add_underlying(account, f, v, 1.0, &mut others, &mut scratch);
+                }
+            }
+            let mut partial = others.clone();
+            let mut below = |x: f64| {
+                partial.clone_from(&others);
+                evaluator.add_underlying(account, e, u, x, &mut partial, &mut scratch);
+                evaluator.finish(account, &partial).below_maintenance()
+            };
+            search(&mut below, end).map(|x| x * book.underlyings[u].spot)
+        })
+        .collect();
+    account
+        .exposures
+        .iter()
+        .enumerate()
+        .map(|(e, &u)| {
+            (
+                name(u),
+                LiquidationPrice {
+                    down: found[2 * e],
+                    up: found[2 * e + 1],
+                },
+            )
+        })
+        .collect()
 }
 
 /// Steps from 1 towards `end`; returns the crossing scale, bisected to 1e-12 relative.

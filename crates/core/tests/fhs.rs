@@ -117,7 +117,10 @@ fn tail_count_rounds_to_nine_decimals_before_the_ceiling() {
     // Drops among the first 20 ratios: 0.92 (4,800), 0.94 (3,600), 0.95 (3,000).
     // black_box: the point is the run-time f64 product, not a constant the compiler folds.
     let product = std::hint::black_box(20.0f64) * (1.0 - std::hint::black_box(0.95f64));
-    assert!(product > 1.0, "the product really is above 1 in f64: {product}");
+    assert!(
+        product > 1.0,
+        "the product really is above 1 in f64: {product}"
+    );
     let h = history(&RATIOS[..20]);
     let r = run_hist(
         &perp(1.0, 20000.0),
