@@ -175,7 +175,9 @@ fn search(cushion: &mut impl FnMut(f64) -> Cushion, end: f64, slope: f64) -> Opt
         let (at, c) = known;
         let guaranteed = c.value - slope * (x - at).abs();
         // Rounding allowance: the evaluated cushion carries errors of order 1e-12 of its terms.
-        if !(guaranteed > 1e-9 * c.scale.max(1.0)) {
+        // (A NaN bound proves nothing, so the step is evaluated.)
+        let proven_above = guaranteed > 1e-9 * c.scale.max(1.0);
+        if !proven_above {
             let now = cushion(x);
             if now.value < 0.0 {
                 return Some(bisect(&mut |x| cushion(x).value < 0.0, previous, x));
