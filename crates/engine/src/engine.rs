@@ -27,6 +27,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// closed out: a bound, so a pathological book cannot stall the engine.
 pub const MAX_LIQUIDATION_STEPS: usize = 200;
 
+/// Fewest accounts re-margined on the thread pool rather than inline.
+pub const PARALLEL_REMARGIN_MIN: usize = 256;
+
 /// Passes of one liquidation round (a close-out can change other accounts).
 pub const MAX_LIQUIDATION_PASSES: usize = 8;
 
@@ -109,6 +112,8 @@ pub struct Engine {
     /// Accounts left with a deficit after a close-out that neither the fund nor
     /// deleveraging could cover.
     bad_debt: BTreeSet<usize>,
+    /// The liquidator took positions this round and has not been re-margined yet.
+    liquidator_dirty: bool,
     oracle: Option<Oracle>,
     sequence: u64,
 }
@@ -178,6 +183,7 @@ impl Engine {
             arrays,
             suspended: BTreeSet::new(),
             bad_debt: BTreeSet::new(),
+            liquidator_dirty: false,
             sequence: 0,
         };
         engine.full_recompute();
@@ -833,15 +839,18 @@ impl Engine {
     /// Recomputes the given accounts (in parallel) and records status changes in order.
     fn remargin(&mut self, accounts: &[usize], out: &mut Vec<Output>) {
         let evaluator = Evaluator::new(&self.book, &self.arrays);
-        let fresh: Vec<AccountRisk> = accounts
-            .par_iter()
-            .map(|&a| {
-                evaluator
-                    .requirement(&self.book.accounts[a])
-                    .map(|r| AccountRisk::from(&r))
-                    .unwrap_or(self.risk[a])
-            })
-            .collect();
+        let one = |&a: &usize| {
+            evaluator
+                .requirement(&self.book.accounts[a])
+                .map(|r| AccountRisk::from(&r))
+                .unwrap_or(self.risk[a])
+        };
+        // Fanning a trade's two accounts out to the thread pool costs more than computing them.
+        let fresh: Vec<AccountRisk> = if accounts.len() < PARALLEL_REMARGIN_MIN {
+            accounts.iter().map(one).collect()
+        } else {
+            accounts.par_iter().map(one).collect()
+        };
         for (&a, new) in accounts.iter().zip(fresh) {
             let old = self.risk[a].status;
             self.risk[a] = new;
@@ -925,10 +934,15 @@ impl Engine {
                 .filter(|&a| self.has_anything_to_liquidate(a))
                 .collect();
             if candidates.is_empty() {
-                return;
+                break;
             }
             for a in candidates {
                 self.liquidate(a, out);
+            }
+        }
+        if std::mem::take(&mut self.liquidator_dirty) {
+            if let Some(l) = self.accounts.get(&self.config.liquidator).copied() {
+                self.refresh(&[l], out);
             }
         }
     }
@@ -1069,7 +1083,10 @@ impl Engine {
             price,
             penalty,
         });
-        self.refresh(&[a, liquidator], out);
+        // The liquidator holds every instrument it ever took over, so it is the costliest account
+        // to evaluate: it is re-margined once at the end of the round, not after every step.
+        self.refresh(&[a], out);
+        self.liquidator_dirty = true;
     }
 
     /// Closes every position to the liquidator at mark, sells coin collateral to it at price,
