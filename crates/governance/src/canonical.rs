@@ -51,30 +51,6 @@ fn write_string(s: &str, out: &mut String) {
     out.push_str(&Value::String(s.to_string()).to_string());
 }
 
-/// The JSON path of the first leaf where two values differ, if any.
-pub(crate) fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_string()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
-                (Some(u), Some(v)) => first_difference(u, v, &join(k)),
-                _ => Some(join(k)),
-            })
-        }
-        _ if a == b => None,
-        _ => Some(path.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Proposals: a full parameter set with its reasons, checked and fingerprinted.
 
-use crate::canonical::{canonical_params, first_difference};
+use crate::canonical::canonical_params;
 use crate::error::GovError;
 use pmargin_core::Params;
 use serde::{Deserialize, Serialize};
@@ -144,7 +144,6 @@ pub const MAX_VOL_SCAN_UP: f64 = 5.0;
 /// - `grid.extreme_multiple >= 1` (an extreme is at least the scan range);
 /// - `som_rate`, `short_option_im_base <= 1`, `short_option_im_floor <= short_option_im_base`,
 ///   `short_option_mm <= short_option_im_floor` (maintenance never exceeds initial);
-/// - the set survives a JSON round trip bit for bit, so a stored proposal keeps its hash;
 /// - with an active set: `version` is the active version + 1, and every underlying and
 ///   collateral asset of the active set is kept unless named in `removals`; each removal
 ///   names something that is really removed.
@@ -211,7 +210,6 @@ pub fn validate_params(
             "must not exceed short_option_im_floor",
         ));
     }
-    check_round_trip(params)?;
     if let Some(active) = active {
         if params.version != active.version + 1 {
             return Err(GovError::params(
@@ -257,22 +255,4 @@ pub fn validate_params(
         });
     }
     Ok(())
-}
-
-/// A set whose floats do not read back identically from JSON would change hash once stored.
-fn check_round_trip(params: &Params) -> Result<(), GovError> {
-    let text = serde_json::to_string(params).map_err(|e| GovError::params("", e.to_string()))?;
-    let back: Params =
-        serde_json::from_str(&text).map_err(|e| GovError::params("", e.to_string()))?;
-    let (a, b) = (
-        serde_json::to_value(params).unwrap_or_default(),
-        serde_json::to_value(&back).unwrap_or_default(),
-    );
-    match first_difference(&a, &b, "") {
-        None => Ok(()),
-        Some(field) => Err(GovError::params(
-            field,
-            "does not survive a JSON round trip exactly; use at most 15 significant digits",
-        )),
-    }
 }

@@ -383,10 +383,6 @@ fn out_of_range_values_are_rejected_naming_the_field() {
             },
             "collateral.ETH",
         ),
-        (
-            |p| p.underlyings.get_mut("BTC").unwrap().price_scan_range = 0.10000000000076929,
-            "underlyings.BTC.price_scan_range",
-        ),
     ];
     for (edit, field) in cases {
         let mut p = next(&active, 0.10);

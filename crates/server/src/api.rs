@@ -2,7 +2,7 @@
 
 use crate::auth::{bearer, generate_key, hash_key, Caller, KeyRecord, Role};
 use crate::error::{json_error, ApiError};
-use crate::state::{event_hash, genesis_engine, now_ms, AppState, EventResult};
+use crate::state::{event_hash, genesis_engine, now_ms, AppState, CachedReport, EventResult};
 use crate::store::AuditEntry;
 use crate::stream::{regenerate, StreamMsg};
 use axum::body::Bytes;
@@ -53,8 +53,26 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/accounts", get(list_accounts))
         .route("/v1/accounts/{id}", get(get_account))
         .route("/v1/accounts/{id}/scenarios", get(get_scenarios))
+        .route(
+            "/v1/accounts/{id}/settlement",
+            get(crate::settlement::get_settlement),
+        )
         .route("/v1/what-if", post(post_what_if))
         .route("/v1/params", get(get_params))
+        .route(
+            "/v1/params/emergency",
+            post(crate::governance::post_emergency),
+        )
+        .route("/v1/proposals", post(crate::governance::post_proposal))
+        .route("/v1/proposals/{id}", get(crate::governance::get_proposal))
+        .route(
+            "/v1/proposals/{id}/approvals",
+            post(crate::governance::post_approval),
+        )
+        .route(
+            "/v1/proposals/{id}/activate",
+            post(crate::governance::post_activate),
+        )
         .route("/v1/oracle", get(get_oracle))
         .route("/v1/keys", post(post_key).get(list_keys))
         .route("/v1/audit", get(get_audit))
@@ -431,9 +449,24 @@ fn snapshot(
     Ok((engine.sequence(), cached, portfolio, market, params))
 }
 
+/// Heavy computations (what-if, scenario tables, report misses) run at most this many at once,
+/// leaving a core for the cheap reads and the writer: without the bound, a burst of what-ifs
+/// takes every core and the cached reads wait behind them.
+fn heavy_permits() -> &'static tokio::sync::Semaphore {
+    static SEM: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SEM.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+    })
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let _permit = heavy_permits()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("worker pool closed: {e}")))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
@@ -443,23 +476,63 @@ async fn get_account(
     caller: Caller,
     State(state): State<Shared>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(READERS)?;
     caller.require_account(&id)?;
-    let (sequence, cached, portfolio, market, params) = snapshot(&state, &id)?;
-    let report = blocking(move || {
-        margin_report(&portfolio, &market, &params, None, ReportOptions::default())
-            .map_err(|e| ApiError::unprocessable(e.to_string()))
+    // The engine's own figures are read fresh; the full report (with the liquidation-price
+    // search) is reused until an event affecting this account is applied.
+    let (sequence, cached, report) = {
+        let engine = state.engine();
+        let risk = engine
+            .risk(&id)
+            .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
+        let version = state.reports.version(&id);
+        (
+            engine.sequence(),
+            serde_json::to_value(risk).unwrap_or_default(),
+            state.reports.get(&id, version),
+        )
+    };
+    let report = match report {
+        Some(r) => r,
+        None => {
+            let (version, (portfolio, market, params)) = {
+                let engine = state.engine();
+                let inputs = account_inputs(&engine, &id)
+                    .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
+                (state.reports.version(&id), inputs)
+            };
+            let report = blocking(move || {
+                margin_report(&portfolio, &market, &params, None, ReportOptions::default())
+                    .map_err(|e| ApiError::unprocessable(e.to_string()))
+            })
+            .await?;
+            let r = Arc::new(CachedReport {
+                as_of: report.as_of,
+                params_version: report.params_version,
+                account: report.accounts.into_iter().next(),
+            });
+            state.reports.put(&id, version, r.clone());
+            r
+        }
+    };
+    #[derive(serde::Serialize)]
+    struct Out<'a> {
+        sequence: u64,
+        as_of: &'a str,
+        params_version: u64,
+        engine: Value,
+        account: &'a Option<pmargin_core::report::AccountReport>,
+    }
+    let body = serde_json::to_vec(&Out {
+        sequence,
+        as_of: &report.as_of,
+        params_version: report.params_version,
+        engine: cached,
+        account: &report.account,
     })
-    .await?;
-    let account = report.accounts.into_iter().next();
-    Ok(Json(json!({
-        "sequence": sequence,
-        "as_of": report.as_of,
-        "params_version": report.params_version,
-        "engine": cached,
-        "account": account,
-    })))
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn get_scenarios(
@@ -535,7 +608,7 @@ struct WhatIfIn {
 async fn post_what_if(
     caller: Caller,
     State(state): State<Shared>,
-    Body(w, _): Body<WhatIfIn>,
+    Body(w, body_hash): Body<WhatIfIn>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READERS)?;
     caller.require_account(&w.account)?;
@@ -564,19 +637,43 @@ async fn post_what_if(
             price: t.price,
         });
     }
-    let (sequence, _, portfolio, market, params) = snapshot(&state, &w.account)?;
-    let settle = w
-        .settlement_asset
-        .unwrap_or_else(|| state.engine().config().settlement_asset.clone());
-    let account = w.account;
-    let result = blocking(move || {
-        core_what_if(
-            &portfolio, &account, &trades, &market, &params, None, &settle,
-        )
-        .map_err(|e| ApiError::unprocessable(e.to_string()))
-    })
-    .await?;
-    Ok(Json(json!({ "sequence": sequence, "what_if": result })))
+    // Same inputs, same answer: reused until an event affecting the account is applied.
+    let (sequence, version, inputs, hit) = {
+        let engine = state.engine();
+        if engine.risk(&w.account).is_none() {
+            return Err(ApiError::not_found(format!("no account `{}`", w.account)));
+        }
+        let version = state.reports.version(&w.account);
+        let hit = state.reports.get_what_if(&w.account, body_hash, version);
+        let inputs = match hit {
+            Some(_) => None,
+            None => account_inputs(&engine, &w.account),
+        };
+        (engine.sequence(), version, inputs, hit)
+    };
+    let result = match (hit, inputs) {
+        (Some(hit), _) => hit,
+        (None, Some((portfolio, market, params))) => {
+            let settle = w
+                .settlement_asset
+                .unwrap_or_else(|| state.engine().config().settlement_asset.clone());
+            let account = w.account.clone();
+            let result = blocking(move || {
+                core_what_if(
+                    &portfolio, &account, &trades, &market, &params, None, &settle,
+                )
+                .map_err(|e| ApiError::unprocessable(e.to_string()))
+            })
+            .await?;
+            let value = Arc::new(serde_json::to_value(result).unwrap_or_default());
+            state
+                .reports
+                .put_what_if(&w.account, body_hash, version, value.clone());
+            value
+        }
+        (None, None) => return Err(ApiError::not_found(format!("no account `{}`", w.account))),
+    };
+    Ok(Json(json!({ "sequence": sequence, "what_if": &*result })))
 }
 
 async fn get_params(caller: Caller, State(state): State<Shared>) -> Result<Json<Value>, ApiError> {

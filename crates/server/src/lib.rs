@@ -10,13 +10,15 @@ pub mod api;
 pub mod auth;
 pub mod demo;
 pub mod error;
+pub mod governance;
 pub mod metrics;
+pub mod settlement;
 pub mod state;
 pub mod store;
 pub mod stream;
 
 use crate::state::AppState;
-use crate::store::{FileStore, Genesis, MemoryStore, Store};
+use crate::store::{open_dir, Genesis, MemoryStore, Store, StoreKind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +40,13 @@ pub struct ServerConfig {
     pub ring_capacity: usize,
     /// Feed the oracle from the bundled price history.
     pub demo_feed: Option<demo::FeedConfig>,
+    /// The store of the data directory (default: SQLite).
+    pub store_kind: StoreKind,
+    /// The risk committee; without it, `<data_dir>/committee.json` if present, else the
+    /// governance endpoints answer 409.
+    pub committee: Option<pmargin_governance::Committee>,
+    /// The EIP-712 domain and signing key of settlement messages.
+    pub settlement: settlement::SettlementConfig,
 }
 
 impl ServerConfig {
@@ -53,6 +62,9 @@ impl ServerConfig {
             admin_key: None,
             ring_capacity: DEFAULT_RING,
             demo_feed: None,
+            store_kind: StoreKind::default(),
+            committee: None,
+            settlement: settlement::SettlementConfig::default(),
         }
     }
 }
@@ -72,7 +84,7 @@ pub struct Running {
 /// Opens the store, recovers the state, binds the listener and serves in the background.
 pub async fn start(config: ServerConfig) -> Result<Running, String> {
     let store: Box<dyn Store> = match &config.data_dir {
-        Some(dir) => Box::new(FileStore::open(dir)?),
+        Some(dir) => open_dir(dir, config.store_kind)?,
         None => Box::new(MemoryStore::default()),
     };
     let (genesis, admin, ring) = (
@@ -84,6 +96,18 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         tokio::task::spawn_blocking(move || state::start(store, genesis, admin.as_deref(), ring))
             .await
             .map_err(|e| format!("start: {e}"))??;
+    let active = started.state.engine().params().clone();
+    started
+        .state
+        .gov
+        .open(
+            config.data_dir.as_deref(),
+            config.committee.clone(),
+            &active,
+        )
+        .await?;
+    let signer = settlement::Settlement::open(&config.settlement, config.data_dir.as_deref())?;
+    let _ = started.state.settlement.set(signer);
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -61,7 +61,127 @@ pub struct AppState {
     /// Set when a commit failed: the engine may hold events the log does not, so every
     /// further write is refused until a restart recovers from the log.
     pub failed: RwLock<Option<String>>,
+    /// What changed when, so reads can reuse the reports computed since (see [`ReportCache`]).
+    pub reports: ReportCache,
+    /// Governed parameters (proposals, approvals, activation).
+    pub gov: crate::governance::Gov,
+    /// The settlement-message signer (set at start).
+    pub settlement: std::sync::OnceLock<crate::settlement::Settlement>,
     writer: Mutex<mpsc::Sender<Command>>,
+}
+
+/// Per-account margin reports (with the liquidation-price search) reused until something that
+/// affects the account is applied: an event on the account itself (deposit, withdrawal, trade
+/// as either side), or anything that moves every account (prices, marks, vols, parameters,
+/// settlements, funding, liquidation rounds). The versions are updated by the writer while it
+/// holds the engine's write lock, and read under the read lock, so a version and the engine
+/// state it describes always agree.
+#[derive(Default)]
+pub struct ReportCache {
+    versions: Mutex<Versions>,
+    reports: RwLock<HashMap<String, (u64, Arc<CachedReport>)>>,
+    /// What-if answers keyed by account and request body hash.
+    what_ifs: RwLock<HashMap<WhatIfKey, (u64, Arc<serde_json::Value>)>>,
+}
+
+/// An account and the SHA-256 of the what-if request body.
+type WhatIfKey = (String, [u8; 32]);
+
+#[derive(Default)]
+struct Versions {
+    global: u64,
+    touched: HashMap<String, u64>,
+}
+
+/// The parts of a margin report that depend only on the account's inputs.
+#[derive(Debug, Serialize)]
+pub struct CachedReport {
+    pub as_of: String,
+    pub params_version: u64,
+    pub account: Option<pmargin_core::report::AccountReport>,
+}
+
+/// Entries kept at most (a cache miss recomputes; the map is cleared when full).
+const REPORT_CACHE_MAX: usize = 100_000;
+
+impl ReportCache {
+    /// Records that the event applied at `seq` happened. Call with the engine write-locked.
+    pub fn applied(&self, seq: u64, event: &Event) {
+        let mut v = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        match event {
+            Event::Deposit { account, .. } | Event::Withdrawal { account, .. } => {
+                v.touched.insert(account.clone(), seq);
+            }
+            Event::Trade {
+                account,
+                counterparty,
+                ..
+            } => {
+                v.touched.insert(account.clone(), seq);
+                if let Some(c) = counterparty {
+                    v.touched.insert(c.clone(), seq);
+                }
+            }
+            _ => {
+                v.global = seq;
+                v.touched.clear();
+            }
+        }
+    }
+
+    /// The version of `account`'s inputs. Call with the engine read-locked.
+    pub fn version(&self, account: &str) -> u64 {
+        let v = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        v.touched.get(account).copied().unwrap_or(0).max(v.global)
+    }
+
+    pub fn get(&self, account: &str, version: u64) -> Option<Arc<CachedReport>> {
+        let r = self.reports.read().unwrap_or_else(|p| p.into_inner());
+        match r.get(account) {
+            Some((v, rep)) if *v == version => Some(rep.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn get_what_if(
+        &self,
+        account: &str,
+        body: [u8; 32],
+        version: u64,
+    ) -> Option<Arc<serde_json::Value>> {
+        let r = self.what_ifs.read().unwrap_or_else(|p| p.into_inner());
+        match r.get(&(account.to_string(), body)) {
+            Some((v, w)) if *v == version => Some(w.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn put_what_if(
+        &self,
+        account: &str,
+        body: [u8; 32],
+        version: u64,
+        result: Arc<serde_json::Value>,
+    ) {
+        let mut r = self.what_ifs.write().unwrap_or_else(|p| p.into_inner());
+        if r.len() >= REPORT_CACHE_MAX {
+            r.clear();
+        }
+        r.insert((account.to_string(), body), (version, result));
+    }
+
+    pub fn put(&self, account: &str, version: u64, report: Arc<CachedReport>) {
+        let mut r = self.reports.write().unwrap_or_else(|p| p.into_inner());
+        if r.len() >= REPORT_CACHE_MAX && !r.contains_key(account) {
+            r.clear();
+        }
+        match r.get(account) {
+            Some((v, _)) if *v > version => {}
+            _ => {
+                r.insert(account.to_string(), (version, report));
+            }
+        }
+    }
 }
 
 struct Idem {
@@ -186,6 +306,7 @@ pub fn start(
         new_admin_key = Some(key);
     }
     let (tx, rx) = mpsc::channel();
+    let recovered_seq = engine.sequence();
     let state = Arc::new(AppState {
         engine: RwLock::new(engine),
         durable: store.durable(),
@@ -195,8 +316,12 @@ pub fn start(
         metrics,
         genesis,
         failed: RwLock::new(None),
+        reports: ReportCache::default(),
+        gov: crate::governance::Gov::disabled(),
+        settlement: std::sync::OnceLock::new(),
         writer: Mutex::new(tx),
     });
+    state.reports.applied(recovered_seq, &Event::Liquidate);
     let writer_state = state.clone();
     std::thread::Builder::new()
         .name("pmargin-writer".into())
@@ -329,6 +454,7 @@ fn process(state: &AppState, batch: Vec<Submit>, idem: &mut HashMap<String, Idem
             let t = Instant::now();
             let applied = apply_event(&mut engine, &s.event);
             let result = result_of(engine.sequence(), applied.outputs);
+            state.reports.applied(result.sequence, &s.event);
             state.metrics.record_event(result.accepted, t.elapsed());
             items.extend(applied.items);
             audit.push(AuditEntry {

@@ -168,6 +168,11 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path, file: &mut File) -> Sto
     Ok(out)
 }
 
+/// Writes a file atomically and durably (temporary file, sync, rename, sync the directory).
+pub fn write_file_atomic(path: &Path, text: &str) -> StoreResult<()> {
+    write_atomic(path, text)
+}
+
 fn write_atomic(path: &Path, text: &str) -> StoreResult<()> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(|e| io(&tmp, e))?;
@@ -311,4 +316,165 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The default durable store: pmargin-store's SQLite database (`pmargin.db`: WAL, full sync,
+/// versioned schema) in the data directory holds the event log and the audit trail; the
+/// genesis inputs and the API key records stay as `genesis.json` and `keys.json` beside it
+/// (written atomically). A batch of events is one SQLite transaction (group commit), and
+/// [`Store::commit`] returns only after it has committed, so an acknowledged event is durable.
+pub struct SqliteStore {
+    dir: PathBuf,
+    db: pmargin_store::Store,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// The audit action under which the server's [`AuditEntry`] lists are kept.
+const AUDIT_ACTION: &str = "server_audit";
+
+impl SqliteStore {
+    pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let db = pmargin_store::Store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(SqliteStore {
+            dir: dir.to_path_buf(),
+            db,
+        })
+    }
+
+    /// The underlying database (snapshots, proposals, parameter versions).
+    pub fn db(&mut self) -> &mut pmargin_store::Store {
+        &mut self.db
+    }
+}
+
+impl Store for SqliteStore {
+    fn durable(&self) -> bool {
+        true
+    }
+    fn genesis(&mut self) -> StoreResult<Option<Genesis>> {
+        let path = self.dir.join("genesis.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+    fn init(&mut self, genesis: &Genesis) -> StoreResult<()> {
+        let text = serde_json::to_string_pretty(genesis).map_err(|e| e.to_string())?;
+        write_atomic(&self.dir.join("genesis.json"), &text)
+    }
+    fn commit(&mut self, events: &[LoggedEvent], audit: &[AuditEntry]) -> StoreResult<()> {
+        if !events.is_empty() {
+            let batch: Vec<pmargin_store::NewEvent<'_>> = events
+                .iter()
+                .map(|e| pmargin_store::NewEvent {
+                    event: &e.event,
+                    idempotency_key: e.idempotency_key.as_deref(),
+                    key_id: Some(&e.key_id),
+                    ts_ms: e.ts_ms,
+                    outputs: None,
+                })
+                .collect();
+            let appended = self.db.append_batch(&batch).map_err(|e| e.to_string())?;
+            for (logged, a) in events.iter().zip(&appended) {
+                if a.duplicate || a.seq != logged.seq {
+                    return Err(format!(
+                        "event log: event {} stored as {}{}",
+                        logged.seq,
+                        a.seq,
+                        if a.duplicate { " (duplicate key)" } else { "" }
+                    ));
+                }
+            }
+        }
+        if !audit.is_empty() {
+            // One row (one transaction) per batch, not one per entry.
+            let detail = serde_json::to_value(audit).map_err(|e| e.to_string())?;
+            let key = (audit.len() == 1).then(|| audit[0].key_id.as_str());
+            self.db
+                .audit(audit[0].ts_ms, key, AUDIT_ACTION, &detail)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+    fn events_from(&mut self, from: u64) -> StoreResult<Vec<LoggedEvent>> {
+        let stored = self
+            .db
+            .events_after(from.saturating_sub(1))
+            .map_err(|e| e.to_string())?;
+        Ok(stored
+            .into_iter()
+            .map(|e| LoggedEvent {
+                seq: e.seq,
+                ts_ms: e.ts_ms,
+                key_id: e.key_id.unwrap_or_default(),
+                request_hash: None,
+                idempotency_key: e.idempotency_key,
+                event: e.event,
+            })
+            .collect())
+    }
+    fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = self
+                .db
+                .audit_list(after, 10_000)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = rows.last() else { break };
+            after = last.id;
+            for row in rows {
+                if row.action == AUDIT_ACTION {
+                    let list: Vec<AuditEntry> =
+                        serde_json::from_value(row.detail).map_err(|e| e.to_string())?;
+                    out.extend(list);
+                }
+            }
+        }
+        Ok(out)
+    }
+    fn keys(&mut self) -> StoreResult<Vec<KeyRecord>> {
+        let path = self.dir.join("keys.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+    fn put_key(&mut self, key: &KeyRecord) -> StoreResult<()> {
+        let mut keys = self.keys()?;
+        keys.retain(|k| k.id != key.id);
+        keys.push(key.clone());
+        let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
+        write_atomic(&self.dir.join("keys.json"), &text)
+    }
+}
+
+/// Which durable store a data directory uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreKind {
+    /// pmargin-store's SQLite database (the default).
+    #[default]
+    Sqlite,
+    /// JSON-lines files (the earlier store).
+    Files,
+}
+
+/// Opens the store of a data directory.
+pub fn open_dir(dir: &Path, kind: StoreKind) -> StoreResult<Box<dyn Store>> {
+    Ok(match kind {
+        StoreKind::Sqlite => Box::new(SqliteStore::open(dir)?),
+        StoreKind::Files => Box::new(FileStore::open(dir)?),
+    })
 }

@@ -300,3 +300,45 @@ async fn a_trade_shows_in_the_account_and_what_if_and_scenarios_answer() {
     assert_eq!((s, doc["openapi"].as_str()), (200, Some("3.0.3")));
     r.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn cached_account_reports_follow_every_relevant_event() {
+    let r = server(1024).await;
+    let c = reqwest::Client::new();
+    let get = |id: &str| {
+        c.get(url(&r, &format!("/v1/accounts/{id}")))
+            .bearer_auth(ADMIN)
+    };
+    let (s, a) = send(get("vol-desk")).await;
+    assert_eq!(s, 200, "{a}");
+    let (_, b) = send(get("basis-fund")).await;
+    // A repeat read is served from the cache and says the same.
+    let (_, a2) = send(get("vol-desk")).await;
+    assert_eq!(a["account"], a2["account"]);
+    // A deposit into vol-desk changes its report, not basis-fund's.
+    let (s, body) = send(
+        c.post(url(&r, "/v1/events"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"type":"deposit","account":"vol-desk","asset":"USDC","amount":1000})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (_, a3) = send(get("vol-desk")).await;
+    let eq = |v: &Value| v["account"]["equity"].as_f64().unwrap();
+    assert!((eq(&a3) - eq(&a) - 1000.0).abs() < 1e-6, "{a} {a3}");
+    assert_eq!(a3["engine"]["equity"], a3["account"]["equity"]);
+    let (_, b2) = send(get("basis-fund")).await;
+    assert_eq!(b["account"], b2["account"]);
+    assert!(b2["sequence"].as_u64() > b["sequence"].as_u64());
+    // A price move changes every report.
+    let (s, body) = send(
+        c.post(url(&r, "/v1/events"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"type":"price","underlying":"BTC","price":80000})),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let (_, b3) = send(get("basis-fund")).await;
+    assert_ne!(b2["account"], b3["account"]);
+    assert_eq!(b3["engine"]["equity"], b3["account"]["equity"]);
+}

@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use pmargin_server::demo::demo_genesis;
 use pmargin_server::state::genesis_engine;
-use pmargin_server::store::{FileStore, Store};
+use pmargin_server::store::{SqliteStore, Store};
 use pmargin_server::{start, ServerConfig};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -192,7 +192,7 @@ async fn acknowledged_events_survive_sigkill_and_state_equals_a_fresh_replay() {
         .unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    let mut store = FileStore::open(&dir).unwrap();
+    let mut store = SqliteStore::open(&dir).unwrap();
     let log = store.events_from(0).unwrap();
     let mut engine = genesis_engine(&store.genesis().unwrap().unwrap()).unwrap();
     for e in &log {

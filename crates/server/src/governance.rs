@@ -1,0 +1,356 @@
+//! Governed parameters over HTTP: proposals with an impact report, committee approvals
+//! (ed25519 over the proposal hash), activation after quorum and timelock through the normal
+//! durable event path (an `activate_params` event), and the guardian's emergency path.
+//!
+//! The committee is configured at start ([`crate::ServerConfig::committee`], or
+//! `committee.json` in the data directory). The governance state (proposals, approvals,
+//! history) is kept in `governance.json` in the data directory, rewritten atomically after
+//! each change.
+
+use crate::api::{Body, Shared};
+use crate::auth::{Caller, Role};
+use crate::error::ApiError;
+use crate::state::now_ms;
+use crate::store::AuditEntry;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pmargin_core::Params;
+use pmargin_engine::Event;
+use pmargin_governance::{impact_report, Approval, Committee, GovError, Governance, Proposal};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::path::{Path as FsPath, PathBuf};
+
+/// The governance of a running service.
+pub struct Gov {
+    pub state: tokio::sync::Mutex<Option<Governance>>,
+    /// Where the state is kept (`governance.json`), if anywhere.
+    pub file: std::sync::OnceLock<PathBuf>,
+}
+
+impl Gov {
+    pub fn disabled() -> Gov {
+        Gov {
+            state: tokio::sync::Mutex::new(None),
+            file: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The committee from `committee` or `<dir>/committee.json`, and the state from
+    /// `<dir>/governance.json` (or fresh, with the engine's parameters as the genesis set).
+    /// Installs the governance (once, at start).
+    pub async fn open(
+        &self,
+        dir: Option<&FsPath>,
+        committee: Option<Committee>,
+        active: &Params,
+    ) -> Result<(), String> {
+        let committee = match committee {
+            Some(c) => Some(c),
+            None => match dir.map(|d| d.join("committee.json")) {
+                Some(path) if path.exists() => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    Some(
+                        serde_json::from_str::<Committee>(&text)
+                            .map_err(|e| format!("{}: {e}", path.display()))?,
+                    )
+                }
+                _ => None,
+            },
+        };
+        let Some(committee) = committee else {
+            return Ok(());
+        };
+        let file = dir.map(|d| d.join("governance.json"));
+        let stored = match &file {
+            Some(path) if path.exists() => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let g: Governance =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                (g.committee() == &committee && g.active_version() == active.version).then_some(g)
+            }
+            _ => None,
+        };
+        let g = match stored {
+            Some(g) => g,
+            None => Governance::new(committee, active.clone(), now_ms())
+                .map_err(|e| format!("governance: {e}"))?,
+        };
+        if let Some(f) = file {
+            let _ = self.file.set(f);
+        }
+        *self.state.lock().await = Some(g);
+        Ok(())
+    }
+
+    fn save(&self, g: &Governance) -> Result<(), ApiError> {
+        if let Some(path) = self.file.get() {
+            let text =
+                serde_json::to_string_pretty(g).map_err(|e| ApiError::internal(e.to_string()))?;
+            crate::store::write_file_atomic(path, &text).map_err(ApiError::unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+/// A governance refusal as a clean JSON error.
+pub fn gov_error(e: GovError) -> ApiError {
+    let field = e.field().map(str::to_string);
+    let err = match &e {
+        GovError::UnknownProposal(_) => ApiError::not_found(e.to_string()),
+        GovError::NoQuorum { .. }
+        | GovError::Timelocked { .. }
+        | GovError::NotPending { .. }
+        | GovError::DuplicateApproval { .. }
+        | GovError::DuplicateProposal(_) => ApiError::conflict(e.to_string()),
+        GovError::BadSignature { .. }
+        | GovError::BadGuardianSignature
+        | GovError::UnknownMember(_)
+        | GovError::NoGuardian => ApiError::forbidden(e.to_string()),
+        _ => ApiError::unprocessable(e.to_string()),
+    };
+    match field {
+        Some(f) => err.with_field(f),
+        None => err,
+    }
+}
+
+const PROPOSERS: &[Role] = &[Role::Admin, Role::RiskCommittee];
+const GOV_READERS: &[Role] = &[Role::Admin, Role::RiskCommittee, Role::ReadOnly];
+
+fn parse_params(value: &Value) -> Result<Params, ApiError> {
+    let mut p = Params::parse("params", &value.to_string())
+        .map_err(|e| ApiError::unprocessable(e.to_string()).with_field("params"))?;
+    p.source = String::new();
+    Ok(p)
+}
+
+fn disabled() -> ApiError {
+    ApiError::conflict("governance is not configured: no committee (committee.json)")
+}
+
+fn record_json(g: &Governance, id: u64) -> Result<Value, ApiError> {
+    let r = g
+        .proposal(id)
+        .ok_or_else(|| gov_error(GovError::UnknownProposal(id)))?;
+    Ok(json!({
+        "id": id,
+        "hash": r.proposal.hash_hex(),
+        "state": r.state,
+        "submitted_ms": r.submitted_ms,
+        "eligible_ms": r.eligible_ms(g.committee().timelock_ms),
+        "approvals": r.approvals,
+        "threshold": g.committee().threshold,
+        "proposal": r.proposal,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalIn {
+    params: Value,
+    rationale: String,
+    #[serde(default)]
+    removals: BTreeSet<String>,
+}
+
+pub async fn post_proposal(
+    caller: Caller,
+    State(state): State<Shared>,
+    Body(p, _): Body<ProposalIn>,
+) -> Result<Response, ApiError> {
+    caller.require(PROPOSERS)?;
+    let params = parse_params(&p.params)?;
+    let mut guard = state.gov.state.lock().await;
+    let g = guard.as_mut().ok_or_else(disabled)?;
+    let id = g.proposals().map(|r| r.proposal.id).max().unwrap_or(0) + 1;
+    let now = now_ms();
+    let proposal = Proposal::with_removals(
+        id,
+        params,
+        p.rationale,
+        caller.key_id.clone(),
+        now,
+        p.removals,
+        Some(g.active()),
+    )
+    .map_err(gov_error)?;
+    // The impact against the engine's current book (the active set is the engine's).
+    let (portfolio, market, active) = {
+        let engine = state.engine();
+        (
+            engine.portfolio(),
+            engine.market().clone(),
+            engine.params().clone(),
+        )
+    };
+    let proposed = proposal.params.clone();
+    let impact =
+        tokio::task::spawn_blocking(move || impact_report(&portfolio, &market, &active, &proposed))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(gov_error)?;
+    let mut next = g.clone();
+    next.submit(proposal, now).map_err(gov_error)?;
+    state.gov.save(&next)?;
+    *g = next;
+    let body = record_json(g, id)?;
+    state.audit(AuditEntry {
+        ts_ms: now,
+        key_id: caller.key_id,
+        action: "propose".into(),
+        target: format!("proposal {id}"),
+        outcome: "submitted".into(),
+        detail: json!({ "hash": body["hash"], "version": body["proposal"]["params"]["version"] }),
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "proposal": body, "impact": impact })),
+    )
+        .into_response())
+}
+
+fn proposal_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::bad_request("proposal id must be a positive integer").with_field("id")
+    })
+}
+
+pub async fn get_proposal(
+    caller: Caller,
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(GOV_READERS)?;
+    let id = proposal_id(&id)?;
+    let guard = state.gov.state.lock().await;
+    let g = guard.as_ref().ok_or_else(disabled)?;
+    Ok(Json(record_json(g, id)?))
+}
+
+pub async fn post_approval(
+    caller: Caller,
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Body(approval, _): Body<Approval>,
+) -> Result<Response, ApiError> {
+    caller.require(PROPOSERS)?;
+    let id = proposal_id(&id)?;
+    let mut guard = state.gov.state.lock().await;
+    let g = guard.as_mut().ok_or_else(disabled)?;
+    let member = approval.member.clone();
+    let mut next = g.clone();
+    let result = next.approve(id, approval);
+    state.audit(AuditEntry {
+        ts_ms: now_ms(),
+        key_id: caller.key_id,
+        action: "approve".into(),
+        target: format!("proposal {id}"),
+        outcome: match &result {
+            Ok(_) => "approved".into(),
+            Err(e) => format!("refused: {e}"),
+        },
+        detail: json!({ "member": member }),
+    })?;
+    let count = result.map_err(gov_error)?;
+    state.gov.save(&next)?;
+    *g = next;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "approvals": count, "proposal": record_json(g, id)? })),
+    )
+        .into_response())
+}
+
+/// Puts `params` in force in the engine through the durable event path.
+async fn activate_in_engine(
+    state: &Shared,
+    key_id: &str,
+    params: &Params,
+) -> Result<crate::state::EventResult, ApiError> {
+    let value = serde_json::to_value(params).map_err(|e| ApiError::internal(e.to_string()))?;
+    let result = state
+        .submit(Event::ActivateParams { params: value }, key_id, None)
+        .await?;
+    if !result.accepted {
+        return Err(ApiError::unprocessable(format!(
+            "the engine refused the parameters: {:?}",
+            result.outputs
+        )));
+    }
+    Ok(result)
+}
+
+pub async fn post_activate(
+    caller: Caller,
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(PROPOSERS)?;
+    let id = proposal_id(&id)?;
+    let mut guard = state.gov.state.lock().await;
+    let g = guard.as_mut().ok_or_else(disabled)?;
+    let mut next = g.clone();
+    let params = next.activate(id, now_ms()).map_err(gov_error)?;
+    let result = activate_in_engine(&state, &caller.key_id, &params).await?;
+    state.gov.save(&next)?;
+    *g = next;
+    state.audit(AuditEntry {
+        ts_ms: now_ms(),
+        key_id: caller.key_id,
+        action: "activate".into(),
+        target: format!("proposal {id}"),
+        outcome: "activated".into(),
+        detail: json!({ "version": params.version, "sequence": result.sequence }),
+    })?;
+    Ok(Json(json!({
+        "version": params.version,
+        "sequence": result.sequence,
+        "proposal": record_json(g, id)?,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyIn {
+    params: Value,
+    /// Hex ed25519 signature of the guardian key over the emergency message of `params`.
+    signature: String,
+}
+
+pub async fn post_emergency(
+    caller: Caller,
+    State(state): State<Shared>,
+    Body(e, _): Body<EmergencyIn>,
+) -> Result<Response, ApiError> {
+    caller.require(PROPOSERS)?;
+    let params = parse_params(&e.params)?;
+    let sig: [u8; 64] = hex::decode(&e.signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("signature must be 64 bytes of hex").with_field("signature")
+        })?;
+    let mut guard = state.gov.state.lock().await;
+    let g = guard.as_mut().ok_or_else(disabled)?;
+    let mut next = g.clone();
+    let params = next.emergency(params, sig, now_ms()).map_err(gov_error)?;
+    let result = activate_in_engine(&state, &caller.key_id, &params).await?;
+    state.gov.save(&next)?;
+    *g = next;
+    state.audit(AuditEntry {
+        ts_ms: now_ms(),
+        key_id: caller.key_id,
+        action: "emergency_params".into(),
+        target: format!("version {}", params.version),
+        outcome: "activated".into(),
+        detail: json!({ "sequence": result.sequence }),
+    })?;
+    Ok(Json(json!({ "version": params.version, "sequence": result.sequence })).into_response())
+}
