@@ -111,25 +111,9 @@ impl RiskArrays {
         {
             self.fill_instrument_rows(i, inst, rate, width, n_fhs);
         }
-        for (a, asset) in book
-            .assets
-            .iter()
-            .enumerate()
-            .filter(|(_, x)| x.underlying == Some(u))
-        {
-            fill_asset(
-                asset,
-                1.0,
-                &self.grid_shocks[u],
-                &mut self.asset_grid[a * width..(a + 1) * width],
-            );
-            if let Some(s) = self.fhs_shocks.as_ref().and_then(|s| s[u].as_ref()) {
-                fill_asset(
-                    asset,
-                    1.0,
-                    s,
-                    &mut self.asset_fhs[a * n_fhs..(a + 1) * n_fhs],
-                );
+        for (a, asset) in book.assets.iter().enumerate() {
+            if asset.underlying == Some(u) {
+                self.fill_asset_rows(a, asset);
             }
         }
     }
@@ -146,23 +130,27 @@ impl RiskArrays {
         for a in self.asset_grid.len() / width.max(1)..book.assets.len() {
             self.asset_grid.extend(std::iter::repeat_n(0.0, width));
             self.asset_fhs.extend(std::iter::repeat_n(0.0, n_fhs));
-            let asset = &book.assets[a];
-            if let Some(u) = asset.underlying {
-                fill_asset(
-                    asset,
-                    1.0,
-                    &self.grid_shocks[u],
-                    &mut self.asset_grid[a * width..(a + 1) * width],
-                );
-                if let Some(s) = self.fhs_shocks.as_ref().and_then(|s| s[u].as_ref()) {
-                    fill_asset(
-                        asset,
-                        1.0,
-                        s,
-                        &mut self.asset_fhs[a * n_fhs..(a + 1) * n_fhs],
-                    );
-                }
-            }
+            self.fill_asset_rows(a, &book.assets[a]);
+        }
+    }
+
+    /// Grid and historical rows of one unit of a coin asset (stable assets keep zero rows).
+    fn fill_asset_rows(&mut self, a: usize, asset: &crate::book::Asset) {
+        let (width, n_fhs) = (self.width, self.fhs_count);
+        let Some(u) = asset.underlying else { return };
+        fill_asset(
+            asset,
+            1.0,
+            &self.grid_shocks[u],
+            &mut self.asset_grid[a * width..(a + 1) * width],
+        );
+        if let Some(s) = self.fhs_shocks.as_ref().and_then(|s| s[u].as_ref()) {
+            fill_asset(
+                asset,
+                1.0,
+                s,
+                &mut self.asset_fhs[a * n_fhs..(a + 1) * n_fhs],
+            );
         }
     }
 

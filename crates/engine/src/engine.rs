@@ -253,31 +253,43 @@ impl Engine {
 
     /// The current state as a portfolio (for snapshots, reports and full recomputes).
     pub fn portfolio(&self) -> Portfolio {
-        let book = &self.book;
         Portfolio {
             source: "engine state".into(),
-            accounts: book
+            accounts: self
+                .book
                 .accounts
                 .iter()
-                .map(|a| Account {
-                    id: a.id.clone(),
-                    balances: a
-                        .balances
-                        .iter()
-                        .map(|b| (book.assets[b.asset].name.clone(), b.amount))
-                        .collect(),
-                    positions: a
-                        .positions
-                        .iter()
-                        .map(|p| {
-                            let inst = &book.instruments[p.instrument].instrument;
-                            Position {
-                                instrument: inst.clone(),
-                                size: p.size,
-                                entry_price: (!inst.is_option()).then_some(p.entry_price),
-                            }
-                        })
-                        .collect(),
+                .map(|a| self.as_input(a))
+                .collect(),
+        }
+    }
+
+    /// One account's current holdings, in the input format.
+    pub fn account(&self, id: &str) -> Option<Account> {
+        self.accounts
+            .get(id)
+            .map(|&a| self.as_input(&self.book.accounts[a]))
+    }
+
+    fn as_input(&self, a: &BookAccount) -> Account {
+        let book = &self.book;
+        Account {
+            id: a.id.clone(),
+            balances: a
+                .balances
+                .iter()
+                .map(|b| (book.assets[b.asset].name.clone(), b.amount))
+                .collect(),
+            positions: a
+                .positions
+                .iter()
+                .map(|p| {
+                    let inst = &book.instruments[p.instrument].instrument;
+                    Position {
+                        instrument: inst.clone(),
+                        size: p.size,
+                        entry_price: (!inst.is_option()).then_some(p.entry_price),
+                    }
                 })
                 .collect(),
         }

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio, Position};
+use pmargin_core::input::portfolio::{valid_account_id, Portfolio};
 use pmargin_core::instrument::Instrument;
 use pmargin_core::report::{margin_report, ReportOptions};
 use pmargin_core::whatif::{what_if as core_what_if, Trade};
@@ -409,28 +409,7 @@ fn check_query(q: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiE
 
 /// One account of the engine as a portfolio of its own, with the market and parameters.
 fn account_inputs(engine: &Engine, id: &str) -> Option<(Portfolio, Market, Params)> {
-    let book = engine.book();
-    let a = book.accounts.iter().find(|a| a.id == id)?;
-    let account = Account {
-        id: a.id.clone(),
-        balances: a
-            .balances
-            .iter()
-            .map(|b| (book.assets[b.asset].name.clone(), b.amount))
-            .collect(),
-        positions: a
-            .positions
-            .iter()
-            .map(|p| {
-                let inst = &book.instruments[p.instrument].instrument;
-                Position {
-                    instrument: inst.clone(),
-                    size: p.size,
-                    entry_price: (!inst.is_option()).then_some(p.entry_price),
-                }
-            })
-            .collect(),
-    };
+    let account = engine.account(id)?;
     let portfolio = Portfolio {
         source: "engine state".into(),
         accounts: vec![account],
