@@ -505,11 +505,7 @@ impl Engine {
         amount: f64,
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
-        if !(amount.is_finite() && amount > 0.0) {
-            return Err(reject(format!(
-                "deposit: amount must be positive and finite, got {amount}"
-            )));
-        }
+        positive("deposit: amount", amount)?;
         let asset = self
             .book
             .ensure_asset(asset, &self.market)
@@ -531,11 +527,7 @@ impl Engine {
         amount: f64,
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
-        if !(amount.is_finite() && amount > 0.0) {
-            return Err(reject(format!(
-                "withdrawal: amount must be positive and finite, got {amount}"
-            )));
-        }
+        positive("withdrawal: amount", amount)?;
         let a = *self
             .accounts
             .get(account)
@@ -598,11 +590,7 @@ impl Engine {
 
     fn price(&mut self, underlying: &str, price: f64, out: &mut Vec<Output>) -> Result<(), Output> {
         let u = self.underlying(underlying)?;
-        if !(price.is_finite() && price > 0.0) {
-            return Err(reject(format!(
-                "price: {underlying} price must be positive and finite, got {price}"
-            )));
-        }
+        positive(&format!("price: {underlying} price"), price)?;
         let old = self.market.prices.get(underlying).copied().unwrap_or(price);
         let ratio = price / old;
         self.market.prices.insert(underlying.to_string(), price);
@@ -655,11 +643,7 @@ impl Engine {
     fn mark(&mut self, instrument: &str, price: f64, out: &mut Vec<Output>) -> Result<(), Output> {
         let inst = Instrument::parse(instrument).map_err(reject)?;
         let u = self.underlying(&inst.underlying)?;
-        if !(price.is_finite() && price > 0.0) {
-            return Err(reject(format!(
-                "mark: {instrument} must be positive and finite, got {price}"
-            )));
-        }
+        positive(&format!("mark: {instrument}"), price)?;
         match (inst.kind, inst.expiry) {
             (Kind::Perpetual, _) => {
                 self.market
@@ -688,11 +672,7 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
         let u = self.underlying(underlying)?;
-        if !(vol.is_finite() && vol > 0.0) {
-            return Err(reject(format!(
-                "vol: must be positive and finite, got {vol}"
-            )));
-        }
+        positive("vol", vol)?;
         match instrument {
             Some(name) => {
                 let inst = Instrument::parse(name).map_err(reject)?;
@@ -1283,6 +1263,17 @@ impl Engine {
         self.book.ensure_asset(&name, &self.market)?;
         self.arrays.extend(&self.book);
         Ok(())
+    }
+}
+
+/// Amounts, prices and vols must be positive and finite.
+fn positive(what: &str, value: f64) -> Result<(), Output> {
+    if value.is_finite() && value > 0.0 {
+        Ok(())
+    } else {
+        Err(reject(format!(
+            "{what} must be positive and finite, got {value}"
+        )))
     }
 }
 
