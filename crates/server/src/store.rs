@@ -212,23 +212,32 @@ impl FileStore {
     }
 }
 
+/// Both durable stores keep the starting state as `genesis.json` in the data directory.
+fn read_genesis(dir: &Path) -> StoreResult<Option<Genesis>> {
+    let path = dir.join("genesis.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(&path, e)),
+    }
+}
+
+fn write_genesis(dir: &Path, genesis: &Genesis) -> StoreResult<()> {
+    let text = serde_json::to_string_pretty(genesis).map_err(|e| e.to_string())?;
+    write_atomic(&dir.join("genesis.json"), &text)
+}
+
 impl Store for FileStore {
     fn durable(&self) -> bool {
         true
     }
     fn genesis(&mut self) -> StoreResult<Option<Genesis>> {
-        let path = self.dir.join("genesis.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path, e)),
-        }
+        read_genesis(&self.dir)
     }
     fn init(&mut self, genesis: &Genesis) -> StoreResult<()> {
-        let text = serde_json::to_string_pretty(genesis).map_err(|e| e.to_string())?;
-        write_atomic(&self.dir.join("genesis.json"), &text)
+        write_genesis(&self.dir, genesis)
     }
     fn commit(&mut self, events: &[LoggedEvent], audit: &[AuditEntry]) -> StoreResult<()> {
         let mut buf = Vec::new();
@@ -360,18 +369,10 @@ impl Store for SqliteStore {
         true
     }
     fn genesis(&mut self) -> StoreResult<Option<Genesis>> {
-        let path = self.dir.join("genesis.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io(&path, e)),
-        }
+        read_genesis(&self.dir)
     }
     fn init(&mut self, genesis: &Genesis) -> StoreResult<()> {
-        let text = serde_json::to_string_pretty(genesis).map_err(|e| e.to_string())?;
-        write_atomic(&self.dir.join("genesis.json"), &text)
+        write_genesis(&self.dir, genesis)
     }
     fn commit(&mut self, events: &[LoggedEvent], audit: &[AuditEntry]) -> StoreResult<()> {
         if !events.is_empty() {
