@@ -9,6 +9,7 @@
 //! step below maintenance and bisects between it and the step before.
 
 use crate::account::Evaluator;
+use crate::arrays::RiskArrays;
 use crate::book::BookAccount;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -155,6 +156,155 @@ fn cushion_slope_bound(evaluator: &Evaluator<'_>, account: &BookAccount, u: usiz
     notional + book.params.mm_fraction * requirement
 }
 
+/// Per exposure (in `account.exposures` order), an upper bound on how fast each of the figures
+/// that decide the account's status moves with that underlying's price: the margin balance,
+/// the margin balance less maintenance margin and the margin balance less initial margin each
+/// change by at most `sum_e bounds[e] x |x_e - 1|` when every exposure `e`'s prices (spot,
+/// forwards, marks and coin collateral together, vols held) are scaled by `x_e`, all at once.
+///
+/// The derivation follows that of `cushion_slope_bound`, tighter on linear holdings:
+/// - a perpetual, future or coin moves its value (after haircut) and each of its scenario P&Ls
+///   `size x F x m` linearly in `x`, so they are summed with their signs (a hedge nets out);
+/// - an option's value moves at most `|size| F D` per unit of `x` (`D = max(1, e^(-rT))` bounds
+///   its delta in size), and a scenario P&L `V(x F (1 + m)) - V(x F)` at most
+///   `|size| F D max(1 + m, 1)`, its two deltas having the same sign;
+/// - a grid slot's loss counts with the slot's weight (the extremes' `extreme_cover`);
+/// - the short option minimum moves `som_rate x` the short options' spot notional.
+///
+/// The requirement (initial margin; maintenance is `mm_fraction <= 1` of it) is a maximum, or
+/// a tail average, of scenario losses each of weight at most 1 that are sums of one row per
+/// underlying, so it moves at most by the largest row bound, summed over underlyings.
+/// The real-time engine uses it to skip re-margining accounts whose status a price tick
+/// provably cannot change.
+pub fn status_slope_bounds(evaluator: &Evaluator<'_>, account: &BookAccount) -> Vec<f64> {
+    let mut bounds = Vec::new();
+    status_slope_bounds_into(
+        evaluator,
+        &slope_factors(evaluator.arrays),
+        account,
+        &mut bounds,
+    );
+    bounds
+}
+
+/// Per underlying, how much a scenario row can move per unit of `x` and of notional:
+/// `(linear, option)` factors, the largest over the grid slots (times their weights) and the
+/// historical scenarios of `|m|` and of `max(1 + m, 1)` (`|1 + m| + 1` below -100%). They
+/// depend on the risk arrays' shocks only: compute them once per parameter set.
+pub fn slope_factors(arrays: &RiskArrays) -> Vec<(f64, f64)> {
+    let option = |m: f64| {
+        if 1.0 + m >= 0.0 {
+            (1.0 + m).max(1.0)
+        } else {
+            1.0 + (1.0 + m).abs()
+        }
+    };
+    let shape = &arrays.shape;
+    let scan = shape.scan_width();
+    let weight = |s: usize| if s < scan { shape.slot(s).weight } else { 1.0 };
+    arrays
+        .grid_shocks
+        .iter()
+        .enumerate()
+        .map(|(u, shocks)| {
+            let grid = shocks
+                .iter()
+                .enumerate()
+                .fold((0.0f64, 0.0f64), |(l, o), (s, &(m, _))| {
+                    (l.max(weight(s) * m.abs()), o.max(weight(s) * option(m)))
+                });
+            let history = arrays
+                .fhs_shocks
+                .as_ref()
+                .and_then(|h| h[u].as_ref())
+                .map_or((0.0f64, 0.0f64), |h| {
+                    h.iter().fold((0.0f64, 0.0f64), |(l, o), &(m, _)| {
+                        (l.max(m.abs()), o.max(option(m)))
+                    })
+                });
+            (grid.0.max(history.0), grid.1.max(history.1))
+        })
+        .collect()
+}
+
+/// [`status_slope_bounds`] with the [`slope_factors`] of the evaluator's arrays given, written
+/// into `bounds` (reused, so a hot path allocates nothing once it has grown).
+pub fn status_slope_bounds_into(
+    evaluator: &Evaluator<'_>,
+    factors: &[(f64, f64)],
+    account: &BookAccount,
+    bounds: &mut Vec<f64>,
+) {
+    let book = evaluator.book;
+    let k = account.exposures.len();
+    // Per exposure: signed linear notional in scenario rows and in the margin balance, option
+    // notional (times the delta bound), short option spot notional.
+    bounds.clear();
+    bounds.resize(4 * k, 0.0);
+    let (linear, rest) = bounds.split_at_mut(k);
+    let (linear_balance, rest) = rest.split_at_mut(k);
+    let (options, short_option_spot) = rest.split_at_mut(k);
+    // Exposure of each underlying (a table for the common case of few underlyings).
+    const TABLE: usize = 32;
+    let mut table = [usize::MAX; TABLE];
+    for (e, &u) in account.exposures.iter().enumerate() {
+        if u < TABLE {
+            table[u] = e;
+        }
+    }
+    let exposure = |u: usize| {
+        if u < TABLE {
+            Some(table[u]).filter(|&e| e != usize::MAX)
+        } else {
+            account.exposures.iter().position(|&x| x == u)
+        }
+    };
+    for p in &account.positions {
+        let Some(e) = exposure(p.underlying) else {
+            continue;
+        };
+        let inst = &book.instruments[p.instrument];
+        match &inst.option {
+            None => {
+                linear[e] += p.size * inst.forward;
+                linear_balance[e] += p.size * inst.forward;
+            }
+            Some(o) => {
+                let delta_bound = if book.rate >= 0.0 || o.t <= 0.0 {
+                    1.0
+                } else {
+                    (-book.rate * o.t).exp()
+                };
+                options[e] += p.size.abs() * inst.forward * delta_bound;
+                if p.size < 0.0 {
+                    short_option_spot[e] += -p.size * book.underlyings[p.underlying].spot;
+                }
+            }
+        }
+    }
+    for b in &account.balances {
+        let asset = &book.assets[b.asset];
+        if let Some(e) = asset.underlying.and_then(exposure) {
+            let value = b.amount * asset.price;
+            linear[e] += value;
+            linear_balance[e] += if value > 0.0 {
+                value * (1.0 - asset.haircut)
+            } else {
+                value
+            };
+        }
+    }
+    let som_rate = book.params.som_rate;
+    for (e, &u) in account.exposures.iter().enumerate() {
+        let (lin, opt) = (bounds[e].abs(), bounds[2 * k + e]);
+        let (linear_factor, option_factor) = factors[u];
+        let rows = linear_factor * lin + option_factor * opt;
+        let som = som_rate * bounds[3 * k + e];
+        bounds[e] = bounds[k + e].abs() + opt + rows.max(som);
+    }
+    bounds.truncate(k);
+}
+
 /// Steps from 1 towards `end`; returns the crossing scale, bisected to 1e-12 relative.
 ///
 /// A step is only evaluated when the cushion at the last evaluated step, less what the slope
@@ -232,6 +382,54 @@ mod tests {
             crossings > 50,
             "the book must exercise crossings, got {crossings}"
         );
+    }
+
+    #[test]
+    fn status_figures_move_no_faster_than_their_slope_bounds() {
+        // Every exposure of every synthetic account moved at once by up to 3%: the three
+        // status figures move by no more than the bounds allow.
+        use crate::{synthetic, Evaluator, RiskArrays};
+        let book = synthetic::book(60, 5).unwrap();
+        let arrays = RiskArrays::compute(&book, None).unwrap();
+        let evaluator = Evaluator::new(&book, &arrays);
+        let figures = |r: &crate::account::Requirement| {
+            [
+                r.margin_balance,
+                r.margin_balance - r.maintenance_margin,
+                r.margin_balance - r.initial_margin,
+            ]
+        };
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for account in &book.accounts {
+            let bounds = status_slope_bounds(&evaluator, account);
+            assert_eq!(bounds.len(), account.exposures.len());
+            let today = figures(&evaluator.requirement(account).unwrap());
+            for _ in 0..8 {
+                let scales: Vec<f64> = bounds
+                    .iter()
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        1.0 + 0.06 * ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
+                    })
+                    .collect();
+                let allowed: f64 = bounds
+                    .iter()
+                    .zip(&scales)
+                    .map(|(l, x)| l * (x - 1.0).abs())
+                    .sum();
+                let moved = figures(&evaluator.requirement_at_scales(account, &scales).unwrap());
+                for (t, m) in today.iter().zip(moved) {
+                    assert!(
+                        (m - t).abs() <= allowed * (1.0 + 1e-9) + 1e-6,
+                        "account {}: moved {} > {allowed}",
+                        account.id,
+                        (m - t).abs()
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -6,9 +6,17 @@
 //!   positions. Target: under 20 microseconds.
 //! - `replay_10k_accounts`: events replayed over 10,000 accounts, 1% price ticks (a random
 //!   walk of +-0.2% on a random underlying) and 99% trades between two random accounts on a
-//!   random instrument at its mark, 10,000 events per iteration (throughput in events/s).
-//!   Target: at least 200,000 events per second. With `PMARGIN_BENCH_FULL=1` the whole
-//!   1,000,000-event log is also replayed once and timed.
+//!   random instrument at its mark at the start, 10,000 events per iteration (throughput in
+//!   events/s). Target: at least 200,000 events per second. Iterations walk through one
+//!   1,000,000-event log, so accounts gather positions as the measurement goes on (from 10 to
+//!   about 200 each over the whole log), and later events cost more. With
+//!   `PMARGIN_BENCH_FULL=1` the whole log is also replayed once and timed.
+//! - `replay_10k_accounts/2k_events_50pct_ticks`: the same with half the events price ticks
+//!   (2,000 events per iteration, a log of its own).
+//!
+//! Price ticks are screened (see the engine module documentation): only accounts whose
+//! status a tick could change are re-margined, and a fill that provably leaves an account
+//! healthy is applied without evaluating it.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pmargin_core::book::Book;
@@ -213,8 +221,9 @@ impl Rng {
     }
 }
 
-/// `count` events: 1% ticks (random walk, +-0.2%), 99% trades at the mark of the start.
-fn event_log(e: &Engine, count: usize) -> Vec<Event> {
+/// `count` events: a share `ticks` of price ticks (random walk, +-0.2%), the rest trades at
+/// the mark of the start.
+fn event_log(e: &Engine, count: usize, ticks: f64) -> Vec<Event> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let ids: Vec<String> = e
         .account_ids()
@@ -240,7 +249,7 @@ fn event_log(e: &Engine, count: usize) -> Vec<Event> {
         .collect();
     (0..count)
         .map(|_| {
-            if rng.uniform() < 0.01 {
+            if rng.uniform() < ticks {
                 let u = rng.below(prices.len());
                 prices[u].1 *= 1.0 + 0.004 * (rng.uniform() - 0.5);
                 Event::Price {
@@ -273,7 +282,7 @@ fn replay(c: &mut Criterion) {
     let book = synthetic::book(10_000, 11).expect("book");
     let p = portfolio(&book, |_, _| true);
     let fresh = engine(&p);
-    let log = event_log(&fresh, LOG);
+    let log = event_log(&fresh, LOG, 0.01);
     let ticks = log
         .iter()
         .filter(|e| matches!(e, Event::Price { .. }))
@@ -311,6 +320,20 @@ fn replay(c: &mut Criterion) {
             }
             applied += CHUNK;
             next = (next + CHUNK) % LOG;
+        })
+    });
+    let mut e50 = fresh.clone();
+    let log50 = event_log(&fresh, 200_000, 0.5);
+    let mut next50 = 0usize;
+    const CHUNK50: usize = 2_000;
+    group.throughput(Throughput::Elements(CHUNK50 as u64));
+    group.sample_size(10);
+    group.bench_function("2k_events_50pct_ticks", |b| {
+        b.iter(|| {
+            for ev in &log50[next50..next50 + CHUNK50] {
+                black_box(e50.apply(ev));
+            }
+            next50 = (next50 + CHUNK50) % log50.len();
         })
     });
     group.finish();

@@ -3,9 +3,38 @@
 //!
 //! State changes only through [`Engine::apply`]. A price or vol update on one underlying
 //! re-marks that underlying's instruments once, refreshes their risk arrays, and re-margins
-//! only the accounts exposed to it (an index from underlying to accounts is kept). Accounts
-//! that fall below maintenance are liquidated in the same step, unless the oracle has
-//! suspended liquidations on one of their underlyings.
+//! only the accounts exposed to it. Accounts that fall below maintenance are liquidated in the
+//! same step, unless the oracle has suspended liquidations on one of their underlyings.
+//!
+//! ## Screening price ticks
+//!
+//! Most ticks change no account's status, so a price tick re-margins only the accounts whose
+//! status it could change. Each evaluation of an account also gives it, for every underlying
+//! it is exposed to, a *safe band* around that underlying's current price: the figures that
+//! decide its status (margin balance, and its surplus over maintenance and over initial
+//! margin) move by at most `L_u x |p_u / p_u,ref - 1|` per underlying
+//! ([`pmargin_core::liquidation::status_slope_bounds`]), so while every price stays within
+//! `delta = (cushion - rounding allowance) / sum_u L_u` of its reference (relative), none of
+//! them can change sign and the status cannot change. A tick on `u` re-margins the accounts
+//! whose band on `u` the new price leaves (a scan of one flat array per underlying); the other
+//! exposed accounts keep their status, exact, and only their figures go stale. An account
+//! whose band was left is first re-cut: if the moves of all its prices since the reference
+//! still fit (`sum_u L_u |x_u - 1| < room`), each band becomes its current move plus an equal
+//! share of what is left, without evaluating it; only otherwise is it re-margined.
+//!
+//! Fills are screened the same way: a fill on an underlying a healthy account is already
+//! exposed to moves its margin balance by exactly `size x (mark - price) - fee` and its
+//! requirement by at most `|size|` times the largest weighted scenario loss of one contract;
+//! if what is left of the room covers that, the pre-trade check accepts it, the status stays
+//! healthy, and the account's bands are re-centred on today's prices with the room that is
+//! left (no evaluation). Anything else (a new exposure, a restricted account, a stable price
+//! that differs from the index) is evaluated in full as before.
+//!
+//! Stale figures are recomputed from the current book when anything reads them (every reader
+//! gets the same numbers a full re-margin would have given, bit for bit), so outputs,
+//! statuses and figures are those of re-margining every exposed account at every event;
+//! `EngineConfig::screening` off does exactly that. Vol and mark updates (which move prices
+//! and vols in ways a price scale does not describe) re-margin every exposed account.
 //!
 //! Value is conserved: every fill moves `size x (mark - price)` between two accounts, fees and
 //! penalties move value from accounts to the insurance fund, a deficit moves from the fund (or,
@@ -16,19 +45,28 @@ use crate::event::{Event, Output};
 use crate::oracle::{Health, Oracle, OracleConfig, Quote};
 use pmargin_core::account::{Requirement, Status};
 use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Priced};
+use pmargin_core::grid::{fill_asset, fill_instrument};
 use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio, Position};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
+use pmargin_core::liquidation::{slope_factors, status_slope_bounds_into};
 use pmargin_core::{Evaluator, Market, Params, RiskArrays};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+#[path = "snapshot.rs"]
+mod snapshot;
+pub use snapshot::{
+    AccountSnapshot, EngineSnapshot, MarketSnapshot, SurfaceSnapshot, SNAPSHOT_FORMAT,
+};
 
 /// Largest number of partial liquidation steps one account takes in one round before it is
 /// closed out: a bound, so a pathological book cannot stall the engine.
 pub const MAX_LIQUIDATION_STEPS: usize = 200;
 
 /// Fewest accounts re-margined on the thread pool rather than inline.
-pub const PARALLEL_REMARGIN_MIN: usize = 256;
+pub const PARALLEL_REMARGIN_MIN: usize = 64;
 
 /// Passes of one liquidation round (a close-out can change other accounts).
 pub const MAX_LIQUIDATION_PASSES: usize = 8;
@@ -50,6 +88,14 @@ pub struct EngineConfig {
     pub insurance_fund: f64,
     /// Aggregation of venue quotes (`quote` events); none: prices arrive as `price` events.
     pub oracle: Option<OracleConfig>,
+    /// Skip re-margining, on a price tick, the accounts whose status it provably cannot change
+    /// (see the module documentation). Off gives the same outputs and figures, slower.
+    #[serde(skip_serializing_if = "is_true")]
+    pub screening: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for EngineConfig {
@@ -62,6 +108,7 @@ impl Default for EngineConfig {
             liquidator: "liquidator".into(),
             insurance_fund: 0.0,
             oracle: None,
+            screening: true,
         }
     }
 }
@@ -104,9 +151,20 @@ pub struct Engine {
     book: Book,
     arrays: RiskArrays,
     accounts: BTreeMap<String, usize>,
-    /// Per underlying, the accounts exposed to it.
-    exposed: Vec<BTreeSet<usize>>,
-    risk: Vec<AccountRisk>,
+    /// Per account, its figures; empty while stale (recomputed when read).
+    risk: Vec<OnceLock<AccountRisk>>,
+    /// Per account, its status: always exact, stale figures or not.
+    status: Vec<Status>,
+    /// Per underlying, every account's safe band of its price (see the module documentation).
+    bands: Vec<Bands>,
+    /// Per underlying, the factors of its slope bounds (they depend on the parameters only).
+    slope_factors: Vec<(f64, f64)>,
+    /// Accounts whose status is liquidatable or bankrupt.
+    failing: BTreeSet<usize>,
+    /// Per account, the room of its screen (see [`Screen`]); minus infinity: not screened.
+    room: Vec<f64>,
+    /// Weight of each grid slot in the grid risk (1 for the decoupling slots).
+    slot_weights: Vec<f64>,
     insurance_fund: f64,
     suspended: BTreeSet<usize>,
     /// Accounts left with a deficit after a close-out that neither the fund nor
@@ -177,8 +235,13 @@ impl Engine {
                 .enumerate()
                 .map(|(i, a)| (a.id.clone(), i))
                 .collect(),
-            exposed: vec![BTreeSet::new(); book.underlyings.len()],
             risk: Vec::new(),
+            status: Vec::new(),
+            bands: Vec::new(),
+            slope_factors: Vec::new(),
+            failing: BTreeSet::new(),
+            room: Vec::new(),
+            slot_weights: Vec::new(),
             book,
             arrays,
             suspended: BTreeSet::new(),
@@ -221,22 +284,60 @@ impl Engine {
     }
 
     pub fn risk(&self, account: &str) -> Option<AccountRisk> {
-        self.accounts.get(account).map(|&i| self.risk[i])
+        self.accounts.get(account).map(|&i| *self.figures(i))
     }
 
-    /// Every account's cached figures, in account order.
+    /// Every account's figures, in account order.
     pub fn risks(&self) -> impl Iterator<Item = (&str, &AccountRisk)> {
+        self.materialize();
         self.book
             .accounts
             .iter()
-            .map(|a| a.id.as_str())
-            .zip(&self.risk)
+            .enumerate()
+            .map(|(a, account)| (account.id.as_str(), self.figures(a)))
+    }
+
+    /// How many accounts' figures are stale: left by screening, recomputed when read (for
+    /// tests and diagnostics; reading figures does not change what the engine concludes).
+    #[doc(hidden)]
+    pub fn stale_accounts(&self) -> usize {
+        self.risk.iter().filter(|c| c.get().is_none()).count()
     }
 
     pub fn accounts_exposed_to(&self, underlying: &str) -> usize {
-        self.book
-            .underlying_index(underlying)
-            .map_or(0, |u| self.exposed[u].len())
+        self.book.underlying_index(underlying).map_or(0, |u| {
+            self.bands[u]
+                .lo
+                .iter()
+                .filter(|&&lo| lo != NOT_EXPOSED.0)
+                .count()
+        })
+    }
+
+    /// Account `a`'s current figures: cached, or recomputed if a screened tick left them stale.
+    fn figures(&self, a: usize) -> &AccountRisk {
+        self.risk[a].get_or_init(|| {
+            Evaluator::new(&self.book, &self.arrays)
+                .requirement(&self.book.accounts[a])
+                .map(|r| AccountRisk::from(&r))
+                // Unreachable: an account whose evaluation fails is never screened.
+                .unwrap_or(AccountRisk {
+                    status: self.status[a],
+                    ..ZERO_RISK
+                })
+        })
+    }
+
+    /// Recomputes every stale account's figures (in parallel when there are many).
+    fn materialize(&self) {
+        if self.risk.len() < PARALLEL_REMARGIN_MIN {
+            return;
+        }
+        self.risk.par_iter().enumerate().for_each(|(a, cell)| {
+            if cell.get().is_none() {
+                self.figures(a);
+            }
+        });
     }
 
     pub fn liquidations_suspended(&self, underlying: &str) -> bool {
@@ -248,7 +349,11 @@ impl Engine {
     /// Sum of every account's equity plus the insurance fund: conserved by every event but
     /// deposits and withdrawals (with stablecoin collateral; coin collateral moves with price).
     pub fn total_value(&self) -> f64 {
-        self.risk.iter().map(|r| r.equity).sum::<f64>() + self.insurance_fund
+        self.materialize();
+        (0..self.risk.len())
+            .map(|a| self.figures(a).equity)
+            .sum::<f64>()
+            + self.insurance_fund
     }
 
     /// The current state as a portfolio (for snapshots, reports and full recomputes).
@@ -307,9 +412,9 @@ impl Engine {
             .collect())
     }
 
-    /// The cached figures, in account order.
-    pub fn cached_requirements(&self) -> &[AccountRisk] {
-        &self.risk
+    /// The engine's figures of every account, in account order (stale ones recomputed).
+    pub fn cached_requirements(&self) -> Vec<AccountRisk> {
+        self.risks().map(|(_, r)| *r).collect()
     }
 
     // ----- pre-trade checks -----
@@ -327,7 +432,27 @@ impl Engine {
         price: f64,
         fee: f64,
     ) -> Result<(), Output> {
-        let inst = Instrument::parse(instrument).map_err(reject)?;
+        self.trial_trade(account, instrument, size, price, fee)
+            .map(|_| ())
+    }
+
+    /// The pre-trade check: on acceptance, the account's index and either its holdings after
+    /// the fill with their figures (exactly those re-margining it after the fill would give), or
+    /// the proof that the fill leaves it healthy.
+    fn trial_trade(
+        &mut self,
+        account: &str,
+        instrument: &str,
+        size: f64,
+        price: f64,
+        fee: f64,
+    ) -> Result<(usize, Trial), Output> {
+        // An instrument the book holds was parsed when it was added, under this very name.
+        let known = self.book.instrument_index(instrument);
+        let inst = match known {
+            Some(_) => None,
+            None => Some(Instrument::parse(instrument).map_err(reject)?),
+        };
         if !(size.is_finite()
             && size != 0.0
             && price.is_finite()
@@ -340,50 +465,161 @@ impl Engine {
                     .into(),
             ));
         }
-        let i = self
-            .book
-            .ensure_instrument(&inst, &self.market)
-            .map_err(|e| reject(e.to_string()))?;
-        self.arrays.extend(&self.book);
+        let i = match (known, inst) {
+            (Some(i), _) => i,
+            (None, Some(inst)) => {
+                let i = self
+                    .book
+                    .ensure_instrument(&inst, &self.market)
+                    .map_err(|e| reject(e.to_string()))?;
+                self.arrays.extend(&self.book);
+                i
+            }
+            (None, None) => unreachable!("an unknown instrument is parsed"),
+        };
         let a = *self
             .accounts
             .get(account)
             .ok_or_else(|| reject(format!("trade: no account `{account}`")))?;
         let settle = self.settlement_index().map_err(reject)?;
-        let mut trial = self.book.accounts[a].clone();
+        if let Some(fill) = self.screen_fill(a, i, size, price, fee, settle) {
+            return Ok((a, Trial::Screened(fill)));
+        }
+        let mut trial = clone_for_fill(&self.book.accounts[a]);
         apply_fill(&self.book.instruments, &mut trial, i, size, price, settle);
         add_balance(&mut trial, settle, -fee);
-        self.admit(a, &trial)
+        let risk = self.admit(a, &mut trial)?;
+        Ok((a, Trial::Evaluated(trial, risk)))
+    }
+
+    /// Proves, without evaluating the account, that a fill of `size` of instrument `i` at
+    /// `price` with `fee` leaves healthy account `a` healthy (so the pre-trade check accepts
+    /// it and its status does not change), or gives up.
+    ///
+    /// From the account's screen: at the reference prices each status figure is at least
+    /// `room` from zero; the prices have since moved it by at most `sum_u L_u |p_u / p_ref - 1|`;
+    /// the fill moves the margin balance by exactly `size x (mark - price) - fee` (with an
+    /// unhaircut settlement asset worth 1) and the requirement by at most `|size|` times the largest
+    /// weighted scenario P&L of one contract (or its short option minimum). Only fills on an
+    /// underlying the account is already exposed to are screened: a new exposure brings new
+    /// scenarios (tandem and decoupling), which this bound does not cover.
+    fn screen_fill(
+        &self,
+        a: usize,
+        i: usize,
+        size: f64,
+        price: f64,
+        fee: f64,
+        settle: usize,
+    ) -> Option<ScreenedFill> {
+        let room = self.room[a];
+        let settlement = &self.book.assets[settle];
+        let inst = &self.book.instruments[i];
+        let account = &self.book.accounts[a];
+        if room.is_nan()
+            || room <= 0.0
+            || self.status[a] != Status::Healthy
+            || settlement.haircut != 0.0
+            || settlement.price != 1.0
+            || settlement.underlying.is_some()
+            || !account.exposures.contains(&inst.underlying)
+            // With a stable price the admission rule values the account at it too.
+            || self.stable_scales(account).iter().any(|&x| x != 1.0)
+        {
+            return None;
+        }
+        let mut moved = 0.0;
+        let mut slopes = Vec::with_capacity(account.exposures.len());
+        for &u in &account.exposures {
+            let band = &self.bands[u];
+            let x = self.book.underlyings[u].spot / band.reference[a];
+            moved += band.slope[a] * (x - 1.0).abs();
+            // The slope per unit of relative move from today's price.
+            slopes.push((u, band.slope[a] * x));
+        }
+        let arrays = &self.arrays;
+        let (width, n_fhs) = (arrays.width, arrays.fhs_count);
+        let grid = arrays.grid[i * width..(i + 1) * width]
+            .iter()
+            .zip(&self.slot_weights)
+            .fold(0.0f64, |m, (pnl, w)| m.max(w * pnl.abs()));
+        let history = arrays.fhs[i * n_fhs..(i + 1) * n_fhs]
+            .iter()
+            .fold(0.0f64, |m, pnl| m.max(pnl.abs()));
+        let u = inst.underlying;
+        let spot = self.book.underlyings[u].spot;
+        let som_rate = self.book.params.som_rate;
+        let som = if inst.option.is_some() {
+            som_rate * spot
+        } else {
+            0.0
+        };
+        let per_contract = grid.max(history).max(som);
+        let value = arrays.values[i];
+        let balance_loss = (-(size * (value - price) - fee)).max(0.0);
+        let requirement_rise = size.abs() * per_contract;
+        // The fill's own slope: value and scenario rows of `|size|` contracts (as
+        // `status_slope_bounds` counts them), added to its underlying's.
+        let (linear_factor, option_factor) = self.slope_factors[u];
+        let fill_slope = match &inst.option {
+            None => size.abs() * inst.forward * (1.0 + linear_factor),
+            Some(o) => {
+                let delta_bound = if self.book.rate >= 0.0 || o.t <= 0.0 {
+                    1.0
+                } else {
+                    (-self.book.rate * o.t).exp()
+                };
+                size.abs() * inst.forward * delta_bound * (1.0 + option_factor)
+                    + som_rate * size.abs() * spot
+            }
+        };
+        if let Some(s) = slopes.iter_mut().find(|(v, _)| *v == u) {
+            s.1 += fill_slope;
+        }
+        let total: f64 = slopes.iter().map(|(_, l)| l).sum();
+        let allowance = ROUNDING_ALLOWANCE
+            * (1.0
+                + room
+                + moved
+                + total
+                + fee
+                + size.abs() * (value.abs() + price.abs() + per_contract));
+        let room = room - moved - balance_loss - requirement_rise - allowance;
+        (room > 0.0 && total.is_finite()).then_some(ScreenedFill { room, slopes })
     }
 
     /// The pre-trade rule: accepted if the account covers initial margin afterwards, or if the
-    /// change strictly lowers its requirement without lowering its surplus over it.
-    fn admit(&self, a: usize, trial: &BookAccount) -> Result<(), Output> {
-        let mut trial = trial.clone();
-        update_exposures(&self.book.assets, &mut trial);
+    /// change strictly lowers its requirement without lowering its surplus over it. Brings the
+    /// trial's exposures up to date; on acceptance returns its figures.
+    fn admit(&self, a: usize, trial: &mut BookAccount) -> Result<AccountRisk, Output> {
+        update_exposures(&self.book.assets, trial);
         let evaluator = Evaluator::new(&self.book, &self.arrays);
         let mut after = evaluator
-            .requirement(&trial)
+            .requirement(trial)
             .map_err(|e| reject(e.to_string()))?;
+        let figures = AccountRisk::from(&after);
         // With a stable price, collateral cannot be borrowed against a sudden print: the
         // margin balance counted for initial margin is the lower of its value at the index and
         // at the stable price.
-        let scales = self.stable_scales(&trial);
+        let scales = self.stable_scales(trial);
         if scales.iter().any(|&x| x != 1.0) {
             let at_stable = evaluator
-                .requirement_at_scales(&trial, &scales)
+                .requirement_at_scales(trial, &scales)
                 .map_err(|e| reject(e.to_string()))?;
             after.margin_balance = after.margin_balance.min(at_stable.margin_balance);
         }
-        let before = &self.risk[a];
         let covered = after.margin_balance >= after.initial_margin;
         // Reducing risk is allowed even short of initial margin, but only if it does not also
         // eat the account's surplus: a closing fill far from the mark is a loss, not a hedge.
-        let reduces = after.initial_margin < before.initial_margin
-            && after.margin_balance - after.initial_margin
-                >= before.margin_balance - before.initial_margin;
-        if covered || reduces {
-            Ok(())
+        // (The figures before are only needed, and only recomputed if stale, when not covered.)
+        let reduces = || {
+            let before = self.figures(a);
+            after.initial_margin < before.initial_margin
+                && after.margin_balance - after.initial_margin
+                    >= before.margin_balance - before.initial_margin
+        };
+        if covered || reduces() {
+            Ok(figures)
         } else {
             Err(Output::Rejected {
                 reason: format!("account {} would be below initial margin", trial.id),
@@ -540,9 +776,8 @@ impl Engine {
             .ok_or_else(|| reject(format!("withdrawal: account `{account}` holds no {asset}")))?;
         let mut trial = self.book.accounts[a].clone();
         add_balance(&mut trial, asset, -amount);
-        self.admit(a, &trial)?;
-        self.book.accounts[a] = trial;
-        self.refresh(&[a], out);
+        let risk = self.admit(a, &mut trial)?;
+        self.commit(a, trial, risk, out);
         Ok(())
     }
 
@@ -557,34 +792,41 @@ impl Engine {
         counterparty: Option<&str>,
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
-        self.check_trade(account, instrument, size, price, fee)?;
-        if let Some(c) = counterparty {
-            if c == account {
+        let first = self.trial_trade(account, instrument, size, price, fee)?;
+        let second = match counterparty {
+            Some(c) if c == account => {
                 return Err(reject("trade: an account cannot trade with itself".into()));
             }
-            self.check_trade(c, instrument, -size, price, fee)?;
-        }
+            Some(c) => Some(self.trial_trade(c, instrument, -size, price, fee)?),
+            None => None,
+        };
         let i = self
             .book
             .instrument_index(instrument)
             .ok_or_else(|| reject(format!("trade: unknown instrument {instrument}")))?;
         let settle = self.settlement_index().map_err(reject)?;
-        let mut touched = Vec::with_capacity(2);
-        for (id, q) in std::iter::once((account, size)).chain(counterparty.map(|c| (c, -size))) {
-            let a = self.accounts[id];
-            apply_fill(
-                &self.book.instruments,
-                &mut self.book.accounts[a],
-                i,
-                q,
-                price,
-                settle,
-            );
-            add_balance(&mut self.book.accounts[a], settle, -fee);
+        // The checks evaluated each side after the fill, against the book and risk arrays the
+        // fill is applied to (the two sides are different accounts): their figures are final.
+        // A screened side is filled without evaluation: its status is proven unchanged and its
+        // figures are recomputed when read.
+        for ((a, trial), q) in std::iter::once((first, size)).chain(second.map(|s| (s, -size))) {
             self.insurance_fund += fee;
-            touched.push(a);
+            match trial {
+                Trial::Evaluated(trial, risk) => self.commit(a, trial, risk, out),
+                Trial::Screened(fill) => {
+                    let account = &mut self.book.accounts[a];
+                    apply_fill(&self.book.instruments, account, i, q, price, settle);
+                    add_balance(account, settle, -fee);
+                    // Only a position closed to zero can change the exposures (the fill's
+                    // underlying was one already; the settlement asset is stable).
+                    if !account.positions.iter().any(|p| p.instrument == i) {
+                        self.update_exposures_of(a);
+                    }
+                    self.risk[a].take();
+                    self.set_screen(a, fill.room, fill.slopes);
+                }
+            }
         }
-        self.refresh(&touched, out);
         Ok(())
     }
 
@@ -602,7 +844,7 @@ impl Engine {
                 *m *= ratio;
             }
         }
-        self.remargin_underlying(u, out)
+        self.remargin_underlying(u, true, out)
     }
 
     /// A venue quote: the oracle aggregates it; an accepted index move re-margins the
@@ -661,7 +903,7 @@ impl Engine {
                 )))
             }
         }
-        self.remargin_underlying(u, out)
+        self.remargin_underlying(u, false, out)
     }
 
     fn vol(
@@ -691,7 +933,7 @@ impl Engine {
                     .default = Some(vol);
             }
         }
-        self.remargin_underlying(u, out)
+        self.remargin_underlying(u, false, out)
     }
 
     fn activate(
@@ -706,11 +948,11 @@ impl Engine {
         let arrays = RiskArrays::compute(&book, None).map_err(|e| reject(e.to_string()))?;
         self.book = book;
         self.arrays = arrays;
-        self.exposed = vec![BTreeSet::new(); self.book.underlyings.len()];
-        let before = std::mem::take(&mut self.risk);
+        let before = std::mem::take(&mut self.status);
         self.full_recompute();
-        for (a, (old, new)) in before.iter().zip(self.risk.clone()).enumerate() {
-            self.emit_change(a, old.status, &new, out);
+        for (a, old) in before.into_iter().enumerate() {
+            let new = *self.figures(a);
+            self.emit_change(a, old, &new, out);
         }
         self.liquidation_round(out);
         Ok(())
@@ -816,80 +1058,256 @@ impl Engine {
     // ----- re-margining -----
 
     /// Re-marks underlying `u`, refreshes its risk arrays once, re-margins the accounts exposed
-    /// to it, then liquidates what has to be.
-    fn remargin_underlying(&mut self, u: usize, out: &mut Vec<Output>) -> Result<(), Output> {
+    /// to it, then liquidates what has to be. With `screened` (a price tick that scales every
+    /// price of `u` together), only the accounts whose safe band the new price leaves are
+    /// re-margined; the others keep their status and their figures go stale.
+    fn remargin_underlying(
+        &mut self,
+        u: usize,
+        screened: bool,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Output> {
+        // The bands assume vols held: if re-marking moved an option's vol (a smile read at the
+        // new forward), every exposed account is re-margined.
+        let vols_before: Vec<(usize, f64)> = if screened {
+            self.option_vols(u)
+        } else {
+            Vec::new()
+        };
         self.book
             .remark_underlying(&self.market, u)
             .map_err(|e| reject(e.to_string()))?;
-        self.arrays.refresh_underlying(&self.book, u);
-        let accounts: Vec<usize> = self.exposed[u].iter().copied().collect();
-        self.remargin(&accounts, out);
+        refresh_arrays(&mut self.arrays, &self.book, u);
+        let screened = screened && self.option_vols(u) == vols_before;
+        let price = self.book.underlyings[u].spot;
+        let band = &self.bands[u];
+        let mut left = Vec::new();
+        for a in 0..band.lo.len() {
+            let (lo, hi) = (band.lo[a], band.hi[a]);
+            if lo == NOT_EXPOSED.0 {
+                continue;
+            }
+            // (NaN-safe: a band that is not proven to hold the price re-margins the account.)
+            let inside = lo <= price && price <= hi;
+            if screened && inside {
+                if self.risk[a].get().is_some() {
+                    self.risk[a].take();
+                }
+            } else {
+                left.push(a);
+            }
+        }
+        let mut due = Vec::with_capacity(left.len());
+        for a in left {
+            if screened && self.rebalance(a) {
+                self.risk[a].take();
+            } else {
+                due.push(a);
+            }
+        }
+        self.remargin(&due, out);
         self.liquidation_round(out);
         Ok(())
+    }
+
+    /// A price left account `a`'s band on one underlying: if the moves of all its exposures'
+    /// prices since the reference together still fit in its room (`sum_u L_u |x_u - 1| <
+    /// room`), its status is still proven, and its bands are re-cut: each exposure gets its
+    /// current move plus an equal share (relative) of what is left, so the bands still spend
+    /// no more than the room. Returns false (the account must be re-margined) otherwise.
+    fn rebalance(&mut self, a: usize) -> bool {
+        let room = self.room[a];
+        if room.is_nan() || room <= 0.0 {
+            return false;
+        }
+        let exposures = &self.book.accounts[a].exposures;
+        let (mut used, mut total) = (0.0, 0.0);
+        for &u in exposures {
+            let band = &self.bands[u];
+            let x = self.book.underlyings[u].spot / band.reference[a];
+            used += band.slope[a] * (x - 1.0).abs();
+            total += band.slope[a];
+        }
+        let free = room - used;
+        let share = free / total * (1.0 - 1e-9);
+        // Rounding allowance on the moves summed here.
+        if !(free > ROUNDING_ALLOWANCE * room && share > 0.0 && total.is_finite()) {
+            return false;
+        }
+        for &u in exposures {
+            let band = &mut self.bands[u];
+            let reference = band.reference[a];
+            let x = self.book.underlyings[u].spot / reference;
+            let delta = ((x - 1.0).abs() + share).min(MAX_BAND);
+            band.lo[a] = reference - reference * delta;
+            band.hi[a] = reference + reference * delta;
+        }
+        true
+    }
+
+    /// The vol of every option on `u` in the book, in instrument order.
+    fn option_vols(&self, u: usize) -> Vec<(usize, f64)> {
+        self.book
+            .instruments
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.underlying == u)
+            .filter_map(|(i, p)| p.option.map(|o| (i, o.vol)))
+            .collect()
     }
 
     /// Recomputes the given accounts (in parallel) and records status changes in order.
     fn remargin(&mut self, accounts: &[usize], out: &mut Vec<Output>) {
         let evaluator = Evaluator::new(&self.book, &self.arrays);
+        let (screening, factors) = (self.config.screening, &self.slope_factors);
         let one = |&a: &usize| {
-            evaluator
-                .requirement(&self.book.accounts[a])
-                .map(|r| AccountRisk::from(&r))
-                .unwrap_or(self.risk[a])
+            let account = &self.book.accounts[a];
+            match evaluator.requirement(account) {
+                Ok(r) => {
+                    let r = AccountRisk::from(&r);
+                    let screen = screen_of(&evaluator, factors, account, &r, screening);
+                    (Some(r), screen)
+                }
+                Err(_) => (None, Screen::NONE),
+            }
         };
         // Fanning a trade's two accounts out to the thread pool costs more than computing them.
-        let fresh: Vec<AccountRisk> = if accounts.len() < PARALLEL_REMARGIN_MIN {
+        let fresh: Vec<(Option<AccountRisk>, Screen)> = if accounts.len() < PARALLEL_REMARGIN_MIN {
             accounts.iter().map(one).collect()
         } else {
             accounts.par_iter().map(one).collect()
         };
-        for (&a, new) in accounts.iter().zip(fresh) {
-            let old = self.risk[a].status;
-            self.risk[a] = new;
+        for (&a, (new, screen)) in accounts.iter().zip(fresh) {
+            let old = self.status[a];
+            // An account that cannot be evaluated keeps its figures.
+            let new = new.unwrap_or_else(|| *self.figures(a));
+            self.set_figures(a, new, screen);
             self.emit_change(a, old, &new, out);
         }
     }
 
-    /// After an account's holdings changed: its exposures, its index entries, its figures.
+    /// Records account `a`'s fresh figures and its screen.
+    fn set_figures(&mut self, a: usize, risk: AccountRisk, screen: Screen) {
+        self.status[a] = risk.status;
+        self.risk[a] = OnceLock::from(risk);
+        let was_failing = self.failing.contains(&a);
+        if was_failing != matches!(risk.status, Status::Liquidatable | Status::Bankrupt) {
+            if was_failing {
+                self.failing.remove(&a);
+            } else {
+                self.failing.insert(a);
+            }
+        }
+        let slopes = self.book.accounts[a]
+            .exposures
+            .iter()
+            .copied()
+            .zip(screen.slopes)
+            .collect();
+        self.set_screen(a, screen.room, slopes);
+    }
+
+    /// Centres account `a`'s bands on today's prices: `slopes` are its exposures' slope bounds
+    /// (any exposure missing from them, or a room that is not positive, is never screened).
+    fn set_screen(&mut self, a: usize, room: f64, slopes: Vec<(usize, f64)>) {
+        let total: f64 = slopes.iter().map(|(_, l)| l).sum();
+        let delta = (room / total * (1.0 - 1e-9)).min(MAX_BAND);
+        let screened = room > 0.0 && total.is_finite() && delta > 0.0;
+        self.room[a] = if screened { room } else { f64::NEG_INFINITY };
+        for &u in &self.book.accounts[a].exposures {
+            let p = self.book.underlyings[u].spot;
+            let slope = slopes.iter().find(|(v, _)| *v == u).map(|(_, l)| *l);
+            let band = &mut self.bands[u];
+            (band.lo[a], band.hi[a]) = match slope {
+                Some(_) if screened => (p - p * delta, p + p * delta),
+                _ => ALWAYS,
+            };
+            band.reference[a] = p;
+            band.slope[a] = slope.unwrap_or(f64::INFINITY);
+        }
+    }
+
+    /// Brings account `a`'s exposures up to date after its holdings changed; underlyings it
+    /// left lose its bands (the new ones get theirs when it is re-margined).
+    fn update_exposures_of(&mut self, a: usize) {
+        let old = std::mem::take(&mut self.book.accounts[a].exposures);
+        update_exposures(&self.book.assets, &mut self.book.accounts[a]);
+        for u in old {
+            if !self.book.accounts[a].exposures.contains(&u) {
+                self.bands[u].clear(a);
+            }
+        }
+    }
+
+    /// After an account's holdings changed: its exposures, its bands, its figures.
     fn refresh(&mut self, accounts: &[usize], out: &mut Vec<Output>) {
         for &a in accounts {
-            for set in &mut self.exposed {
-                set.remove(&a);
-            }
-            update_exposures(&self.book.assets, &mut self.book.accounts[a]);
-            for &u in &self.book.accounts[a].exposures {
-                self.exposed[u].insert(a);
-            }
+            self.update_exposures_of(a);
         }
         self.remargin(accounts, out);
     }
 
-    fn full_recompute(&mut self) {
-        for a in 0..self.book.accounts.len() {
-            update_exposures(&self.book.assets, &mut self.book.accounts[a]);
-            for &u in &self.book.accounts[a].exposures {
-                self.exposed[u].insert(a);
+    /// Replaces account `a`'s holdings by `trial`, whose exposures are up to date and whose
+    /// figures in today's book are `risk` (as [`Engine::admit`] computed them).
+    fn commit(&mut self, a: usize, trial: BookAccount, risk: AccountRisk, out: &mut Vec<Output>) {
+        let old = std::mem::replace(&mut self.book.accounts[a], trial);
+        for u in old.exposures {
+            if !self.book.accounts[a].exposures.contains(&u) {
+                self.bands[u].clear(a);
             }
         }
         let evaluator = Evaluator::new(&self.book, &self.arrays);
-        let zero = AccountRisk {
-            equity: 0.0,
-            margin_balance: 0.0,
-            initial_margin: 0.0,
-            maintenance_margin: 0.0,
-            status: Status::Healthy,
-        };
-        self.risk = self
+        let screen = screen_of(
+            &evaluator,
+            &self.slope_factors,
+            &self.book.accounts[a],
+            &risk,
+            self.config.screening,
+        );
+        let before = self.status[a];
+        self.set_figures(a, risk, screen);
+        self.emit_change(a, before, &risk, out);
+    }
+
+    fn full_recompute(&mut self) {
+        let n = self.book.accounts.len();
+        self.bands = vec![Bands::new(n); self.book.underlyings.len()];
+        self.room = vec![f64::NEG_INFINITY; n];
+        for a in 0..n {
+            update_exposures(&self.book.assets, &mut self.book.accounts[a]);
+        }
+        self.slope_factors = slope_factors(&self.arrays);
+        let scan = self.arrays.shape.scan_width();
+        self.slot_weights = (0..self.arrays.width)
+            .map(|s| {
+                if s < scan {
+                    self.arrays.shape.slot(s).weight
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let evaluator = Evaluator::new(&self.book, &self.arrays);
+        let (screening, factors) = (self.config.screening, &self.slope_factors);
+        let fresh: Vec<(AccountRisk, Screen)> = self
             .book
             .accounts
             .par_iter()
-            .map(|a| {
-                evaluator
-                    .requirement(a)
-                    .map(|r| AccountRisk::from(&r))
-                    .unwrap_or(zero)
+            .map(|a| match evaluator.requirement(a) {
+                Ok(r) => {
+                    let r = AccountRisk::from(&r);
+                    let screen = screen_of(&evaluator, factors, a, &r, screening);
+                    (r, screen)
+                }
+                Err(_) => (ZERO_RISK, Screen::NONE),
             })
             .collect();
+        self.risk = vec![OnceLock::new(); n];
+        self.status = vec![Status::Healthy; n];
+        self.failing.clear();
+        for (a, (r, screen)) in fresh.into_iter().enumerate() {
+            self.set_figures(a, r, screen);
+        }
     }
 
     fn emit_change(&self, a: usize, old: Status, new: &AccountRisk, out: &mut Vec<Output>) {
@@ -914,9 +1332,11 @@ impl Engine {
         // pass. Bounded: each pass either liquidates something or ends the round.
         for _ in 0..MAX_LIQUIDATION_PASSES {
             let liquidator = self.accounts.get(&self.config.liquidator).copied();
-            let candidates: Vec<usize> = (0..self.risk.len())
+            let candidates: Vec<usize> = self
+                .failing
+                .iter()
+                .copied()
                 .filter(|&a| Some(a) != liquidator)
-                .filter(|&a| matches!(self.risk[a].status, Status::Liquidatable | Status::Bankrupt))
                 .filter(|&a| {
                     !self.book.accounts[a]
                         .exposures
@@ -965,7 +1385,7 @@ impl Engine {
             return;
         };
         for _ in 0..MAX_LIQUIDATION_STEPS {
-            let current = self.risk[a];
+            let current = *self.figures(a);
             if current.margin_balance >= current.initial_margin {
                 return;
             }
@@ -979,7 +1399,8 @@ impl Engine {
                 None => break,
             }
         }
-        if self.risk[a].margin_balance < self.risk[a].initial_margin {
+        let current = *self.figures(a);
+        if current.margin_balance < current.initial_margin {
             self.close_out(a, liquidator, settle, out);
         }
     }
@@ -987,7 +1408,7 @@ impl Engine {
     /// The liquidation step with the best surplus relief per unit of penalty, if any helps.
     fn best_step(&self, a: usize, settle: usize) -> Option<(usize, f64)> {
         let account = &self.book.accounts[a];
-        let current = self.risk[a];
+        let current = *self.figures(a);
         let surplus = current.margin_balance - current.initial_margin;
         let evaluator = Evaluator::new(&self.book, &self.arrays);
         let mut best: Option<(f64, usize, f64)> = None;
@@ -1046,7 +1467,7 @@ impl Engine {
         // turn a liquidation into a bankruptcy. (A fill at the mark leaves equity unchanged.)
         let penalty = if with_penalty {
             (step * price.abs() * self.config.liquidation_penalty)
-                .min(self.risk[a].margin_balance.max(0.0))
+                .min(self.figures(a).margin_balance.max(0.0))
         } else {
             0.0
         };
@@ -1182,7 +1603,7 @@ impl Engine {
                 .iter()
                 .map(|p| (p.size * self.arrays.values[p.instrument]).abs())
                 .sum();
-            let equity = self.risk[b].equity.max(1.0);
+            let equity = self.figures(b).equity.max(1.0);
             if profit > 0.0 {
                 ranked.push((profit * notional / equity, b, profit));
             }
@@ -1195,7 +1616,8 @@ impl Engine {
             }
             // Never more than the account's surplus over maintenance: deleveraging must not make
             // another account liquidatable, let alone bankrupt.
-            let surplus = self.risk[b].margin_balance - self.risk[b].maintenance_margin;
+            let figures = self.figures(b);
+            let surplus = figures.margin_balance - figures.maintenance_margin;
             let take = profit.min(remaining).min(surplus.max(0.0));
             if take <= 0.0 {
                 continue;
@@ -1227,13 +1649,12 @@ impl Engine {
             balances: Vec::new(),
             exposures: Vec::new(),
         });
-        self.risk.push(AccountRisk {
-            equity: 0.0,
-            margin_balance: 0.0,
-            initial_margin: 0.0,
-            maintenance_margin: 0.0,
-            status: Status::Healthy,
-        });
+        self.risk.push(OnceLock::from(ZERO_RISK));
+        self.status.push(Status::Healthy);
+        for bands in &mut self.bands {
+            bands.push();
+        }
+        self.room.push(f64::NEG_INFINITY);
         self.accounts.insert(id.to_string(), a);
         Ok(a)
     }
@@ -1263,6 +1684,192 @@ impl Engine {
         self.book.ensure_asset(&name, &self.market)?;
         self.arrays.extend(&self.book);
         Ok(())
+    }
+}
+
+/// Fewest instruments on an underlying whose risk arrays are refreshed on the thread pool.
+const PARALLEL_REFRESH_MIN: usize = 64;
+
+/// [`RiskArrays::refresh_underlying`], the rows of many instruments filled in parallel (each
+/// row by the same calls, so the arrays are the same, bit for bit).
+fn refresh_arrays(arrays: &mut RiskArrays, book: &Book, u: usize) {
+    let on_u = book
+        .instruments
+        .iter()
+        .filter(|p| p.underlying == u)
+        .count();
+    if on_u < PARALLEL_REFRESH_MIN {
+        arrays.refresh_underlying(book, u);
+        return;
+    }
+    arrays.extend(book);
+    let (width, n_fhs, rate) = (arrays.width, arrays.fhs_count, book.rate);
+    let RiskArrays {
+        grid_shocks,
+        fhs_shocks,
+        values,
+        grid,
+        asset_grid,
+        fhs,
+        asset_fhs,
+        ..
+    } = arrays;
+    let shocks = &grid_shocks[u];
+    values
+        .par_iter_mut()
+        .zip(grid.par_chunks_mut(width))
+        .zip(&book.instruments)
+        .with_min_len(16)
+        .filter(|(_, inst)| inst.underlying == u)
+        .for_each(|((value, row), inst)| {
+            *value = inst.value_at(1.0, rate);
+            fill_instrument(inst, 1.0, shocks, rate, row);
+        });
+    let fhs_u = fhs_shocks.as_ref().and_then(|s| s[u].as_ref());
+    if let (Some(history), true) = (fhs_u, n_fhs > 0) {
+        fhs.par_chunks_mut(n_fhs)
+            .zip(&book.instruments)
+            .with_min_len(16)
+            .filter(|(_, inst)| inst.underlying == u)
+            .for_each(|(row, inst)| fill_instrument(inst, 1.0, history, rate, row));
+    }
+    for (a, asset) in book.assets.iter().enumerate() {
+        if asset.underlying == Some(u) {
+            fill_asset(
+                asset,
+                1.0,
+                shocks,
+                &mut asset_grid[a * width..(a + 1) * width],
+            );
+            if let (Some(history), true) = (fhs_u, n_fhs > 0) {
+                fill_asset(
+                    asset,
+                    1.0,
+                    history,
+                    &mut asset_fhs[a * n_fhs..(a + 1) * n_fhs],
+                );
+            }
+        }
+    }
+}
+
+/// Figures of an empty account.
+const ZERO_RISK: AccountRisk = AccountRisk {
+    equity: 0.0,
+    margin_balance: 0.0,
+    initial_margin: 0.0,
+    maintenance_margin: 0.0,
+    status: Status::Healthy,
+};
+
+/// The band of an underlying an account is not exposed to: no tick on it concerns the account.
+const NOT_EXPOSED: (f64, f64) = (f64::NEG_INFINITY, f64::INFINITY);
+
+/// The band of an account re-margined at every tick (empty: every price leaves it).
+const ALWAYS: (f64, f64) = (f64::INFINITY, f64::NEG_INFINITY);
+
+/// Allowance for rounding, relative to the size of the figures and of the bounds: the
+/// evaluated figures carry errors of order 1e-13 of the terms they are summed from.
+const ROUNDING_ALLOWANCE: f64 = 1e-9;
+
+/// Widest relative band (keeps band edges finite).
+const MAX_BAND: f64 = 1e6;
+
+/// Per underlying, every account's safe band of that underlying's price, indexed by account:
+/// `NOT_EXPOSED` for accounts without exposure to it.
+#[derive(Debug, Clone)]
+struct Bands {
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+    /// The price the band is centred on (the price at the account's last evaluation).
+    reference: Vec<f64>,
+    /// The account's slope bound on this underlying, per unit of relative move from there.
+    slope: Vec<f64>,
+}
+
+impl Bands {
+    fn new(n: usize) -> Bands {
+        Bands {
+            lo: vec![NOT_EXPOSED.0; n],
+            hi: vec![NOT_EXPOSED.1; n],
+            reference: vec![f64::NAN; n],
+            slope: vec![f64::INFINITY; n],
+        }
+    }
+
+    fn push(&mut self) {
+        self.lo.push(NOT_EXPOSED.0);
+        self.hi.push(NOT_EXPOSED.1);
+        self.reference.push(f64::NAN);
+        self.slope.push(f64::INFINITY);
+    }
+
+    fn clear(&mut self, a: usize) {
+        self.lo[a] = NOT_EXPOSED.0;
+        self.hi[a] = NOT_EXPOSED.1;
+    }
+}
+
+/// What screening knows of an account after an evaluation: a lower bound on the distance of
+/// each status figure from zero (`room`, rounding allowances taken) at the reference prices,
+/// and the slope bound of each exposure (in `exposures` order; empty: not screened).
+struct Screen {
+    room: f64,
+    slopes: Vec<f64>,
+}
+
+impl Screen {
+    const NONE: Screen = Screen {
+        room: f64::NEG_INFINITY,
+        slopes: Vec::new(),
+    };
+}
+
+/// A fill accepted without evaluating the account: the screen it leaves (slopes per
+/// underlying, at today's prices).
+struct ScreenedFill {
+    room: f64,
+    slopes: Vec<(usize, f64)>,
+}
+
+/// The outcome of an accepted pre-trade check.
+enum Trial {
+    /// The account after the fill, evaluated.
+    Evaluated(BookAccount, AccountRisk),
+    /// The fill provably leaves the account healthy; it is applied without evaluation.
+    Screened(ScreenedFill),
+}
+
+/// The account's screen after an evaluation: while every underlying's price stays within
+/// `delta = room / sum_u L_u` (relative) of today's, the margin balance and its surplus over
+/// maintenance and initial margin each move by less than the smallest of them in size, less
+/// a rounding allowance twice (today's figures and tomorrow's), so none changes sign and the
+/// status cannot change. The room is spent equally in relative moves on every exposure.
+fn screen_of(
+    evaluator: &Evaluator<'_>,
+    factors: &[(f64, f64)],
+    account: &BookAccount,
+    r: &AccountRisk,
+    screening: bool,
+) -> Screen {
+    if !screening || account.exposures.is_empty() {
+        return Screen::NONE;
+    }
+    let mut slopes = Vec::new();
+    status_slope_bounds_into(evaluator, factors, account, &mut slopes);
+    let total: f64 = slopes.iter().sum();
+    let mb = r.margin_balance;
+    let cushion = mb
+        .abs()
+        .min((mb - r.maintenance_margin).abs())
+        .min((mb - r.initial_margin).abs());
+    let allowance =
+        ROUNDING_ALLOWANCE * (1.0 + r.equity.abs() + mb.abs() + r.initial_margin.abs() + total);
+    let room = cushion - 2.0 * allowance;
+    if room > 0.0 && total.is_finite() {
+        Screen { room, slopes }
+    } else {
+        Screen::NONE
     }
 }
 
@@ -1345,14 +1952,36 @@ pub fn apply_fill(
     account.positions.retain(|p| p.size != 0.0);
 }
 
+/// A copy of an account with room for one more position, balance and exposure (so a trial
+/// fill does not reallocate).
+fn clone_for_fill(account: &BookAccount) -> BookAccount {
+    let with_room = |len: usize| len + 1;
+    let mut positions = Vec::with_capacity(with_room(account.positions.len()));
+    positions.extend_from_slice(&account.positions);
+    let mut balances = Vec::with_capacity(with_room(account.balances.len()));
+    balances.extend_from_slice(&account.balances);
+    let mut exposures =
+        Vec::with_capacity(with_room(account.positions.len() + account.balances.len()));
+    exposures.extend_from_slice(&account.exposures);
+    BookAccount {
+        id: account.id.clone(),
+        positions,
+        balances,
+        exposures,
+    }
+}
+
 /// Recomputes which underlyings an account is exposed to (MODEL.md section 4).
 pub fn update_exposures(assets: &[Asset], account: &mut BookAccount) {
-    let mut exposures: Vec<usize> = account
-        .positions
-        .iter()
-        .filter(|p| p.size != 0.0)
-        .map(|p| p.underlying)
-        .collect();
+    let mut exposures = std::mem::take(&mut account.exposures);
+    exposures.clear();
+    exposures.extend(
+        account
+            .positions
+            .iter()
+            .filter(|p| p.size != 0.0)
+            .map(|p| p.underlying),
+    );
     exposures.extend(
         account
             .balances
@@ -1363,4 +1992,37 @@ pub fn update_exposures(assets: &[Asset], account: &mut BookAccount) {
     exposures.sort_unstable();
     exposures.dedup();
     account.exposures = exposures;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_array_refresh_is_the_core_refresh_bit_for_bit() {
+        let book = pmargin_core::synthetic::book(50, 3).unwrap();
+        let mut market = pmargin_core::synthetic::market_and_params().unwrap().0;
+        let mut ours = RiskArrays::compute(&book, None).unwrap();
+        let mut core = ours.clone();
+        let mut book = book;
+        for (k, u) in [0usize, 2, 4].into_iter().enumerate() {
+            let name = book.underlyings[u].name.clone();
+            *market.prices.get_mut(&name).unwrap() *= 1.0 + 0.013 * (k as f64 + 1.0);
+            book.remark_underlying(&market, u).unwrap();
+            assert!(
+                book.instruments
+                    .iter()
+                    .filter(|p| p.underlying == u)
+                    .count()
+                    >= PARALLEL_REFRESH_MIN
+            );
+            refresh_arrays(&mut ours, &book, u);
+            core.refresh_underlying(&book, u);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&ours.values), bits(&core.values));
+            assert_eq!(bits(&ours.grid), bits(&core.grid));
+            assert_eq!(bits(&ours.asset_grid), bits(&core.asset_grid));
+            assert_eq!(bits(&ours.fhs), bits(&core.fhs));
+        }
+    }
 }

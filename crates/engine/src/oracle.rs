@@ -259,7 +259,8 @@ pub struct IndexUpdate {
 }
 
 /// A jump past the circuit breaker, waiting for confirmation.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Candidate {
     price: f64,
     /// `now_ms` of the update that proposed it; the confirmation window starts here.
@@ -269,7 +270,8 @@ struct Candidate {
     newest_quote_ms: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Book {
     /// source -> (price, ts_ms) of its latest quote.
     quotes: BTreeMap<String, (f64, i64)>,
@@ -287,7 +289,11 @@ enum Assessment {
 }
 
 /// Multi-source index prices with staleness, outlier, quorum and circuit-breaker checks.
-#[derive(Debug, Clone)]
+///
+/// Serializes to everything it holds (config, every source's latest quote, each index's state,
+/// stable price and pending circuit-breaker candidate), for engine snapshots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Oracle {
     config: OracleConfig,
     books: BTreeMap<String, Book>,
