@@ -70,11 +70,18 @@ pub fn serve(args: &ServeArgs) -> Result<String, String> {
     config.admin_key = std::env::var("PMARGIN_ADMIN_KEY")
         .ok()
         .filter(|k| !k.is_empty());
+    // The demo brings its own committee (keys in the data directory) unless one is configured.
+    let mut demo_committee = None;
     if args.demo {
         config.demo_feed = Some(FeedConfig {
             day_ms: args.demo_day_ms.max(1),
             ..FeedConfig::default()
         });
+        if !args.data_dir.join("committee.json").exists() {
+            let demo = pmargin_server::demo::demo_committee(&args.data_dir)?;
+            config.committee = Some(demo.committee.clone());
+            demo_committee = Some(demo);
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,6 +97,10 @@ pub fn serve(args: &ServeArgs) -> Result<String, String> {
         if args.demo {
             eprintln!("  demo: bundled book, BTC/ETH quotes replayed from data/history.csv every {} ms per day", args.demo_day_ms);
         }
+        if let Some(demo) = &demo_committee {
+            eprint!("{}", demo.help(&running.addr.to_string()));
+        }
+        eprintln!("  dashboard: http://{}/{}", running.addr, running.new_admin_key.as_ref().map(|k| format!("#key={k}")).unwrap_or_default());
         eprintln!("  API description: http://{}/v1/openapi.json; stop with Ctrl-C", running.addr);
         tokio::signal::ctrl_c().await.map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
         let sequence = running.state.engine().sequence();

@@ -8,7 +8,7 @@
 //! underlying at a scaled price), so the two can never disagree on what a requirement is.
 
 use crate::arrays::RiskArrays;
-use crate::book::{Book, BookAccount};
+use crate::book::{Book, BookAccount, BookPosition};
 use crate::error::{InputError, Result};
 use crate::fhs::var_es;
 use crate::grid::{self, fill_asset, fill_instrument, GridOutcome};
@@ -125,6 +125,90 @@ impl<'a> Evaluator<'a> {
         Ok(self.finish(account, &partial))
     }
 
+    /// [`Evaluator::requirement`], reusing the summed grid rows of some exposures.
+    ///
+    /// `rows` holds `exposures.len() x width` values, exposure by exposure (as
+    /// [`Partial::rows`]): where `reuse[e]` is true, exposure `e`'s row is taken as it stands;
+    /// every other row is summed anew into `rows` (which is resized to fit). On return `rows`
+    /// holds the account's rows in today's market.
+    ///
+    /// Each row is summed from its own underlying's holdings alone, from zero and in holding
+    /// order, so a reused row that an earlier evaluation summed from the same holdings on that
+    /// underlying and the same risk arrays of it is the very row this one would sum, bit for
+    /// bit, and so is the requirement. Every other figure (values, balances, the historical
+    /// series, the short option notional) is summed in full as in [`Evaluator::requirement`].
+    pub fn requirement_reusing_rows(
+        &self,
+        account: &BookAccount,
+        reuse: &[bool],
+        rows: &mut Vec<f64>,
+    ) -> Result<Requirement> {
+        self.check_history(account)?;
+        let width = self.arrays.width;
+        let mut taken = std::mem::take(rows);
+        taken.resize(account.exposures.len() * width, 0.0);
+        for (e, row) in taken.chunks_exact_mut(width.max(1)).enumerate() {
+            if !reuse.get(e).copied().unwrap_or(false) {
+                row.fill(0.0);
+            }
+        }
+        let mut partial = self.fixed_part_with_rows(account, taken);
+        // The positions grouped by exposure, each group in holding order (one pass, rather than
+        // one pass per exposure): the same positions in the same order as `requirement` adds.
+        let k = account.exposures.len();
+        // Exposure of each underlying (a table for the common case of few underlyings).
+        const TABLE: usize = 32;
+        let mut table = [usize::MAX; TABLE];
+        for (e, &u) in account.exposures.iter().enumerate().rev() {
+            if u < TABLE {
+                table[u] = e;
+            }
+        }
+        let exposure = |u: usize| {
+            if u < TABLE {
+                Some(table[u]).filter(|&e| e != usize::MAX)
+            } else {
+                account.exposures.iter().position(|&x| x == u)
+            }
+        };
+        let mut starts = vec![0usize; k + 1];
+        for p in &account.positions {
+            if let Some(e) = exposure(p.underlying) {
+                starts[e + 1] += 1;
+            }
+        }
+        for e in 0..k {
+            starts[e + 1] += starts[e];
+        }
+        let mut next = starts.clone();
+        let mut grouped = vec![0usize; starts[k]];
+        for (j, p) in account.positions.iter().enumerate() {
+            if let Some(e) = exposure(p.underlying) {
+                grouped[next[e]] = j;
+                next[e] += 1;
+            }
+        }
+        for (e, &u) in account.exposures.iter().enumerate() {
+            let keep = reuse.get(e).copied().unwrap_or(false);
+            let positions = grouped[starts[e]..starts[e + 1]]
+                .iter()
+                .map(|&j| &account.positions[j]);
+            self.add_underlying_parts(
+                account,
+                positions,
+                e,
+                u,
+                1.0,
+                &mut partial,
+                &mut Vec::new(),
+                !keep,
+            );
+        }
+        let requirement = self.finish(account, &partial);
+        *rows = partial.rows;
+        Ok(requirement)
+    }
+
     /// The account's sums in today's market, read from the risk arrays.
     pub(crate) fn partial(&self, account: &BookAccount) -> Partial {
         let mut partial = self.fixed_part(account);
@@ -162,8 +246,16 @@ impl<'a> Evaluator<'a> {
 
     /// Stable balances, which no scenario moves, with zeroed rows for every exposure.
     pub(crate) fn fixed_part(&self, account: &BookAccount) -> Partial {
+        self.fixed_part_with_rows(
+            account,
+            vec![0.0; account.exposures.len() * self.arrays.width],
+        )
+    }
+
+    /// [`Evaluator::fixed_part`] with the given rows (`exposures x width`) in place of zeroes.
+    fn fixed_part_with_rows(&self, account: &BookAccount, rows: Vec<f64>) -> Partial {
         let mut p = Partial {
-            rows: vec![0.0; account.exposures.len() * self.arrays.width],
+            rows,
             fhs: vec![0.0; self.arrays.fhs_count],
             equity: 0.0,
             margin_balance: 0.0,
@@ -192,6 +284,24 @@ impl<'a> Evaluator<'a> {
         partial: &mut Partial,
         scratch: &mut Vec<f64>,
     ) {
+        let positions = account.positions.iter().filter(|p| p.underlying == u);
+        self.add_underlying_parts(account, positions, e, u, scale, partial, scratch, true);
+    }
+
+    /// [`Evaluator::add_underlying`]; without `grid`, the exposure's grid row is left as it is
+    /// (everything else is added).
+    #[allow(clippy::too_many_arguments)]
+    fn add_underlying_parts<'p>(
+        &self,
+        account: &BookAccount,
+        positions: impl Iterator<Item = &'p BookPosition>,
+        e: usize,
+        u: usize,
+        scale: f64,
+        partial: &mut Partial,
+        scratch: &mut Vec<f64>,
+        grid: bool,
+    ) {
         let book = self.book;
         let arrays = self.arrays;
         let (width, n_fhs, rate) = (arrays.width, arrays.fhs_count, book.rate);
@@ -206,7 +316,7 @@ impl<'a> Evaluator<'a> {
             short_option_notional,
         } = partial;
         let row = &mut rows[e * width..(e + 1) * width];
-        for p in account.positions.iter().filter(|p| p.underlying == u) {
+        for p in positions {
             let inst = &book.instruments[p.instrument];
             let i = p.instrument;
             let value = if fresh {
@@ -220,14 +330,16 @@ impl<'a> Evaluator<'a> {
             if inst.option.is_some() && p.size < 0.0 {
                 *short_option_notional += -p.size * spot;
             }
-            let grid_row: &[f64] = if fresh {
-                scratch.resize(width, 0.0);
-                fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, scratch);
-                scratch
-            } else {
-                &arrays.grid[i * width..(i + 1) * width]
-            };
-            add_scaled(row, grid_row, p.size);
+            if grid {
+                let grid_row: &[f64] = if fresh {
+                    scratch.resize(width, 0.0);
+                    fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, scratch);
+                    scratch
+                } else {
+                    &arrays.grid[i * width..(i + 1) * width]
+                };
+                add_scaled(row, grid_row, p.size);
+            }
             if let Some(shocks) = fhs_shocks {
                 let fhs_row: &[f64] = if fresh {
                     scratch.resize(n_fhs, 0.0);
@@ -248,14 +360,16 @@ impl<'a> Evaluator<'a> {
             *equity += value;
             *margin_balance += haircut_value(value, asset.haircut);
             let a = b.asset;
-            let grid_row: &[f64] = if fresh {
-                scratch.resize(width, 0.0);
-                fill_asset(asset, scale, &arrays.grid_shocks[u], scratch);
-                scratch
-            } else {
-                &arrays.asset_grid[a * width..(a + 1) * width]
-            };
-            add_scaled(row, grid_row, b.amount);
+            if grid {
+                let grid_row: &[f64] = if fresh {
+                    scratch.resize(width, 0.0);
+                    fill_asset(asset, scale, &arrays.grid_shocks[u], scratch);
+                    scratch
+                } else {
+                    &arrays.asset_grid[a * width..(a + 1) * width]
+                };
+                add_scaled(row, grid_row, b.amount);
+            }
             if let Some(shocks) = fhs_shocks {
                 let fhs_row: &[f64] = if fresh {
                     scratch.resize(n_fhs, 0.0);
@@ -334,6 +448,65 @@ mod tests {
         assert_eq!(Status::of(0.0, 100.0, 75.0), Status::Liquidatable);
         assert_eq!(Status::of(-0.01, 100.0, 75.0), Status::Bankrupt);
         assert_eq!(Status::of(0.0, 0.0, 0.0), Status::Healthy);
+    }
+
+    #[test]
+    fn reused_rows_give_the_full_requirement_bit_for_bit() {
+        // Synthetic accounts (options, futures, perpetuals and coin collateral on five
+        // underlyings): rows summed once, then every subset of them reused after one
+        // underlying's arrays moved, give exactly the requirement of a full evaluation.
+        use crate::{synthetic, RiskArrays};
+        let mut book = synthetic::book(40, 3).unwrap();
+        let btc = book.assets.iter().position(|a| a.name == "BTC");
+        if let Some(btc) = btc {
+            book.accounts[0].balances.push(crate::book::BookBalance {
+                asset: btc,
+                amount: 1.5,
+            });
+        }
+        let arrays = RiskArrays::compute(&book, None).unwrap();
+        let evaluator = Evaluator::new(&book, &arrays);
+        let bits = |r: &Requirement| {
+            (
+                r.equity.to_bits(),
+                r.margin_balance.to_bits(),
+                r.initial_margin.to_bits(),
+                r.maintenance_margin.to_bits(),
+                r.grid.clone(),
+                r.status,
+            )
+        };
+        for account in &book.accounts {
+            let full = evaluator.requirement(account).unwrap();
+            let mut rows = Vec::new();
+            let none = evaluator
+                .requirement_reusing_rows(account, &[], &mut rows)
+                .unwrap();
+            assert_eq!(bits(&none), bits(&full), "account {}", account.id);
+            assert_eq!(rows, evaluator.partial(account).rows);
+            let k = account.exposures.len();
+            for mask in 0..(1u32 << k) {
+                let reuse: Vec<bool> = (0..k).map(|e| mask & (1 << e) != 0).collect();
+                let mut again = rows.clone();
+                let r = evaluator
+                    .requirement_reusing_rows(account, &reuse, &mut again)
+                    .unwrap();
+                assert_eq!(bits(&r), bits(&full), "account {} mask {mask}", account.id);
+                assert_eq!(again, rows);
+            }
+            // A reused row is taken as it stands (the caller vouches for it).
+            if k > 0 {
+                let mut stale = rows.clone();
+                stale[0] += 1e9;
+                let mut reuse = vec![false; k];
+                reuse[0] = true;
+                let r = evaluator
+                    .requirement_reusing_rows(account, &reuse, &mut stale)
+                    .unwrap();
+                assert_eq!(stale[0], rows[0] + 1e9);
+                assert_eq!(r.equity.to_bits(), full.equity.to_bits());
+            }
+        }
     }
 
     #[test]

@@ -223,60 +223,81 @@ pub struct GridOutcome {
 pub fn evaluate(shape: &GridShape, exposures: &[usize], rows: &[f64]) -> GridOutcome {
     let width = shape.width();
     let scan = shape.scan_width();
-    let weights: Vec<f64> = (0..scan).map(|s| shape.slot(s).weight).collect();
-    let mut worst: Option<(f64, Scenario)> = None;
-    let mut consider = |loss: f64, scenario: Scenario| {
-        if worst.is_none_or(|(w, _)| loss > w) {
-            worst = Some((loss, scenario));
+    // A scan slot's weight: 1, but the extremes' cover (as `GridShape::slot` gives it); a
+    // table for the usual grid.
+    let extremes = 2 * shape.price_steps;
+    const TABLE: usize = 64;
+    let mut table = [1.0f64; TABLE];
+    for w in table.iter_mut().take(scan).skip(extremes) {
+        *w = shape.extreme_cover;
+    }
+    let weight = |s: usize| {
+        if s < TABLE {
+            table[s]
+        } else if s >= extremes {
+            shape.extreme_cover
+        } else {
+            1.0
         }
     };
+    // The first scenario with the largest loss, in the order they are considered (singles,
+    // tandems, decouplings): a later one replaces it only with a strictly larger loss (so a
+    // NaN first loss stays the worst, as `loss > NaN` never holds).
+    let mut worst: Option<Scenario> = None;
+    let mut worst_loss = f64::NAN;
     let mut scanning_risk = Vec::with_capacity(exposures.len());
     for (e, &u) in exposures.iter().enumerate() {
         let row = &rows[e * width..e * width + scan];
         let mut max_loss = 0.0f64;
-        for (s, (pnl, w)) in row.iter().zip(&weights).enumerate() {
-            let loss = -w * pnl;
+        for (s, pnl) in row.iter().enumerate() {
+            let loss = -weight(s) * pnl;
             max_loss = max_loss.max(loss);
-            consider(
-                loss,
-                Scenario::Single {
+            if loss > worst_loss || worst.is_none() {
+                worst_loss = loss;
+                worst = Some(Scenario::Single {
                     underlying: u,
                     slot: s,
-                },
-            );
+                });
+            }
         }
         scanning_risk.push(max_loss);
     }
     if exposures.len() > 1 {
-        for (s, w) in weights.iter().enumerate() {
+        for s in 0..scan {
             let total: f64 = (0..exposures.len()).map(|e| rows[e * width + s]).sum();
-            consider(-w * total, Scenario::Tandem { slot: s });
+            let loss = -weight(s) * total;
+            if loss > worst_loss {
+                worst_loss = loss;
+                worst = Some(Scenario::Tandem { slot: s });
+            }
         }
         let (up, down) = (shape.decoupling_up(), shape.decoupling_down());
         let total_up: f64 = (0..exposures.len()).map(|e| rows[e * width + up]).sum();
         let total_down: f64 = (0..exposures.len()).map(|e| rows[e * width + down]).sum();
         for (e, &u) in exposures.iter().enumerate() {
             let (own_up, own_down) = (rows[e * width + up], rows[e * width + down]);
-            consider(
-                -(own_up + (total_down - own_down)),
-                Scenario::Decoupling {
+            let loss = -(own_up + (total_down - own_down));
+            if loss > worst_loss {
+                worst_loss = loss;
+                worst = Some(Scenario::Decoupling {
                     underlying: u,
                     up: true,
-                },
-            );
-            consider(
-                -(own_down + (total_up - own_up)),
-                Scenario::Decoupling {
+                });
+            }
+            let loss = -(own_down + (total_up - own_up));
+            if loss > worst_loss {
+                worst_loss = loss;
+                worst = Some(Scenario::Decoupling {
                     underlying: u,
                     up: false,
-                },
-            );
+                });
+            }
         }
     }
     GridOutcome {
-        grid_risk: worst.map_or(0.0, |(loss, _)| loss.max(0.0)),
+        grid_risk: worst.map_or(0.0, |_| worst_loss.max(0.0)),
         scanning_risk,
-        worst: worst.map(|(_, s)| s),
+        worst,
     }
 }
 
@@ -336,5 +357,104 @@ mod tests {
             out.worst.unwrap().label(&g, &["BTC"]),
             "single BTC 1/1 vol+"
         );
+    }
+
+    /// The first implementation of `evaluate`, kept to check the faster one against.
+    fn reference_evaluate(shape: &GridShape, exposures: &[usize], rows: &[f64]) -> GridOutcome {
+        let width = shape.width();
+        let scan = shape.scan_width();
+        let weights: Vec<f64> = (0..scan).map(|s| shape.slot(s).weight).collect();
+        let mut worst: Option<(f64, Scenario)> = None;
+        let mut consider = |loss: f64, scenario: Scenario| {
+            if worst.is_none_or(|(w, _)| loss > w) {
+                worst = Some((loss, scenario));
+            }
+        };
+        let mut scanning_risk = Vec::with_capacity(exposures.len());
+        for (e, &u) in exposures.iter().enumerate() {
+            let row = &rows[e * width..e * width + scan];
+            let mut max_loss = 0.0f64;
+            for (s, (pnl, w)) in row.iter().zip(&weights).enumerate() {
+                let loss = -w * pnl;
+                max_loss = max_loss.max(loss);
+                consider(
+                    loss,
+                    Scenario::Single {
+                        underlying: u,
+                        slot: s,
+                    },
+                );
+            }
+            scanning_risk.push(max_loss);
+        }
+        if exposures.len() > 1 {
+            for (s, w) in weights.iter().enumerate() {
+                let total: f64 = (0..exposures.len()).map(|e| rows[e * width + s]).sum();
+                consider(-w * total, Scenario::Tandem { slot: s });
+            }
+            let (up, down) = (shape.decoupling_up(), shape.decoupling_down());
+            let total_up: f64 = (0..exposures.len()).map(|e| rows[e * width + up]).sum();
+            let total_down: f64 = (0..exposures.len()).map(|e| rows[e * width + down]).sum();
+            for (e, &u) in exposures.iter().enumerate() {
+                let (own_up, own_down) = (rows[e * width + up], rows[e * width + down]);
+                consider(
+                    -(own_up + (total_down - own_down)),
+                    Scenario::Decoupling {
+                        underlying: u,
+                        up: true,
+                    },
+                );
+                consider(
+                    -(own_down + (total_up - own_up)),
+                    Scenario::Decoupling {
+                        underlying: u,
+                        up: false,
+                    },
+                );
+            }
+        }
+        GridOutcome {
+            grid_risk: worst.map_or(0.0, |(loss, _)| loss.max(0.0)),
+            scanning_risk,
+            worst: worst.map(|(_, s)| s),
+        }
+    }
+
+    #[test]
+    fn evaluate_matches_the_reference_on_random_rows() {
+        let g = shape();
+        let width = g.width();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for case in 0..2_000 {
+            let k = case % 6;
+            let exposures: Vec<usize> = (0..k).map(|e| 2 * e + 1).collect();
+            let rows: Vec<f64> = (0..k * width)
+                .map(|_| match (next() * 20.0) as u32 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 if case % 7 == 0 => f64::NAN,
+                    3 => 1000.0,
+                    _ => (next() - 0.5) * 1e4,
+                })
+                .collect();
+            let (fast, slow) = (
+                evaluate(&g, &exposures, &rows),
+                reference_evaluate(&g, &exposures, &rows),
+            );
+            assert_eq!(
+                fast.grid_risk.to_bits(),
+                slow.grid_risk.to_bits(),
+                "case {case}"
+            );
+            assert_eq!(fast.worst, slow.worst, "case {case}");
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast.scanning_risk), bits(&slow.scanning_risk));
+        }
     }
 }

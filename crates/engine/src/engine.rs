@@ -36,6 +36,18 @@
 //! `EngineConfig::screening` off does exactly that. Vol and mark updates (which move prices
 //! and vols in ways a price scale does not describe) re-margin every exposed account.
 //!
+//! ## Re-margining from cached grid rows
+//!
+//! An account's grid rows (its summed scenario P&L per exposure) are each summed from one
+//! underlying's holdings alone. An account with at least [`ROW_CACHE_MIN_POSITIONS`] positions
+//! keeps its rows from its last re-margin (`RowCache`), so re-margining it after a tick on `u`
+//! sums only its `u` row anew (and every value and balance in full, in the same order): the
+//! figures are bit for bit those of a full evaluation. A row is reused only while the account's
+//! holdings and that underlying's risk arrays are those it was summed from: a trade voids its
+//! accounts' rows, any other change of holdings (liquidations, deposits, settlements, any event
+//! but a trade or a price tick) voids every account's, and a refresh of an underlying's arrays
+//! gives them a new version. A liquidation step's trials reuse the account's rows the same way.
+//!
 //! Value is conserved: every fill moves `size x (mark - price)` between two accounts, fees and
 //! penalties move value from accounts to the insurance fund, a deficit moves from the fund (or,
 //! beyond it, from deleveraged accounts) to the bankrupt account. Only deposits and
@@ -52,7 +64,7 @@ use pmargin_core::liquidation::{slope_factors, status_slope_bounds_into};
 use pmargin_core::{Evaluator, Market, Params, RiskArrays};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 #[path = "snapshot.rs"]
@@ -150,7 +162,7 @@ pub struct Engine {
     market: Market,
     book: Book,
     arrays: RiskArrays,
-    accounts: BTreeMap<String, usize>,
+    accounts: HashMap<String, usize>,
     /// Per account, its figures; empty while stale (recomputed when read).
     risk: Vec<OnceLock<AccountRisk>>,
     /// Per account, its status: always exact, stale figures or not.
@@ -174,6 +186,17 @@ pub struct Engine {
     liquidator_dirty: bool,
     oracle: Option<Oracle>,
     sequence: u64,
+    /// Per account, its summed grid rows from its last re-margin (see [`RowCache`]).
+    row_cache: Vec<RowCache>,
+    /// Per underlying, the version of its risk arrays the row caches are checked against.
+    array_version: Vec<u64>,
+    /// Bumped whenever holdings may have changed outside the paths that invalidate row caches
+    /// one by one: every row cache of an older generation is void.
+    generation: u64,
+    /// The last version handed out (to arrays and generations alike).
+    version: u64,
+    /// Fewest positions for an account's rows to be cached ([`ROW_CACHE_MIN_POSITIONS`]).
+    row_cache_min: usize,
 }
 
 impl Engine {
@@ -248,6 +271,11 @@ impl Engine {
             bad_debt: BTreeSet::new(),
             liquidator_dirty: false,
             sequence: 0,
+            row_cache: Vec::new(),
+            array_version: Vec::new(),
+            generation: 0,
+            version: 0,
+            row_cache_min: ROW_CACHE_MIN_POSITIONS,
         };
         engine.full_recompute();
         Ok(engine)
@@ -295,6 +323,13 @@ impl Engine {
             .iter()
             .enumerate()
             .map(|(a, account)| (account.id.as_str(), self.figures(a)))
+    }
+
+    /// Sets the fewest positions for an account's grid rows to be cached between re-margins
+    /// (for tests: the cache gives the same figures, bit for bit, whatever the threshold).
+    #[doc(hidden)]
+    pub fn set_row_cache_min_positions(&mut self, positions: usize) {
+        self.row_cache_min = positions;
     }
 
     /// How many accounts' figures are stale: left by screening, recomputed when read (for
@@ -656,6 +691,13 @@ impl Engine {
     /// nothing and returns a single [`Output::Rejected`].
     pub fn apply(&mut self, event: &Event) -> Vec<Output> {
         self.sequence += 1;
+        // Trades void the row caches of their two accounts, price ticks only change one
+        // underlying's arrays (and liquidations void every cache as they move holdings); any
+        // other event voids every row cache before and after it.
+        let voids = !matches!(event, Event::Trade { .. } | Event::Price { .. });
+        if voids {
+            self.void_row_caches();
+        }
         let mut out = Vec::new();
         let result = match event {
             Event::Deposit {
@@ -705,6 +747,9 @@ impl Engine {
                 Ok(())
             }
         };
+        if voids {
+            self.void_row_caches();
+        }
         match result {
             Ok(()) => out,
             Err(rejection) => vec![rejection],
@@ -713,6 +758,7 @@ impl Engine {
 
     /// Marks an underlying's liquidations suspended (the oracle distrusts its price) or resumed.
     pub fn set_liquidations_suspended(&mut self, underlying: &str, suspended: bool) -> Vec<Output> {
+        self.void_row_caches();
         let Some(u) = self.book.underlying_index(underlying) else {
             return Vec::new();
         };
@@ -811,6 +857,8 @@ impl Engine {
         // figures are recomputed when read.
         for ((a, trial), q) in std::iter::once((first, size)).chain(second.map(|s| (s, -size))) {
             self.insurance_fund += fee;
+            // (Voided in place: its buffers serve the account's next re-margin.)
+            self.row_cache[a].generation = u64::MAX;
             match trial {
                 Trial::Evaluated(trial, risk) => self.commit(a, trial, risk, out),
                 Trial::Screened(fill) => {
@@ -1078,6 +1126,7 @@ impl Engine {
             .remark_underlying(&self.market, u)
             .map_err(|e| reject(e.to_string()))?;
         refresh_arrays(&mut self.arrays, &self.book, u);
+        self.arrays_changed(u);
         let screened = screened && self.option_vols(u) == vols_before;
         let price = self.book.underlyings[u].spot;
         let band = &self.bands[u];
@@ -1158,11 +1207,23 @@ impl Engine {
 
     /// Recomputes the given accounts (in parallel) and records status changes in order.
     fn remargin(&mut self, accounts: &[usize], out: &mut Vec<Output>) {
+        let mut caches: Vec<RowCache> = accounts
+            .iter()
+            .map(|&a| std::mem::take(&mut self.row_cache[a]))
+            .collect();
         let evaluator = Evaluator::new(&self.book, &self.arrays);
         let (screening, factors) = (self.config.screening, &self.slope_factors);
-        let one = |&a: &usize| {
+        let (generation, versions) = (self.generation, &self.array_version);
+        let cache_min = self.row_cache_min;
+        let one = |(&a, cache): (&usize, &mut RowCache)| {
             let account = &self.book.accounts[a];
-            match evaluator.requirement(account) {
+            let evaluated = if account.positions.len() >= cache_min {
+                cache.evaluate(&evaluator, account, generation, versions)
+            } else {
+                *cache = RowCache::default();
+                evaluator.requirement(account)
+            };
+            match evaluated {
                 Ok(r) => {
                     let r = AccountRisk::from(&r);
                     let screen = screen_of(&evaluator, factors, account, &r, screening);
@@ -1173,10 +1234,17 @@ impl Engine {
         };
         // Fanning a trade's two accounts out to the thread pool costs more than computing them.
         let fresh: Vec<(Option<AccountRisk>, Screen)> = if accounts.len() < PARALLEL_REMARGIN_MIN {
-            accounts.iter().map(one).collect()
+            accounts.iter().zip(caches.iter_mut()).map(one).collect()
         } else {
-            accounts.par_iter().map(one).collect()
+            accounts
+                .par_iter()
+                .zip(caches.par_iter_mut())
+                .map(one)
+                .collect()
         };
+        for (&a, cache) in accounts.iter().zip(caches) {
+            self.row_cache[a] = cache;
+        }
         for (&a, (new, screen)) in accounts.iter().zip(fresh) {
             let old = self.status[a];
             // An account that cannot be evaluated keeps its figures.
@@ -1239,6 +1307,27 @@ impl Engine {
         }
     }
 
+    /// A version never handed out before.
+    fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// Voids every account's row cache (holdings may have changed).
+    fn void_row_caches(&mut self) {
+        self.generation = self.next_version();
+    }
+
+    /// Underlying `u`'s risk arrays were refreshed: cached rows of it are void.
+    fn arrays_changed(&mut self, u: usize) {
+        let version = self.next_version();
+        if self.array_version.len() <= u {
+            self.array_version.resize(u + 1, 0);
+            self.void_row_caches();
+        }
+        self.array_version[u] = version;
+    }
+
     /// After an account's holdings changed: its exposures, its bands, its figures.
     fn refresh(&mut self, accounts: &[usize], out: &mut Vec<Output>) {
         for &a in accounts {
@@ -1272,6 +1361,9 @@ impl Engine {
     fn full_recompute(&mut self) {
         let n = self.book.accounts.len();
         self.bands = vec![Bands::new(n); self.book.underlyings.len()];
+        self.row_cache = vec![RowCache::default(); n];
+        self.void_row_caches();
+        self.array_version = vec![self.generation; self.book.underlyings.len()];
         self.room = vec![f64::NEG_INFINITY; n];
         for a in 0..n {
             update_exposures(&self.book.assets, &mut self.book.accounts[a]);
@@ -1411,6 +1503,19 @@ impl Engine {
         let current = *self.figures(a);
         let surplus = current.margin_balance - current.initial_margin;
         let evaluator = Evaluator::new(&self.book, &self.arrays);
+        // A step changes one position and the settlement balance: unless it closes the last
+        // position on an underlying (or the settlement asset moves with one), the exposures
+        // stay, and so does every grid row but the step's underlying's, which each trial then
+        // reuses (`requirement_reusing_rows`: bit for bit a full evaluation).
+        let stable_settlement = self.book.assets[settle].underlying.is_none();
+        let mut rows = Vec::new();
+        let base = stable_settlement
+            && evaluator
+                .requirement_reusing_rows(account, &[], &mut rows)
+                .is_ok();
+        let mut reuse = vec![false; account.exposures.len()];
+        let mut trial_rows = Vec::new();
+        let mut trial = account.clone();
         let mut best: Option<(f64, usize, f64)> = None;
         for (j, p) in account.positions.iter().enumerate() {
             if p.size == 0.0 {
@@ -1423,7 +1528,9 @@ impl Engine {
                 .max(min_size)
                 .min(p.size.abs());
             let penalty = step * price.abs() * self.config.liquidation_penalty;
-            let mut trial = account.clone();
+            trial.positions.clone_from(&account.positions);
+            trial.balances.clone_from(&account.balances);
+            trial.exposures.clone_from(&account.exposures);
             apply_fill(
                 &self.book.instruments,
                 &mut trial,
@@ -1433,8 +1540,19 @@ impl Engine {
                 settle,
             );
             add_balance(&mut trial, settle, -penalty);
-            update_exposures(&self.book.assets, &mut trial);
-            let Ok(after) = evaluator.requirement(&trial) else {
+            let same_holdings_shape =
+                stable_settlement && trial.positions.len() == account.positions.len();
+            let evaluated = if base && same_holdings_shape {
+                for (r, &u) in reuse.iter_mut().zip(&account.exposures) {
+                    *r = u != p.underlying;
+                }
+                trial_rows.clone_from(&rows);
+                evaluator.requirement_reusing_rows(&trial, &reuse, &mut trial_rows)
+            } else {
+                update_exposures(&self.book.assets, &mut trial);
+                evaluator.requirement(&trial)
+            };
+            let Ok(after) = evaluated else {
                 continue;
             };
             let relief = (after.margin_balance - after.initial_margin) - surplus;
@@ -1460,6 +1578,7 @@ impl Engine {
         with_penalty: bool,
         out: &mut Vec<Output>,
     ) {
+        self.void_row_caches();
         let p = self.book.accounts[a].positions[j];
         let price = self.arrays.values[p.instrument];
         let size = -p.size.signum() * step;
@@ -1505,6 +1624,7 @@ impl Engine {
     /// Closes every position to the liquidator at mark, sells coin collateral to it at price,
     /// and covers any deficit from the insurance fund, then by deleveraging profitable accounts.
     fn close_out(&mut self, a: usize, liquidator: usize, settle: usize, out: &mut Vec<Output>) {
+        self.void_row_caches();
         let held: Vec<(usize, i8)> = self.book.accounts[a]
             .positions
             .iter()
@@ -1576,6 +1696,7 @@ impl Engine {
         touched: &mut Vec<usize>,
         out: &mut Vec<Output>,
     ) -> f64 {
+        self.void_row_caches();
         if amount <= 0.0 {
             return 0.0;
         }
@@ -1655,6 +1776,7 @@ impl Engine {
             bands.push();
         }
         self.room.push(f64::NEG_INFINITY);
+        self.row_cache.push(RowCache::default());
         self.accounts.insert(id.to_string(), a);
         Ok(a)
     }
@@ -1680,6 +1802,7 @@ impl Engine {
 
     /// Adds the settlement asset to the book so fills can always settle.
     pub fn ensure_settlement_asset(&mut self) -> Result<(), EngineError> {
+        self.void_row_caches();
         let name = self.config.settlement_asset.clone();
         self.book.ensure_asset(&name, &self.market)?;
         self.arrays.extend(&self.book);
@@ -1750,6 +1873,83 @@ fn refresh_arrays(arrays: &mut RiskArrays, book: &Book, u: usize) {
                 );
             }
         }
+    }
+}
+
+/// Fewest positions for an account to keep its grid rows between re-margins (below it,
+/// summing them costs little and the cache would only take memory).
+pub const ROW_CACHE_MIN_POSITIONS: usize = 16;
+
+/// An account's summed grid rows as of its last re-margin (exposure by exposure, as
+/// [`Evaluator::requirement_reusing_rows`] takes them), with the version of the risk arrays of
+/// each exposure they were summed from.
+///
+/// A row is summed from its own underlying's holdings alone, so it stays exact while the
+/// account's holdings and that underlying's arrays are unchanged: re-margining the account
+/// after a tick on `u` then sums only its `u` row anew, bit for bit the same figures as a full
+/// evaluation. The cache is valid only in the engine's generation it was made in: a trade voids
+/// its accounts' caches, and every other change of holdings (liquidations, deposits,
+/// settlements, any event but a trade or a price tick) starts a new generation; a refresh of an
+/// underlying's arrays gives them a new version.
+#[derive(Debug, Clone)]
+struct RowCache {
+    generation: u64,
+    exposures: Vec<usize>,
+    versions: Vec<u64>,
+    rows: Vec<f64>,
+    /// Scratch: which rows an evaluation reuses.
+    reuse: Vec<bool>,
+}
+
+impl Default for RowCache {
+    fn default() -> Self {
+        RowCache {
+            generation: u64::MAX,
+            exposures: Vec::new(),
+            versions: Vec::new(),
+            rows: Vec::new(),
+            reuse: Vec::new(),
+        }
+    }
+}
+
+impl RowCache {
+    /// The account's requirement, reusing the rows still valid and keeping the new ones.
+    fn evaluate(
+        &mut self,
+        evaluator: &Evaluator<'_>,
+        account: &BookAccount,
+        generation: u64,
+        versions: &[u64],
+    ) -> Result<Requirement, pmargin_core::InputError> {
+        let valid = self.generation == generation
+            && self.exposures == account.exposures
+            && self.rows.len() == account.exposures.len() * evaluator.arrays.width;
+        let mut reuse = std::mem::take(&mut self.reuse);
+        reuse.clear();
+        reuse.extend(
+            account
+                .exposures
+                .iter()
+                .zip(&self.versions)
+                .map(|(&u, &v)| valid && v != u64::MAX && versions.get(u) == Some(&v)),
+        );
+        let result = evaluator.requirement_reusing_rows(account, &reuse, &mut self.rows);
+        self.reuse = reuse;
+        if result.is_ok() {
+            self.generation = generation;
+            self.exposures.clone_from(&account.exposures);
+            self.versions.clear();
+            self.versions.extend(
+                account
+                    .exposures
+                    .iter()
+                    .map(|&u| versions.get(u).copied().unwrap_or(u64::MAX)),
+            );
+        } else {
+            *self = RowCache::default();
+        }
+        result
     }
 }
 
@@ -1919,10 +2119,10 @@ pub fn apply_fill(
     if is_option {
         add_balance(account, settle, -size * price);
     }
-    let Some(p) = account
+    let Some(j) = account
         .positions
-        .iter_mut()
-        .find(|p| p.instrument == instrument)
+        .iter()
+        .position(|p| p.instrument == instrument)
     else {
         account.positions.push(BookPosition {
             instrument,
@@ -1932,6 +2132,9 @@ pub fn apply_fill(
         });
         return;
     };
+    // Only the filled position can have reached zero: removing it alone keeps the others'
+    // order, as a `retain` of nonzero positions would.
+    let p = &mut account.positions[j];
     if !is_option {
         let (s, e) = (p.size, p.entry_price);
         if s == 0.0 || s.signum() == size.signum() {
@@ -1943,13 +2146,18 @@ pub fn apply_fill(
                 p.entry_price = price;
             }
             p.size = s + size;
+            let closed_out = p.size == 0.0;
             add_balance(account, settle, realised);
-            account.positions.retain(|p| p.size != 0.0);
+            if closed_out {
+                account.positions.remove(j);
+            }
             return;
         }
     }
     p.size += size;
-    account.positions.retain(|p| p.size != 0.0);
+    if p.size == 0.0 {
+        account.positions.remove(j);
+    }
 }
 
 /// A copy of an account with room for one more position, balance and exposure (so a trial

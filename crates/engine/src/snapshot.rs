@@ -344,7 +344,7 @@ impl Engine {
             .iter()
             .map(underlying)
             .collect::<Result<BTreeSet<usize>, _>>()?;
-        let accounts: BTreeMap<String, usize> = book
+        let accounts: std::collections::HashMap<String, usize> = book
             .accounts
             .iter()
             .enumerate()
@@ -380,6 +380,11 @@ impl Engine {
             liquidator_dirty: false,
             oracle: s.oracle,
             sequence: s.sequence,
+            row_cache: Vec::new(),
+            array_version: Vec::new(),
+            generation: 0,
+            version: 0,
+            row_cache_min: super::ROW_CACHE_MIN_POSITIONS,
         };
         engine.full_recompute();
         Ok(engine)

@@ -4,7 +4,8 @@
 //! liquidation rounds, an engine that screens and one that re-margins every exposed account
 //! at every event (`EngineConfig { screening: false, .. }`) give byte-identical outputs (so the
 //! same margin-change events) and, after every event, every account's figures read from the
-//! screening engine equal a full recompute bit for bit.
+//! screening engine equal a full recompute bit for bit. The screening engine also re-margins
+//! every account from its cached grid rows where they are still valid.
 
 use pmargin_core::input::portfolio::{Account, Portfolio, Position};
 use pmargin_core::synthetic;
@@ -65,6 +66,11 @@ fn engine(screening: bool) -> Engine {
     };
     let mut e = Engine::new(&portfolio, &market, &params, config).unwrap();
     e.ensure_settlement_asset().unwrap();
+    // The screening engine keeps every account's grid rows between re-margins (the plain one
+    // only those of large accounts), so the row cache is checked against full recomputes too.
+    if screening {
+        e.set_row_cache_min_positions(0);
+    }
     e
 }
 

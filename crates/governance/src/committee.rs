@@ -173,6 +173,19 @@ pub fn emergency_message(params: &Params) -> Vec<u8> {
     [EMERGENCY_DOMAIN, emergency_hash(params).as_slice()].concat()
 }
 
+/// The ed25519 public key of a 32-byte secret key (seed), as a committee lists it.
+pub fn public_key_of(secret: &[u8; 32]) -> [u8; 32] {
+    SigningKey::from_bytes(secret).verifying_key().to_bytes()
+}
+
+/// A member's approval signature over a proposal hash with a 32-byte secret key (for tools
+/// and demos; the same as signing [`approval_message`] with any ed25519 implementation).
+pub fn sign_approval(secret: &[u8; 32], hash: &[u8; 32]) -> [u8; 64] {
+    SigningKey::from_bytes(secret)
+        .sign(&approval_message(hash))
+        .to_bytes()
+}
+
 /// The guardian's signature on an emergency parameter set (for tools and tests).
 pub fn sign_emergency(key: &SigningKey, params: &Params) -> [u8; 64] {
     key.sign(&emergency_message(params)).to_bytes()

@@ -68,6 +68,10 @@ pub enum Activation {
     },
     /// The guardian's emergency tightening.
     Emergency,
+    /// Found in force in the service's durable event log without a governance record of it
+    /// (a crash between the activation event and the governance write); see
+    /// [`Governance::record_recovered`].
+    Recovered,
 }
 
 /// One parameter version that was in force, from `activated_ms` until the next entry.
@@ -103,6 +107,70 @@ struct GovernanceState {
     active: Params,
     history: Vec<VersionRecord>,
     proposals: BTreeMap<ProposalId, ProposalRecord>,
+}
+
+impl Governance {
+    /// A stored state from its parts (as a database keeps them), checked like a deserialized
+    /// one: a valid committee, a history whose last entry is the active set, proposals whose
+    /// hashes match their content.
+    pub fn from_parts(
+        committee: Committee,
+        history: Vec<VersionRecord>,
+        proposals: Vec<ProposalRecord>,
+    ) -> Result<Self, GovError> {
+        let active = history
+            .last()
+            .map(|r| r.params.clone())
+            .ok_or_else(|| GovError::params("history", "no parameter version"))?;
+        Governance::try_from(GovernanceState {
+            committee,
+            active,
+            history,
+            proposals: proposals.into_iter().map(|r| (r.proposal.id, r)).collect(),
+        })
+    }
+
+    /// Replaces the committee (a reconfigured service). Proposals and history are kept;
+    /// approvals are re-verified against the new members' keys at activation, so approvals of
+    /// members no longer on the committee stop counting.
+    pub fn replace_committee(&mut self, committee: Committee) -> Result<(), GovError> {
+        committee.validate()?;
+        self.committee = committee;
+        Ok(())
+    }
+
+    /// Records a parameter set that the service found in force without a governance record
+    /// (see [`Activation::Recovered`]): a pending proposal with exactly these parameters is
+    /// marked activated (with its approvals); otherwise the version is recorded as recovered.
+    /// Only for a version above the active one.
+    pub fn record_recovered(&mut self, mut params: Params, now_ms: i64) -> Result<(), GovError> {
+        params.source = String::new();
+        if params.version <= self.active.version {
+            return Err(GovError::params(
+                "version",
+                format!(
+                    "version {} is not above the active version {}",
+                    params.version, self.active.version
+                ),
+            ));
+        }
+        let matching = self
+            .proposals
+            .values()
+            .find(|r| r.state == ProposalState::Pending && r.proposal.params == params)
+            .map(|r| (r.proposal.id, self.valid_approvers(r)));
+        let activation = match matching {
+            Some((id, approvers)) => {
+                if let Some(r) = self.proposals.get_mut(&id) {
+                    r.state = ProposalState::Activated { at_ms: now_ms };
+                }
+                Activation::Proposal { id, approvers }
+            }
+            None => Activation::Recovered,
+        };
+        self.install(params, now_ms, activation);
+        Ok(())
+    }
 }
 
 impl TryFrom<GovernanceState> for Governance {

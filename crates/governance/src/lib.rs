@@ -26,8 +26,8 @@ pub mod impact;
 pub mod proposal;
 
 pub use committee::{
-    approval_message, emergency_hash, emergency_message, sign_emergency, Approval, Committee,
-    CommitteeMember,
+    approval_message, emergency_hash, emergency_message, public_key_of, sign_approval,
+    sign_emergency, Approval, Committee, CommitteeMember,
 };
 pub use conservative::check_more_conservative;
 pub use error::GovError;

@@ -789,3 +789,94 @@ fn impact_top_list_keeps_ten_largest_with_ties_by_id() {
         ["a10", "a11", "a09", "a08", "a07", "a06", "a05", "a04", "a02", "a03"]
     );
 }
+
+#[test]
+fn from_parts_rebuilds_the_state_and_refuses_tampering() {
+    let mut g = setup();
+    let p = proposal(&g, 1, 0.11, T0);
+    g.submit(p.clone(), T0).unwrap();
+    g.approve(1, sign(0, &p)).unwrap();
+    let rebuilt = Governance::from_parts(
+        g.committee().clone(),
+        g.history().to_vec(),
+        g.proposals().cloned().collect(),
+    )
+    .unwrap();
+    assert_eq!(rebuilt, g);
+    // A proposal whose content no longer matches its hash is refused.
+    let mut tampered: Vec<ProposalRecord> = g.proposals().cloned().collect();
+    tampered[0].proposal.rationale = "something else".into();
+    assert!(matches!(
+        Governance::from_parts(g.committee().clone(), g.history().to_vec(), tampered),
+        Err(GovError::HashMismatch(1))
+    ));
+    // No history: no active set.
+    assert!(Governance::from_parts(g.committee().clone(), Vec::new(), Vec::new()).is_err());
+}
+
+#[test]
+fn recovered_activation_completes_the_matching_proposal_or_is_marked_recovered() {
+    let mut g = setup();
+    let p = proposal(&g, 1, 0.11, T0);
+    g.submit(p.clone(), T0).unwrap();
+    g.approve(1, sign(0, &p)).unwrap();
+    g.approve(1, sign(2, &p)).unwrap();
+    // The event log has the proposal's parameters in force; the governance write was lost.
+    let mut found = p.params.clone();
+    found.source = "from the log".into();
+    g.record_recovered(found, T0 + TIMELOCK + 5).unwrap();
+    assert_eq!(g.active_version(), 2);
+    assert_eq!(
+        g.proposal(1).unwrap().state,
+        ProposalState::Activated {
+            at_ms: T0 + TIMELOCK + 5
+        }
+    );
+    assert_eq!(
+        g.history().last().unwrap().activation,
+        Activation::Proposal {
+            id: 1,
+            approvers: vec!["ana".into(), "chen".into()]
+        }
+    );
+    // Parameters no proposal carried: recorded as recovered. Not at or below the active one.
+    let other = next(g.active(), 0.2);
+    assert!(g.record_recovered(g.active().clone(), T0).is_err());
+    g.record_recovered(other, T0 + TIMELOCK + 6).unwrap();
+    assert_eq!(g.active_version(), 3);
+    assert_eq!(
+        g.history().last().unwrap().activation,
+        Activation::Recovered
+    );
+}
+
+#[test]
+fn a_replaced_committee_keeps_the_proposals_but_old_approvals_stop_counting() {
+    let mut g = setup();
+    let p = proposal(&g, 1, 0.11, T0);
+    g.submit(p.clone(), T0).unwrap();
+    g.approve(1, sign(0, &p)).unwrap();
+    g.approve(1, sign(1, &p)).unwrap();
+    // ana and ben leave; chen and two new members, 2 of 3.
+    let members = vec![
+        CommitteeMember {
+            id: "chen".into(),
+            public_key: key(3).verifying_key().to_bytes(),
+        },
+        CommitteeMember {
+            id: "dia".into(),
+            public_key: key(4).verifying_key().to_bytes(),
+        },
+        CommitteeMember {
+            id: "eli".into(),
+            public_key: key(5).verifying_key().to_bytes(),
+        },
+    ];
+    g.replace_committee(Committee::new(members, 2, TIMELOCK, None).unwrap())
+        .unwrap();
+    assert!(g.proposal(1).is_some());
+    assert!(matches!(
+        g.activate(1, T0 + TIMELOCK),
+        Err(GovError::NoQuorum { approvals: 0, .. })
+    ));
+}

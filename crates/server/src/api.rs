@@ -2,7 +2,10 @@
 
 use crate::auth::{bearer, generate_key, hash_key, Caller, KeyRecord, Role};
 use crate::error::{json_error, ApiError};
-use crate::state::{event_hash, genesis_engine, now_ms, AppState, CachedReport, EventResult};
+use crate::state::{
+    event_hash, genesis_engine, now_ms, AppState, CachedReport, EventResult, Lookup, ReportEntry,
+    WhatIfKey,
+};
 use crate::store::AuditEntry;
 use crate::stream::{regenerate, StreamMsg};
 use axum::body::Bytes;
@@ -25,8 +28,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 pub type Shared = Arc<AppState>;
 
@@ -57,6 +62,7 @@ pub fn router(state: Shared) -> Router {
             "/v1/accounts/{id}/settlement",
             get(crate::settlement::get_settlement),
         )
+        .route("/v1/liquidations", get(crate::settlement::get_liquidations))
         .route("/v1/what-if", post(post_what_if))
         .route("/v1/params", get(get_params))
         .route(
@@ -77,6 +83,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/keys", post(post_key).get(list_keys))
         .route("/v1/audit", get(get_audit))
         .route("/v1/stream", get(stream))
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -459,8 +466,9 @@ async fn get_account(
     caller.require(READERS)?;
     caller.require_account(&id)?;
     // The engine's own figures are read fresh; the full report (with the liquidation-price
-    // search) is reused until an event affecting this account is applied.
-    let (sequence, cached, report) = {
+    // search) is kept serialized until an event affecting this account is applied (see
+    // `ReportCache`).
+    let (sequence, risk, version, found) = {
         let engine = state.engine();
         let risk = engine
             .risk(&id)
@@ -468,50 +476,78 @@ async fn get_account(
         let version = state.reports.version(&id);
         (
             engine.sequence(),
-            serde_json::to_value(risk).unwrap_or_default(),
-            state.reports.get(&id, version),
+            risk,
+            version,
+            state.reports.lookup(&id, version),
         )
     };
-    let report = match report {
-        Some(r) => r,
-        None => {
-            let (version, (portfolio, market, params)) = {
-                let engine = state.engine();
-                let inputs = account_inputs(&engine, &id)
-                    .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
-                (state.reports.version(&id), inputs)
-            };
-            let report = blocking(move || {
-                margin_report(&portfolio, &market, &params, None, ReportOptions::default())
-                    .map_err(|e| ApiError::unprocessable(e.to_string()))
-            })
-            .await?;
-            let r = Arc::new(CachedReport {
-                as_of: report.as_of,
-                params_version: report.params_version,
-                account: report.accounts.into_iter().next(),
-            });
-            state.reports.put(&id, version, r.clone());
-            r
+    let (entry, stale) = match found {
+        Lookup::Fresh(e) => (e, false),
+        Lookup::Stale(e) => {
+            // Only oracle quotes moved since: serve it, and refresh it in the background
+            // (one refresh at a time per account).
+            if let Some(cell) = state.reports.flights.start(id.as_str(), version.exact) {
+                let (state, id) = (state.clone(), id.clone());
+                tokio::spawn(async move {
+                    let _ = report_flight(&state, &id, &cell).await;
+                });
+            }
+            (e, true)
+        }
+        Lookup::Miss => {
+            let cell = state.reports.flights.join(id.as_str(), version.exact);
+            (report_flight(&state, &id, &cell).await?, false)
         }
     };
-    #[derive(serde::Serialize)]
-    struct Out<'a> {
-        sequence: u64,
-        as_of: &'a str,
-        params_version: u64,
-        engine: Value,
-        account: &'a Option<pmargin_core::report::AccountReport>,
-    }
-    let body = serde_json::to_vec(&Out {
-        sequence,
-        as_of: &report.as_of,
-        params_version: report.params_version,
-        engine: cached,
-        account: &report.account,
+    let mut body = Vec::with_capacity(entry.tail.len() + 256);
+    let _ = write!(
+        body,
+        "{{\"sequence\":{sequence},\"report_sequence\":{},\"report_stale\":{stale},\"engine\":",
+        entry.version.exact
+    );
+    serde_json::to_writer(&mut body, &risk).map_err(|e| ApiError::internal(e.to_string()))?;
+    body.push(b',');
+    body.extend_from_slice(&entry.tail);
+    Ok(([(CONTENT_TYPE, JSON)], body).into_response())
+}
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// Computes (or waits for) the report of a flight, caches it and lands the flight.
+async fn report_flight(
+    state: &Shared,
+    id: &str,
+    cell: &Arc<OnceCell<Arc<ReportEntry>>>,
+) -> Result<Arc<ReportEntry>, ApiError> {
+    let entry = cell
+        .get_or_try_init(|| compute_report(state, id))
+        .await?
+        .clone();
+    state.reports.put(id, entry.clone());
+    state.reports.flights.land(id, cell);
+    Ok(entry)
+}
+
+async fn compute_report(state: &Shared, id: &str) -> Result<Arc<ReportEntry>, ApiError> {
+    let (version, (portfolio, market, params)) = {
+        let engine = state.engine();
+        let inputs = account_inputs(&engine, id)
+            .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
+        (state.reports.version(id), inputs)
+    };
+    blocking(move || {
+        let report = margin_report(&portfolio, &market, &params, None, ReportOptions::default())
+            .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+        let cached = CachedReport {
+            as_of: report.as_of,
+            params_version: report.params_version,
+            account: report.accounts.into_iter().next(),
+        };
+        ReportEntry::new(version, &cached)
+            .map(Arc::new)
+            .map_err(ApiError::internal)
     })
-    .map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+    .await
 }
 
 async fn get_scenarios(
@@ -588,7 +624,7 @@ async fn post_what_if(
     caller: Caller,
     State(state): State<Shared>,
     Body(w, body_hash): Body<WhatIfIn>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(READERS)?;
     caller.require_account(&w.account)?;
     if w.trades.is_empty() || w.trades.len() > 100 {
@@ -616,43 +652,67 @@ async fn post_what_if(
             price: t.price,
         });
     }
-    // Same inputs, same answer: reused until an event affecting the account is applied.
-    let (sequence, version, inputs, hit) = {
+    // Same inputs, same answer: reused until an event affecting the account is applied, and
+    // computed once for concurrent identical requests.
+    let key: WhatIfKey = (w.account, body_hash);
+    let (sequence, version, hit) = {
         let engine = state.engine();
-        if engine.risk(&w.account).is_none() {
-            return Err(ApiError::not_found(format!("no account `{}`", w.account)));
+        if engine.risk(&key.0).is_none() {
+            return Err(ApiError::not_found(format!("no account `{}`", key.0)));
         }
-        let version = state.reports.version(&w.account);
-        let hit = state.reports.get_what_if(&w.account, body_hash, version);
-        let inputs = match hit {
-            Some(_) => None,
-            None => account_inputs(&engine, &w.account),
-        };
-        (engine.sequence(), version, inputs, hit)
+        let version = state.reports.version(&key.0).exact;
+        (
+            engine.sequence(),
+            version,
+            state.reports.get_what_if(&key, version),
+        )
     };
-    let result = match (hit, inputs) {
-        (Some(hit), _) => hit,
-        (None, Some((portfolio, market, params))) => {
-            let settle = w
-                .settlement_asset
-                .unwrap_or_else(|| state.engine().config().settlement_asset.clone());
-            let account = w.account.clone();
-            let result = blocking(move || {
-                core_what_if(
-                    &portfolio, &account, &trades, &market, &params, None, &settle,
-                )
-                .map_err(|e| ApiError::unprocessable(e.to_string()))
-            })
-            .await?;
-            let value = Arc::new(serde_json::to_value(result).unwrap_or_default());
-            state
-                .reports
-                .put_what_if(&w.account, body_hash, version, value.clone());
-            value
+    let result = match hit {
+        Some(hit) => hit,
+        None => {
+            let cell = state.reports.what_if_flights.join(&key, version);
+            let settlement_asset = w.settlement_asset;
+            let result = cell
+                .get_or_try_init(|| async {
+                    let (version, inputs, settle) = {
+                        let engine = state.engine();
+                        let settle = settlement_asset
+                            .unwrap_or_else(|| engine.config().settlement_asset.clone());
+                        (
+                            state.reports.version(&key.0).exact,
+                            account_inputs(&engine, &key.0),
+                            settle,
+                        )
+                    };
+                    let (portfolio, market, params) = inputs
+                        .ok_or_else(|| ApiError::not_found(format!("no account `{}`", key.0)))?;
+                    let account = key.0.clone();
+                    let bytes = blocking(move || {
+                        let result = core_what_if(
+                            &portfolio, &account, &trades, &market, &params, None, &settle,
+                        )
+                        .map_err(|e| ApiError::unprocessable(e.to_string()))?;
+                        serde_json::to_vec(&result)
+                            .map(Bytes::from)
+                            .map_err(|e| ApiError::internal(e.to_string()))
+                    })
+                    .await?;
+                    state
+                        .reports
+                        .put_what_if(key.clone(), version, bytes.clone());
+                    Ok::<_, ApiError>(bytes)
+                })
+                .await?
+                .clone();
+            state.reports.what_if_flights.land(&key, &cell);
+            result
         }
-        (None, None) => return Err(ApiError::not_found(format!("no account `{}`", w.account))),
     };
-    Ok(Json(json!({ "sequence": sequence, "what_if": &*result })))
+    let mut body = Vec::with_capacity(result.len() + 48);
+    let _ = write!(body, "{{\"sequence\":{sequence},\"what_if\":");
+    body.extend_from_slice(&result);
+    body.push(b'}');
+    Ok(([(CONTENT_TYPE, JSON)], body).into_response())
 }
 
 async fn get_params(caller: Caller, State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
@@ -730,7 +790,12 @@ async fn from_log(state: &Shared, from: u64, until: u64) -> Result<Vec<Arc<Strea
     .map_err(|e| e.to_string())?
 }
 
-async fn session(mut socket: WebSocket, state: Shared, caller: Caller, from: Option<u64>) {
+pub(crate) async fn session(
+    mut socket: WebSocket,
+    state: Shared,
+    caller: Caller,
+    from: Option<u64>,
+) {
     let sub = state.hub.subscribe(from.unwrap_or(u64::MAX));
     let mut rx = sub.rx;
     let mut next = from.unwrap_or(sub.next).max(1);

@@ -142,16 +142,15 @@ impl KeyRing {
         self.by_hash.values().find(|r| r.id == id)
     }
 
-    /// The caller a bearer key stands for.
+    /// The caller a bearer key stands for: one SHA-256 of the presented key, one hash-map
+    /// lookup by that hash, and a constant-time comparison with the stored hash (kept decoded,
+    /// as the map's key).
     pub fn authenticate(&self, key: &str) -> Result<Caller, ApiError> {
         let presented = hash_key(key);
-        let record = self
+        let (stored, record) = self
             .by_hash
-            .get(&presented)
+            .get_key_value(&presented)
             .ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
-        let mut stored = [0u8; 32];
-        hex::decode_to_slice(&record.hash, &mut stored)
-            .map_err(|_| ApiError::unauthorized("unknown API key"))?;
         if !bool::from(stored.ct_eq(&presented)) {
             return Err(ApiError::unauthorized("unknown API key"));
         }

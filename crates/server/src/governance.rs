@@ -3,15 +3,23 @@
 //! durable event path (an `activate_params` event), and the guardian's emergency path.
 //!
 //! The committee is configured at start ([`crate::ServerConfig::committee`], or
-//! `committee.json` in the data directory). The governance state (proposals, approvals,
-//! history) is kept in `governance.json` in the data directory, rewritten atomically after
-//! each change.
+//! `committee.json` in the data directory, or else the committee stored with the governance
+//! state). The governance state (committee, proposals with their approvals, every parameter
+//! version) is kept by the store: in the SQLite store, in tables written in one transaction
+//! with the audit entry before the API answers (see [`crate::store::Store::put_governance`]).
+//!
+//! On start the stored state is loaded. A `governance.json` left in the data directory by an
+//! earlier build is imported once (then renamed `governance.json.imported`) when the store
+//! holds no governance state yet. If the event log is ahead of the stored governance state
+//! (a crash between the activation event and the governance write) the version in force is
+//! recorded: as the activation of the pending proposal with exactly those parameters, or
+//! else as `recovered`. A stored state ahead of the event log is refused.
 
 use crate::api::{Body, Shared};
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::state::now_ms;
-use crate::store::AuditEntry;
+use crate::store::{read_governance_file, AuditEntry, Store, GOVERNANCE_FILE};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,28 +30,35 @@ use pmargin_governance::{impact_report, Approval, Committee, GovError, Governanc
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
+use std::sync::Mutex;
 
 /// The governance of a running service.
 pub struct Gov {
     pub state: tokio::sync::Mutex<Option<Governance>>,
-    /// Where the state is kept (`governance.json`), if anywhere.
-    pub file: std::sync::OnceLock<PathBuf>,
+}
+
+/// The store lock of the service.
+type StoreLock = Mutex<Box<dyn Store>>;
+
+fn lock(store: &StoreLock) -> std::sync::MutexGuard<'_, Box<dyn Store>> {
+    store.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Gov {
     pub fn disabled() -> Gov {
         Gov {
             state: tokio::sync::Mutex::new(None),
-            file: std::sync::OnceLock::new(),
         }
     }
 
-    /// The committee from `committee` or `<dir>/committee.json`, and the state from
-    /// `<dir>/governance.json` (or fresh, with the engine's parameters as the genesis set).
-    /// Installs the governance (once, at start).
+    /// Loads the governance state from the store (importing an old `<dir>/governance.json`
+    /// once), with the committee from `committee`, `<dir>/committee.json` or the store, and
+    /// reconciles it with the engine's active parameters `active`. Installs the governance
+    /// (once, at start); without any committee the governance stays disabled.
     pub async fn open(
         &self,
+        store: &StoreLock,
         dir: Option<&FsPath>,
         committee: Option<Committee>,
         active: &Params,
@@ -62,40 +77,85 @@ impl Gov {
                 _ => None,
             },
         };
-        let Some(committee) = committee else {
-            return Ok(());
-        };
-        let file = dir.map(|d| d.join("governance.json"));
-        let stored = match &file {
-            Some(path) if path.exists() => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let g: Governance =
-                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-                (g.committee() == &committee && g.active_version() == active.version).then_some(g)
+        let stored = lock(store).governance()?;
+        let legacy = dir.map(|d| d.join(GOVERNANCE_FILE)).filter(|p| p.exists());
+        // An earlier build's file: imported once, into a store without governance state.
+        let (prev, imported) = match (&stored, &legacy) {
+            (None, Some(path)) => {
+                let g = read_governance_file(path)?.ok_or("governance.json vanished")?;
+                (None, Some((path.clone(), g)))
             }
-            _ => None,
+            _ => (stored.clone(), None),
         };
-        let g = match stored {
-            Some(g) => g,
-            None => Governance::new(committee, active.clone(), now_ms())
-                .map_err(|e| format!("governance: {e}"))?,
+        let loaded = imported.as_ref().map(|(_, g)| g.clone()).or(stored);
+        let now = now_ms();
+        let mut notes = Vec::new();
+        let g = match (loaded, committee) {
+            (None, None) => return Ok(()),
+            (None, Some(c)) => {
+                notes.push("created".to_string());
+                Governance::new(c, active.clone(), now).map_err(|e| format!("governance: {e}"))?
+            }
+            (Some(mut g), c) => {
+                if imported.is_some() {
+                    notes.push(format!("imported {GOVERNANCE_FILE}"));
+                }
+                if let Some(c) = c.filter(|c| c != g.committee()) {
+                    g.replace_committee(c)
+                        .map_err(|e| format!("governance: committee: {e}"))?;
+                    notes.push("committee replaced".into());
+                }
+                match active.version.cmp(&g.active_version()) {
+                    std::cmp::Ordering::Equal => {}
+                    std::cmp::Ordering::Greater => {
+                        g.record_recovered(active.clone(), now)
+                            .map_err(|e| format!("governance: {e}"))?;
+                        notes.push(format!(
+                            "version {} found in force in the event log recorded",
+                            active.version
+                        ));
+                    }
+                    std::cmp::Ordering::Less => {
+                        return Err(format!(
+                            "governance: the stored governance state has parameter version {} in force but the event log only reaches version {}; the database does not match the event log",
+                            g.active_version(),
+                            active.version
+                        ))
+                    }
+                }
+                g
+            }
         };
-        if let Some(f) = file {
-            let _ = self.file.set(f);
+        if !notes.is_empty() {
+            let audit = AuditEntry {
+                ts_ms: now,
+                key_id: "system".into(),
+                action: "governance_open".into(),
+                target: "governance".into(),
+                outcome: notes.join("; "),
+                detail: json!({ "active_version": g.active_version(), "proposals": g.proposals().count() }),
+            };
+            lock(store).put_governance(prev.as_ref(), &g, &audit)?;
+        }
+        if let Some((path, _)) = imported {
+            let done = path.with_extension("json.imported");
+            std::fs::rename(&path, &done).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         *self.state.lock().await = Some(g);
         Ok(())
     }
+}
 
-    fn save(&self, g: &Governance) -> Result<(), ApiError> {
-        if let Some(path) = self.file.get() {
-            let text =
-                serde_json::to_string_pretty(g).map_err(|e| ApiError::internal(e.to_string()))?;
-            crate::store::write_file_atomic(path, &text).map_err(ApiError::unavailable)?;
-        }
-        Ok(())
-    }
+/// Stores `next` (changed from `prev`) with its audit entry, durably, before the answer.
+fn persist(
+    state: &Shared,
+    prev: &Governance,
+    next: &Governance,
+    audit: AuditEntry,
+) -> Result<(), ApiError> {
+    lock(&state.store)
+        .put_governance(Some(prev), next, &audit)
+        .map_err(|e| ApiError::unavailable(format!("governance state: {e}")))
 }
 
 /// A governance refusal as a clean JSON error.
@@ -197,17 +257,17 @@ pub async fn post_proposal(
             .map_err(gov_error)?;
     let mut next = g.clone();
     next.submit(proposal, now).map_err(gov_error)?;
-    state.gov.save(&next)?;
-    *g = next;
-    let body = record_json(g, id)?;
-    state.audit(AuditEntry {
+    let body = record_json(&next, id)?;
+    let audit = AuditEntry {
         ts_ms: now,
         key_id: caller.key_id,
         action: "propose".into(),
         target: format!("proposal {id}"),
         outcome: "submitted".into(),
         detail: json!({ "hash": body["hash"], "version": body["proposal"]["params"]["version"] }),
-    })?;
+    };
+    persist(&state, g, &next, audit)?;
+    *g = next;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "proposal": body, "impact": impact })),
@@ -246,7 +306,7 @@ pub async fn post_approval(
     let member = approval.member.clone();
     let mut next = g.clone();
     let result = next.approve(id, approval);
-    state.audit(AuditEntry {
+    let audit = AuditEntry {
         ts_ms: now_ms(),
         key_id: caller.key_id,
         action: "approve".into(),
@@ -256,9 +316,15 @@ pub async fn post_approval(
             Err(e) => format!("refused: {e}"),
         },
         detail: json!({ "member": member }),
-    })?;
-    let count = result.map_err(gov_error)?;
-    state.gov.save(&next)?;
+    };
+    let count = match result {
+        Ok(count) => count,
+        Err(e) => {
+            state.audit(audit)?;
+            return Err(gov_error(e));
+        }
+    };
+    persist(&state, g, &next, audit)?;
     *g = next;
     Ok((
         StatusCode::OK,
@@ -298,16 +364,16 @@ pub async fn post_activate(
     let mut next = g.clone();
     let params = next.activate(id, now_ms()).map_err(gov_error)?;
     let result = activate_in_engine(&state, &caller.key_id, &params).await?;
-    state.gov.save(&next)?;
-    *g = next;
-    state.audit(AuditEntry {
+    let audit = AuditEntry {
         ts_ms: now_ms(),
         key_id: caller.key_id,
         action: "activate".into(),
         target: format!("proposal {id}"),
         outcome: "activated".into(),
         detail: json!({ "version": params.version, "sequence": result.sequence }),
-    })?;
+    };
+    persist(&state, g, &next, audit)?;
+    *g = next;
     Ok(Json(json!({
         "version": params.version,
         "sequence": result.sequence,
@@ -342,15 +408,15 @@ pub async fn post_emergency(
     let mut next = g.clone();
     let params = next.emergency(params, sig, now_ms()).map_err(gov_error)?;
     let result = activate_in_engine(&state, &caller.key_id, &params).await?;
-    state.gov.save(&next)?;
-    *g = next;
-    state.audit(AuditEntry {
+    let audit = AuditEntry {
         ts_ms: now_ms(),
         key_id: caller.key_id,
         action: "emergency_params".into(),
         target: format!("version {}", params.version),
         outcome: "activated".into(),
         detail: json!({ "sequence": result.sequence }),
-    })?;
+    };
+    persist(&state, g, &next, audit)?;
+    *g = next;
     Ok(Json(json!({ "version": params.version, "sequence": result.sequence })).into_response())
 }

@@ -4,10 +4,12 @@
 //! under `/v1` ([`api`]), bearer API keys with roles ([`auth`]), an event log that makes every
 //! acknowledged event durable and rebuilds the exact state on restart ([`store`], [`state`]),
 //! a resumable stream of margin changes, liquidations and oracle health ([`stream`]),
-//! Prometheus metrics ([`metrics`]) and a demo that replays real prices ([`demo`]).
+//! Prometheus metrics ([`metrics`]), a demo that replays real prices ([`demo`]) and a web
+//! dashboard at `/`, live over the stream ([`dashboard`], issue 6).
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod governance;
@@ -101,6 +103,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         .state
         .gov
         .open(
+            &started.state.store,
             config.data_dir.as_deref(),
             config.committee.clone(),
             &active,

@@ -24,6 +24,12 @@ pub struct Metrics {
     count: AtomicU64,
     window: Mutex<VecDeque<(u64, u64)>>,
     pub http_requests: AtomicU64,
+    /// Group commits: how many, their events, and the time spent committing (disk sync
+    /// included).
+    commits: AtomicU64,
+    committed_events: AtomicU64,
+    commit_ns: AtomicU64,
+    commit_buckets: [AtomicU64; BUCKETS.len() + 1],
 }
 
 impl Default for Metrics {
@@ -37,6 +43,10 @@ impl Default for Metrics {
             count: AtomicU64::new(0),
             window: Mutex::new(VecDeque::new()),
             http_requests: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            committed_events: AtomicU64::new(0),
+            commit_ns: AtomicU64::new(0),
+            commit_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -67,6 +77,21 @@ impl Metrics {
         while w.front().is_some_and(|(s, _)| *s + WINDOW_S < sec) {
             w.pop_front();
         }
+    }
+
+    /// One group commit of `events` events (and their audit entries) that took `latency`.
+    pub fn record_commit(&self, events: usize, latency: Duration) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.committed_events
+            .fetch_add(events as u64, Ordering::Relaxed);
+        self.commit_ns
+            .fetch_add(latency.as_nanos() as u64, Ordering::Relaxed);
+        let s = latency.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| s <= b)
+            .unwrap_or(BUCKETS.len());
+        self.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn events_total(&self) -> u64 {
@@ -132,6 +157,38 @@ impl Metrics {
             w,
             "pmargin_remargin_latency_seconds_count {}",
             self.count.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(w, "# HELP pmargin_commit_seconds Time of one group commit (one transaction, one disk sync) of the event log.");
+        let _ = writeln!(w, "# TYPE pmargin_commit_seconds histogram");
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.commit_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                w,
+                "pmargin_commit_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.commit_buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            w,
+            "pmargin_commit_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            w,
+            "pmargin_commit_seconds_sum {}",
+            self.commit_ns.load(Ordering::Relaxed) as f64 * 1e-9
+        );
+        let _ = writeln!(
+            w,
+            "pmargin_commit_seconds_count {}",
+            self.commits.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(w, "# HELP pmargin_committed_events_total Events written by group commits (their count over pmargin_commit_seconds_count is the mean batch).");
+        let _ = writeln!(w, "# TYPE pmargin_committed_events_total counter");
+        let _ = writeln!(
+            w,
+            "pmargin_committed_events_total {}",
+            self.committed_events.load(Ordering::Relaxed)
         );
         let mut statuses: BTreeMap<&str, u64> =
             ["healthy", "restricted", "liquidatable", "bankrupt"]

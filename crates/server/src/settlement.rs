@@ -5,18 +5,32 @@
 //! data directory (generated there on first start, mode 0600), else (no data directory) a
 //! fresh key per start. Nonces are strictly increasing: they continue from the wall clock in
 //! microseconds at start, so they also keep increasing across restarts.
+//!
+//! Liquidations: every `liquidation_fill` the engine produced for an event of the durable log
+//! becomes an EIP-712 `LiquidationInstruction` signed with the same key
+//! (`GET /v1/liquidations?from=SEQ`). They are derived from the log alone, so a restart (or
+//! another replica with the same key) re-creates exactly the same signed messages: the engine is
+//! replayed over the stored events, `timestamp` is the event's logged time (seconds),
+//! `paramsVersion` the version in force after the event, and the nonce is
+//! `event_seq * 2^20 + i` for the `i`-th fill of the event (strictly increasing along the log).
+//! Liquidation nonces are their own sequence, apart from the margin updates' (a contract keeps
+//! one last nonce per signer and message type). Signatures are deterministic (RFC 6979).
 
 use crate::api::Shared;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
-use crate::state::now_ms;
+use crate::state::{now_ms, AppState};
+use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::Json;
+use pmargin_engine::{Engine, Output};
 use pmargin_settlement::{
-    account_id, to_checksum_address, to_fixed, to_fixed_unsigned, Eip712Domain, MarginUpdate,
-    NonceCounter, Signer,
+    account_id, instrument_id, to_checksum_address, to_fixed, to_fixed_unsigned, Eip712Domain,
+    LiquidationInstruction, MarginUpdate, NonceCounter, SettlementMessage, SignedMessage, Signer,
 };
+use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Mutex;
 
@@ -44,7 +58,41 @@ pub const SIGNING_KEY_ENV: &str = "PMARGIN_SIGNING_KEY";
 pub struct Settlement {
     pub domain: Eip712Domain,
     signer: Mutex<Signer>,
+    /// The signed liquidation instructions derived from the log so far.
+    liquidations: Mutex<LiquidationLog>,
 }
+
+/// Fills per event at most (the nonce's low bits number the fills of one event).
+pub const FILLS_PER_EVENT: u64 = 1 << 20;
+
+/// The nonce of the `index`-th liquidation fill of event `event_seq`.
+pub fn liquidation_nonce(event_seq: u64, index: u64) -> Option<u64> {
+    (index < FILLS_PER_EVENT)
+        .then(|| event_seq.checked_mul(FILLS_PER_EVENT)?.checked_add(index))
+        .flatten()
+}
+
+/// One signed liquidation instruction and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SignedLiquidation {
+    /// The event of the log whose application produced the fill.
+    pub event_seq: u64,
+    pub account: String,
+    pub instrument: String,
+    pub signed: SignedMessage,
+}
+
+/// A private engine replaying the durable log, and the instructions found so far.
+#[derive(Default)]
+struct LiquidationLog {
+    engine: Option<Engine>,
+    /// The last event replayed.
+    last_seq: u64,
+    items: Vec<SignedLiquidation>,
+}
+
+/// Events read from the store at a time while catching up.
+const CATCH_UP_PAGE: usize = 512;
 
 fn parse_key(text: &str) -> Result<[u8; 32], String> {
     let t = text.trim();
@@ -96,7 +144,134 @@ impl Settlement {
         Ok(Settlement {
             domain: Eip712Domain::pmargin(config.chain_id, config.verifying_contract),
             signer: Mutex::new(signer),
+            liquidations: Mutex::new(LiquidationLog::default()),
         })
+    }
+
+    /// Signs a message with the service key without touching the margin updates' nonces.
+    fn sign_detached(&self, message: SettlementMessage) -> Result<SignedMessage, String> {
+        message.validate().map_err(|e| e.to_string())?;
+        let digest = message.digest(&self.domain);
+        let signer = self.signer.lock().unwrap_or_else(|p| p.into_inner());
+        let signature = signer.sign_digest(&digest).map_err(|e| e.to_string())?;
+        Ok(SignedMessage {
+            payload: message,
+            digest,
+            signature,
+            signer: signer.address(),
+        })
+    }
+
+    /// The signed instructions of the fills of one applied event.
+    fn instructions(
+        &self,
+        event_seq: u64,
+        ts_ms: i64,
+        params_version: u64,
+        outputs: &[Output],
+    ) -> Result<Vec<SignedLiquidation>, String> {
+        let mut out = Vec::new();
+        let fills = outputs.iter().filter_map(|o| match o {
+            Output::LiquidationFill {
+                account,
+                instrument,
+                size,
+                price,
+                penalty,
+            } => Some((account, instrument, *size, *price, *penalty)),
+            _ => None,
+        });
+        for (index, (account, instrument, size, price, penalty)) in fills.enumerate() {
+            let nonce = liquidation_nonce(event_seq, index as u64).ok_or_else(|| {
+                format!("event {event_seq}: too many liquidation fills for the nonce scheme")
+            })?;
+            let amount = |what: &str, e: pmargin_settlement::Error| {
+                format!("event {event_seq}: liquidation of {account} {instrument}: {what}: {e}")
+            };
+            let size = to_fixed(size).map_err(|e| amount("size", e))?;
+            if size == 0 {
+                // Below the fixed-point resolution: nothing to instruct (the nonce stays used).
+                continue;
+            }
+            let message = LiquidationInstruction {
+                account: account_id(account),
+                instrument: instrument_id(instrument),
+                size,
+                price: to_fixed_unsigned(price.max(0.0)).map_err(|e| amount("price", e))?,
+                penalty: to_fixed_unsigned(penalty.max(0.0)).map_err(|e| amount("penalty", e))?,
+                params_version,
+                nonce,
+                timestamp: u64::try_from(ts_ms / 1000).unwrap_or(0),
+            };
+            out.push(SignedLiquidation {
+                event_seq,
+                account: account.clone(),
+                instrument: instrument.clone(),
+                signed: self.sign_detached(message.into())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replays the durable events not seen yet (blocking: the store and the engine).
+    fn catch_up(&self, state: &AppState) -> Result<u64, String> {
+        let mut log = self.liquidations.lock().unwrap_or_else(|p| p.into_inner());
+        if log.engine.is_none() {
+            log.engine = Some(crate::state::genesis_engine(&state.genesis)?);
+        }
+        loop {
+            let from = log.last_seq + 1;
+            let page = state
+                .store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .events_page(from, CATCH_UP_PAGE)?;
+            if page.is_empty() {
+                return Ok(log.last_seq);
+            }
+            for logged in page {
+                let LiquidationLog {
+                    engine,
+                    last_seq,
+                    items,
+                } = &mut *log;
+                let engine = engine.as_mut().ok_or("no engine")?;
+                if logged.seq != *last_seq + 1 {
+                    return Err(format!(
+                        "event log: event {} follows {}",
+                        logged.seq, *last_seq
+                    ));
+                }
+                let outputs = engine.apply(&logged.event);
+                let made =
+                    self.instructions(logged.seq, logged.ts_ms, engine.params().version, &outputs)?;
+                items.extend(made);
+                *last_seq = logged.seq;
+            }
+        }
+    }
+
+    /// After catching up with the log: the instructions of events `from..`, about `limit` of
+    /// them but whole events only (a page ends at an event's last fill), the last event
+    /// replayed, and whether more instructions follow the page.
+    pub fn liquidations(
+        &self,
+        state: &AppState,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<SignedLiquidation>, u64, bool), String> {
+        let last = self.catch_up(state)?;
+        let log = self.liquidations.lock().unwrap_or_else(|p| p.into_inner());
+        let start = log.items.partition_point(|l| l.event_seq < from);
+        let rest = &log.items[start..];
+        let mut end = limit.min(rest.len());
+        if end > 0 {
+            let seq = rest[end - 1].event_seq;
+            while end < rest.len() && rest[end].event_seq == seq {
+                end += 1;
+            }
+        }
+        Ok((rest[..end].to_vec(), last, end < rest.len()))
     }
 
     pub fn address(&self) -> [u8; 20] {
@@ -164,5 +339,55 @@ pub async fn get_settlement(
         "domain": settlement.domain,
         "signer": to_checksum_address(&settlement.address()),
         "signed": signed,
+    })))
+}
+
+const STAFF: &[Role] = &[Role::Admin, Role::RiskCommittee, Role::ReadOnly];
+
+/// Instructions returned at most per request.
+pub const MAX_LIQUIDATIONS: usize = 10_000;
+
+/// `GET /v1/liquidations?from=SEQ&limit=N`: the signed liquidation instructions of the fills
+/// produced by events `SEQ` (default 1) and later, in log order. `next` is the `from` of the
+/// following page.
+pub async fn get_liquidations(
+    caller: Caller,
+    State(state): State<Shared>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(STAFF)?;
+    let number = |name: &str, default: u64| match q.get(name) {
+        None => Ok(default),
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("{name} must be a non-negative integer")).with_field(name)
+        }),
+    };
+    let from = number("from", 1)?;
+    let limit = number("limit", 1000)?.clamp(1, MAX_LIQUIDATIONS as u64) as usize;
+    if state.settlement.get().is_none() {
+        return Err(ApiError::unavailable("no signing key is configured"));
+    }
+    let worker = state.clone();
+    let (items, last, more) = tokio::task::spawn_blocking(move || {
+        let settlement = worker.settlement.get().ok_or("no signing key")?;
+        settlement.liquidations(&worker, from, limit)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(ApiError::unavailable)?;
+    let settlement = state
+        .settlement
+        .get()
+        .ok_or_else(|| ApiError::unavailable("no signing key is configured"))?;
+    let next = match (more, items.last()) {
+        (true, Some(l)) => l.event_seq + 1,
+        _ => last.max(from.saturating_sub(1)) + 1,
+    };
+    Ok(Json(json!({
+        "domain": settlement.domain,
+        "signer": to_checksum_address(&settlement.address()),
+        "sequence": last,
+        "next": next,
+        "liquidations": items,
     })))
 }

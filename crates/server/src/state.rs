@@ -2,8 +2,10 @@
 //! the stream and the metrics; recovery from the store at start.
 //!
 //! Writes go through one writer thread ([`Command`] over a channel), which takes every
-//! pending command at once (group commit): it applies them to the engine in order, commits
-//! them to the store in one go, and only then answers the callers and publishes the stream.
+//! pending command at once (group commit; under concurrent writes it lingers up to 2 ms for
+//! the clients it just answered, see [`LINGER_MAX`]): it applies them to the engine in order,
+//! commits them to the store in one transaction (one disk sync), and only then answers the
+//! callers and publishes the stream.
 //! So an event is acknowledged only once durable, and events are applied in one total order.
 
 use crate::auth::{generate_key, hash_key, KeyRecord, KeyRing, Role};
@@ -11,14 +13,16 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, Genesis, LoggedEvent, Store};
 use crate::stream::{apply_event, Hub};
+use axum::body::Bytes;
 use pmargin_core::{Market, Params, Portfolio};
+use pmargin_engine::oracle::Health;
 use pmargin_engine::{Engine, Event, Output};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
-use tokio::sync::oneshot;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, OnceCell};
 
 /// Largest number of commands committed together.
 pub const MAX_BATCH: usize = 4096;
@@ -67,30 +71,57 @@ pub struct AppState {
     pub gov: crate::governance::Gov,
     /// The settlement-message signer (set at start).
     pub settlement: std::sync::OnceLock<crate::settlement::Settlement>,
-    writer: Mutex<mpsc::Sender<Command>>,
+    writer: mpsc::Sender<Command>,
 }
 
 /// Per-account margin reports (with the liquidation-price search) reused until something that
 /// affects the account is applied: an event on the account itself (deposit, withdrawal, trade
 /// as either side), or anything that moves every account (prices, marks, vols, parameters,
-/// settlements, funding, liquidation rounds). The versions are updated by the writer while it
-/// holds the engine's write lock, and read under the read lock, so a version and the engine
-/// state it describes always agree.
+/// settlements, funding, liquidation rounds, oracle quotes that move an index). The versions
+/// are updated by the writer while it holds the engine's write lock, and read under the read
+/// lock, so a version and the engine state it describes always agree.
+///
+/// Reports are kept serialized ([`ReportEntry::tail`]), so a hit costs a copy, not a
+/// serialization. Concurrent misses of one account share one computation ([`Flights`]).
+///
+/// An oracle quote that moves an index is a *soft* change: a report computed less than
+/// [`MAX_STALE`] ago whose account saw nothing else since may still be served (labelled
+/// `report_stale`) while one recomputation runs; everything else is a *hard* change, after
+/// which a read waits for the new report.
 #[derive(Default)]
 pub struct ReportCache {
-    versions: Mutex<Versions>,
-    reports: RwLock<HashMap<String, (u64, Arc<CachedReport>)>>,
-    /// What-if answers keyed by account and request body hash.
-    what_ifs: RwLock<HashMap<WhatIfKey, (u64, Arc<serde_json::Value>)>>,
+    versions: RwLock<Versions>,
+    reports: RwLock<HashMap<String, Arc<ReportEntry>>>,
+    /// Report computations under way, by account.
+    pub flights: Flights<String, Arc<ReportEntry>>,
+    /// What-if answers (serialized) keyed by account and request body hash.
+    what_ifs: RwLock<HashMap<WhatIfKey, (u64, Bytes)>>,
+    /// What-if computations under way.
+    pub what_if_flights: Flights<WhatIfKey, Bytes>,
 }
 
+/// How long a report superseded only by oracle quotes may still be served while a fresh one is
+/// computed.
+pub const MAX_STALE: Duration = Duration::from_secs(1);
+
 /// An account and the SHA-256 of the what-if request body.
-type WhatIfKey = (String, [u8; 32]);
+pub type WhatIfKey = (String, [u8; 32]);
 
 #[derive(Default)]
 struct Versions {
+    /// Last event that changed every account.
     global: u64,
+    /// Last oracle quote that moved an index (a soft change).
+    soft: u64,
     touched: HashMap<String, u64>,
+}
+
+/// The version of an account's inputs: `exact` changes with anything affecting the report,
+/// `hard` with anything but index moves from oracle quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub exact: u64,
+    pub hard: u64,
 }
 
 /// The parts of a margin report that depend only on the account's inputs.
@@ -101,13 +132,50 @@ pub struct CachedReport {
     pub account: Option<pmargin_core::report::AccountReport>,
 }
 
+/// A cached report: its version, when it was computed, and its JSON members
+/// (`"as_of":..,"params_version":..,"account":..}`, the closing brace included), ready to
+/// follow the per-request members of the response.
+#[derive(Debug)]
+pub struct ReportEntry {
+    pub version: Version,
+    pub computed: Instant,
+    pub tail: Bytes,
+}
+
+impl ReportEntry {
+    pub fn new(version: Version, report: &CachedReport) -> Result<ReportEntry, String> {
+        let mut tail = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+        // `{...}` -> `...}`: the members and the closing brace.
+        if tail.first() != Some(&b'{') {
+            return Err("a report must serialize as a JSON object".into());
+        }
+        tail.remove(0);
+        Ok(ReportEntry {
+            version,
+            computed: Instant::now(),
+            tail: Bytes::from(tail),
+        })
+    }
+}
+
+/// What a read finds in the cache.
+pub enum Lookup {
+    /// Computed for the current inputs.
+    Fresh(Arc<ReportEntry>),
+    /// Superseded only by oracle quotes, recently computed: may be served while a new one is
+    /// computed.
+    Stale(Arc<ReportEntry>),
+    Miss,
+}
+
 /// Entries kept at most (a cache miss recomputes; the map is cleared when full).
 const REPORT_CACHE_MAX: usize = 100_000;
 
 impl ReportCache {
-    /// Records that the event applied at `seq` happened. Call with the engine write-locked.
-    pub fn applied(&self, seq: u64, event: &Event) {
-        let mut v = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+    /// Records that the event applied at `seq` happened; `moved` tells whether an oracle quote
+    /// moved its index (or its health). Call with the engine write-locked.
+    pub fn applied(&self, seq: u64, event: &Event, moved: bool) {
+        let mut v = self.versions.write().unwrap_or_else(|p| p.into_inner());
         match event {
             Event::Deposit { account, .. } | Event::Withdrawal { account, .. } => {
                 v.touched.insert(account.clone(), seq);
@@ -122,6 +190,11 @@ impl ReportCache {
                     v.touched.insert(c.clone(), seq);
                 }
             }
+            Event::Quote { .. } => {
+                if moved {
+                    v.soft = seq;
+                }
+            }
             _ => {
                 v.global = seq;
                 v.touched.clear();
@@ -130,56 +203,134 @@ impl ReportCache {
     }
 
     /// The version of `account`'s inputs. Call with the engine read-locked.
-    pub fn version(&self, account: &str) -> u64 {
-        let v = self.versions.lock().unwrap_or_else(|p| p.into_inner());
-        v.touched.get(account).copied().unwrap_or(0).max(v.global)
+    pub fn version(&self, account: &str) -> Version {
+        let v = self.versions.read().unwrap_or_else(|p| p.into_inner());
+        let hard = v.touched.get(account).copied().unwrap_or(0).max(v.global);
+        Version {
+            exact: hard.max(v.soft),
+            hard,
+        }
     }
 
-    pub fn get(&self, account: &str, version: u64) -> Option<Arc<CachedReport>> {
+    /// The cached report of `account` as seen at `version`.
+    pub fn lookup(&self, account: &str, version: Version) -> Lookup {
         let r = self.reports.read().unwrap_or_else(|p| p.into_inner());
         match r.get(account) {
-            Some((v, rep)) if *v == version => Some(rep.clone()),
-            _ => None,
+            Some(e) if e.version.exact == version.exact => Lookup::Fresh(e.clone()),
+            Some(e)
+                if e.version.hard == version.hard
+                    && e.version.exact < version.exact
+                    && e.computed.elapsed() < MAX_STALE =>
+            {
+                Lookup::Stale(e.clone())
+            }
+            _ => Lookup::Miss,
         }
     }
 
-    pub fn get_what_if(
-        &self,
-        account: &str,
-        body: [u8; 32],
-        version: u64,
-    ) -> Option<Arc<serde_json::Value>> {
-        let r = self.what_ifs.read().unwrap_or_else(|p| p.into_inner());
-        match r.get(&(account.to_string(), body)) {
-            Some((v, w)) if *v == version => Some(w.clone()),
-            _ => None,
-        }
-    }
-
-    pub fn put_what_if(
-        &self,
-        account: &str,
-        body: [u8; 32],
-        version: u64,
-        result: Arc<serde_json::Value>,
-    ) {
-        let mut r = self.what_ifs.write().unwrap_or_else(|p| p.into_inner());
-        if r.len() >= REPORT_CACHE_MAX {
-            r.clear();
-        }
-        r.insert((account.to_string(), body), (version, result));
-    }
-
-    pub fn put(&self, account: &str, version: u64, report: Arc<CachedReport>) {
+    /// Keeps a computed report (unless a newer one is there already).
+    pub fn put(&self, account: &str, entry: Arc<ReportEntry>) {
         let mut r = self.reports.write().unwrap_or_else(|p| p.into_inner());
         if r.len() >= REPORT_CACHE_MAX && !r.contains_key(account) {
             r.clear();
         }
         match r.get(account) {
+            Some(e) if e.version.exact > entry.version.exact => {}
+            _ => {
+                r.insert(account.to_string(), entry);
+            }
+        }
+    }
+
+    pub fn get_what_if(&self, key: &WhatIfKey, version: u64) -> Option<Bytes> {
+        let r = self.what_ifs.read().unwrap_or_else(|p| p.into_inner());
+        match r.get(key) {
+            Some((v, w)) if *v == version => Some(w.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn put_what_if(&self, key: WhatIfKey, version: u64, result: Bytes) {
+        let mut r = self.what_ifs.write().unwrap_or_else(|p| p.into_inner());
+        if r.len() >= REPORT_CACHE_MAX {
+            r.clear();
+        }
+        match r.get(&key) {
             Some((v, _)) if *v > version => {}
             _ => {
-                r.insert(account.to_string(), (version, report));
+                r.insert(key, (version, result));
             }
+        }
+    }
+}
+
+/// Computations under way, so that concurrent requests for the same thing at the same
+/// version share one (single flight). A request joins the flight for its key if it is for the
+/// same or a newer version, else starts a new one; the value is computed by whichever joined
+/// request gets to it first (another takes over if that one is cancelled).
+pub struct Flights<K, V> {
+    map: Mutex<HashMap<K, Flight<V>>>,
+}
+
+/// A flight's version and the value it will hold.
+type Flight<V> = (u64, Arc<OnceCell<V>>);
+
+impl<K, V> Default for Flights<K, V> {
+    fn default() -> Self {
+        Flights {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V> Flights<K, V> {
+    /// The flight to wait on for `key` at `version` or newer.
+    pub fn join<Q>(&self, key: &Q, version: u64) -> Arc<OnceCell<V>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ToOwned<Owned = K> + ?Sized,
+    {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, cell)) = m.get(key) {
+            if *v >= version {
+                return cell.clone();
+            }
+        }
+        if m.len() >= REPORT_CACHE_MAX {
+            m.clear();
+        }
+        let cell = Arc::new(OnceCell::new());
+        m.insert(key.to_owned(), (version, cell.clone()));
+        cell
+    }
+
+    /// A new flight for `key` at `version`, unless one for it (or a newer version) exists or
+    /// one is still running: for background refreshes, at most one at a time per key.
+    pub fn start<Q>(&self, key: &Q, version: u64) -> Option<Arc<OnceCell<V>>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ToOwned<Owned = K> + ?Sized,
+    {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, cell)) = m.get(key) {
+            if *v >= version || !cell.initialized() {
+                return None;
+            }
+        }
+        let cell = Arc::new(OnceCell::new());
+        m.insert(key.to_owned(), (version, cell.clone()));
+        Some(cell)
+    }
+
+    /// Forgets a finished flight (the cache holds its value now).
+    pub fn land<Q>(&self, key: &Q, cell: &Arc<OnceCell<V>>)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(key).is_some_and(|(_, c)| Arc::ptr_eq(c, cell)) {
+            m.remove(key);
         }
     }
 }
@@ -208,6 +359,20 @@ pub fn genesis_engine(g: &Genesis) -> Result<Engine, String> {
 pub fn event_hash(event: &Event) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     Sha256::digest(serde_json::to_vec(event).unwrap_or_default()).into()
+}
+
+/// What an oracle quote can move: its underlying's index price, stable price and health
+/// (`None` for other events).
+fn index_state(engine: &Engine, event: &Event) -> Option<(Option<u64>, Option<u64>, Health)> {
+    let Event::Quote { underlying, .. } = event else {
+        return None;
+    };
+    let s = engine.oracle()?.state(underlying)?;
+    Some((
+        s.price.map(f64::to_bits),
+        s.stable_price.map(f64::to_bits),
+        s.health,
+    ))
 }
 
 fn result_of(sequence: u64, outputs: Vec<Output>) -> EventResult {
@@ -319,9 +484,11 @@ pub fn start(
         reports: ReportCache::default(),
         gov: crate::governance::Gov::disabled(),
         settlement: std::sync::OnceLock::new(),
-        writer: Mutex::new(tx),
+        writer: tx,
     });
-    state.reports.applied(recovered_seq, &Event::Liquidate);
+    state
+        .reports
+        .applied(recovered_seq, &Event::Liquidate, true);
     let writer_state = state.clone();
     std::thread::Builder::new()
         .name("pmargin-writer".into())
@@ -350,8 +517,6 @@ impl AppState {
             reply,
         });
         self.writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .send(cmd)
             .map_err(|_| ApiError::unavailable("the engine writer has stopped"))?;
         rx.await
@@ -360,11 +525,7 @@ impl AppState {
 
     /// Stops the writer thread (after the commands already queued).
     pub fn stop_writer(&self) {
-        let _ = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Command::Stop);
+        let _ = self.writer.send(Command::Stop);
     }
 
     pub fn engine(&self) -> std::sync::RwLockReadGuard<'_, Engine> {
@@ -393,7 +554,18 @@ type Reply = (
     Result<EventResult, ApiError>,
 );
 
+/// Under concurrent writes, how long a batch may wait at most for more submitters.
+pub const LINGER_MAX: Duration = Duration::from_micros(2000);
+/// ... and for the next one to arrive.
+pub const LINGER_GAP: Duration = Duration::from_micros(400);
+/// Batches smaller than this do not wait at all (a lone writer is never delayed).
+pub const LINGER_MIN_BATCH: usize = 8;
+
 fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut idem: HashMap<String, Idem>) {
+    // The sizes of the last two batches: with N clients each waiting for its acknowledgement,
+    // batches alternate between those answered by the last commit and those that arrived
+    // during it; their sum estimates N.
+    let mut last = (0usize, 0usize);
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
         let mut stop = false;
@@ -408,6 +580,25 @@ fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut idem: HashMap<S
                 Err(_) => break,
             }
         }
+        // Group commit with a short linger: the clients just acknowledged are usually on
+        // their way back; one disk sync for all of them beats two half-full ones (one sync
+        // per batch is the limit, so fuller batches are more events per second).
+        if last.0 >= LINGER_MIN_BATCH {
+            let expected = (last.0 + last.1).min(MAX_BATCH);
+            let deadline = Instant::now() + LINGER_MAX;
+            while !stop && batch.len() < expected {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match rx.recv_timeout(LINGER_GAP.min(deadline - now)) {
+                    Ok(Command::Submit(s)) => batch.push(s),
+                    Ok(Command::Stop) => stop = true,
+                    Err(_) => break,
+                }
+            }
+        }
+        last = (batch.len(), last.0);
         if !batch.is_empty() {
             process(&state, batch, &mut idem);
         }
@@ -431,69 +622,76 @@ fn process(state: &AppState, batch: Vec<Submit>, idem: &mut HashMap<String, Idem
     let mut logged = Vec::with_capacity(batch.len());
     let mut audit = Vec::with_capacity(batch.len());
     let mut items = Vec::new();
-    {
-        let mut engine = state.engine.write().unwrap_or_else(|p| p.into_inner());
-        for s in batch {
-            if let Some((key, hash)) = &s.idempotency {
-                if let Some(prev) = idem.get(key) {
-                    let answer = if &prev.hash == hash {
-                        Ok(EventResult {
-                            replayed: true,
-                            ..prev.result.clone()
-                        })
-                    } else {
-                        Err(ApiError::unprocessable(
-                            "this Idempotency-Key was already used with a different request body",
-                        )
-                        .with_field("Idempotency-Key"))
-                    };
-                    replies.push((s.reply, answer));
-                    continue;
-                }
-            }
-            let t = Instant::now();
-            let applied = apply_event(&mut engine, &s.event);
-            let result = result_of(engine.sequence(), applied.outputs);
-            state.reports.applied(result.sequence, &s.event);
-            state.metrics.record_event(result.accepted, t.elapsed());
-            items.extend(applied.items);
-            audit.push(AuditEntry {
-                ts_ms: ts,
-                key_id: s.key_id.clone(),
-                action: "event".into(),
-                target: format!("seq {}", result.sequence),
-                outcome: if result.accepted {
-                    "applied".into()
+    for s in batch {
+        if let Some((key, hash)) = &s.idempotency {
+            if let Some(prev) = idem.get(key) {
+                let answer = if &prev.hash == hash {
+                    Ok(EventResult {
+                        replayed: true,
+                        ..prev.result.clone()
+                    })
                 } else {
-                    "rejected".into()
-                },
-                detail: serde_json::to_value(&s.event).unwrap_or_default(),
-            });
-            logged.push(LoggedEvent {
-                seq: result.sequence,
-                ts_ms: ts,
-                key_id: s.key_id,
-                idempotency_key: s.idempotency.as_ref().map(|(k, _)| k.clone()),
-                request_hash: s.idempotency.as_ref().map(|(_, h)| hex::encode(h)),
-                event: s.event,
-            });
-            if let Some((key, hash)) = s.idempotency {
-                idem.insert(
-                    key,
-                    Idem {
-                        hash,
-                        result: result.clone(),
-                    },
-                );
+                    Err(ApiError::unprocessable(
+                        "this Idempotency-Key was already used with a different request body",
+                    )
+                    .with_field("Idempotency-Key"))
+                };
+                replies.push((s.reply, answer));
+                continue;
             }
-            replies.push((s.reply, Ok(result)));
         }
+        let t = Instant::now();
+        // The write lock is taken per event, not per batch, so reads interleave with a long
+        // batch (they see applied events before they are durable either way).
+        let result = {
+            let mut engine = state.engine.write().unwrap_or_else(|p| p.into_inner());
+            let before = index_state(&engine, &s.event);
+            let applied = apply_event(&mut engine, &s.event);
+            let moved = before != index_state(&engine, &s.event);
+            let result = result_of(engine.sequence(), applied.outputs);
+            state.reports.applied(result.sequence, &s.event, moved);
+            items.extend(applied.items);
+            result
+        };
+        state.metrics.record_event(result.accepted, t.elapsed());
+        audit.push(AuditEntry {
+            ts_ms: ts,
+            key_id: s.key_id.clone(),
+            action: "event".into(),
+            target: format!("seq {}", result.sequence),
+            outcome: if result.accepted {
+                "applied".into()
+            } else {
+                "rejected".into()
+            },
+            detail: serde_json::to_value(&s.event).unwrap_or_default(),
+        });
+        logged.push(LoggedEvent {
+            seq: result.sequence,
+            ts_ms: ts,
+            key_id: s.key_id,
+            idempotency_key: s.idempotency.as_ref().map(|(k, _)| k.clone()),
+            request_hash: s.idempotency.as_ref().map(|(_, h)| hex::encode(h)),
+            event: s.event,
+        });
+        if let Some((key, hash)) = s.idempotency {
+            idem.insert(
+                key,
+                Idem {
+                    hash,
+                    result: result.clone(),
+                },
+            );
+        }
+        replies.push((s.reply, Ok(result)));
     }
+    let t = Instant::now();
     let committed = state
         .store
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .commit(&logged, &audit);
+    state.metrics.record_commit(logged.len(), t.elapsed());
     match committed {
         Ok(()) => {
             state.hub.publish(items);
@@ -509,5 +707,106 @@ fn process(state: &AppState, batch: Vec<Submit>, idem: &mut HashMap<String, Idem
                 ))));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(exact: u64, hard: u64) -> Arc<ReportEntry> {
+        let report = CachedReport {
+            as_of: "t".into(),
+            params_version: 1,
+            account: None,
+        };
+        Arc::new(ReportEntry::new(Version { exact, hard }, &report).unwrap())
+    }
+
+    fn quote() -> Event {
+        Event::Quote {
+            source: "a".into(),
+            underlying: "BTC".into(),
+            price: 1.0,
+            ts_ms: 0,
+        }
+    }
+
+    #[test]
+    fn only_index_moves_leave_a_report_servable_while_it_is_recomputed() {
+        let cache = ReportCache::default();
+        let v0 = cache.version("a");
+        cache.put("a", entry(v0.exact, v0.hard));
+        assert!(matches!(cache.lookup("a", v0), Lookup::Fresh(_)));
+        assert_eq!(
+            &entry(0, 0).tail[..],
+            br#""as_of":"t","params_version":1,"account":null}"#
+        );
+        // A quote that moved nothing changes nothing.
+        cache.applied(1, &quote(), false);
+        assert_eq!(cache.version("a"), v0);
+        // One that moved the index: stale, servable.
+        cache.applied(2, &quote(), true);
+        let v2 = cache.version("a");
+        assert_eq!((v2.exact, v2.hard), (2, 0));
+        assert!(matches!(cache.lookup("a", v2), Lookup::Stale(_)));
+        // Another account's deposit does not touch it; its own does: a miss.
+        let deposit = |account: &str| Event::Deposit {
+            account: account.into(),
+            asset: "USDC".into(),
+            amount: 1.0,
+        };
+        cache.applied(3, &deposit("b"), false);
+        assert!(matches!(
+            cache.lookup("a", cache.version("a")),
+            Lookup::Stale(_)
+        ));
+        cache.applied(4, &deposit("a"), false);
+        assert!(matches!(
+            cache.lookup("a", cache.version("a")),
+            Lookup::Miss
+        ));
+        // A price (not an oracle quote) changes every account: a miss.
+        cache.put("a", entry(4, 4));
+        cache.applied(5, &Event::Liquidate, false);
+        assert!(matches!(
+            cache.lookup("a", cache.version("a")),
+            Lookup::Miss
+        ));
+        // An older report never replaces a newer one.
+        cache.put("a", entry(5, 5));
+        cache.put("a", entry(4, 4));
+        assert!(matches!(
+            cache.lookup("a", cache.version("a")),
+            Lookup::Fresh(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_computation() {
+        let flights: Flights<String, u64> = Flights::default();
+        let a = flights.join("x", 3);
+        let b = flights.join("x", 2);
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "an older request joins the newer flight"
+        );
+        // A background refresh does not start while a flight runs.
+        assert!(flights.start("x", 4).is_none());
+        let n = std::sync::atomic::AtomicU64::new(0);
+        let compute = || async {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, ()>(7)
+        };
+        assert_eq!(*a.get_or_try_init(compute).await.unwrap(), 7);
+        assert_eq!(*b.get_or_try_init(compute).await.unwrap(), 7);
+        assert_eq!(n.load(std::sync::atomic::Ordering::SeqCst), 1);
+        flights.land("x", &a);
+        let c = flights.join("x", 3);
+        assert!(!Arc::ptr_eq(&a, &c), "a landed flight is gone");
+        assert!(
+            flights.start("x", 5).is_none(),
+            "a running flight blocks refreshes"
+        );
     }
 }

@@ -4,9 +4,16 @@
 //! [`Store`] is the seam: the server speaks only this trait. [`FileStore`] is a small durable
 //! implementation (append-only JSON lines, `fsync` before an event is acknowledged, a torn last
 //! line is dropped on open); [`MemoryStore`] keeps nothing across restarts (tests, demos).
+//!
+//! The governance state (committee, proposals with approvals, parameter versions) is kept by
+//! the store too: in SQLite tables in one transaction with its audit entry ([`SqliteStore`]),
+//! as `governance.json` beside the logs ([`FileStore`]), or in memory.
 
 use crate::auth::KeyRecord;
 use pmargin_engine::{EngineConfig, Event};
+use pmargin_governance::{
+    Activation, Approval, Committee, Governance, ProposalRecord, ProposalState, VersionRecord,
+};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
@@ -62,10 +69,26 @@ pub trait Store: Send {
     fn commit(&mut self, events: &[LoggedEvent], audit: &[AuditEntry]) -> StoreResult<()>;
     /// Every logged event with `seq >= from`, in order.
     fn events_from(&mut self, from: u64) -> StoreResult<Vec<LoggedEvent>>;
+    /// At most `limit` logged events with `seq >= from`, in order.
+    fn events_page(&mut self, from: u64, limit: usize) -> StoreResult<Vec<LoggedEvent>> {
+        let mut events = self.events_from(from)?;
+        events.truncate(limit);
+        Ok(events)
+    }
     fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>>;
     fn keys(&mut self) -> StoreResult<Vec<KeyRecord>>;
     /// Adds or replaces (by id) a key record, durably.
     fn put_key(&mut self, key: &KeyRecord) -> StoreResult<()>;
+    /// The stored governance state (`None`: none stored yet).
+    fn governance(&mut self) -> StoreResult<Option<Governance>>;
+    /// Stores the governance state `next` (what changed since `prev`, the state stored before,
+    /// if any) and its audit entry; returns once both are durable.
+    fn put_governance(
+        &mut self,
+        prev: Option<&Governance>,
+        next: &Governance,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
 }
 
 /// Nothing survives a restart.
@@ -75,6 +98,7 @@ pub struct MemoryStore {
     events: Vec<LoggedEvent>,
     audit: Vec<AuditEntry>,
     keys: Vec<KeyRecord>,
+    governance: Option<Governance>,
 }
 
 impl Store for MemoryStore {
@@ -110,6 +134,19 @@ impl Store for MemoryStore {
     fn put_key(&mut self, key: &KeyRecord) -> StoreResult<()> {
         self.keys.retain(|k| k.id != key.id);
         self.keys.push(key.clone());
+        Ok(())
+    }
+    fn governance(&mut self) -> StoreResult<Option<Governance>> {
+        Ok(self.governance.clone())
+    }
+    fn put_governance(
+        &mut self,
+        _prev: Option<&Governance>,
+        next: &Governance,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        self.governance = Some(next.clone());
+        self.audit.push(audit.clone());
         Ok(())
     }
 }
@@ -285,6 +322,130 @@ impl Store for FileStore {
         let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
         write_atomic(&self.dir.join("keys.json"), &text)
     }
+    fn governance(&mut self) -> StoreResult<Option<Governance>> {
+        read_governance_file(&self.dir.join(GOVERNANCE_FILE))
+    }
+    /// `governance.json` rewritten atomically, then the audit entry appended.
+    fn put_governance(
+        &mut self,
+        _prev: Option<&Governance>,
+        next: &Governance,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let text = serde_json::to_string_pretty(next).map_err(|e| e.to_string())?;
+        write_atomic(&self.dir.join(GOVERNANCE_FILE), &text)?;
+        self.commit(&[], std::slice::from_ref(audit))
+    }
+}
+
+/// Where the file store (and earlier builds with the SQLite store) kept the governance state.
+pub const GOVERNANCE_FILE: &str = "governance.json";
+
+/// Reads a `governance.json` (checked as it is read: committee, history, proposal hashes).
+pub fn read_governance_file(path: &Path) -> StoreResult<Option<Governance>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
+fn status_name(state: &ProposalState) -> &'static str {
+    match state {
+        ProposalState::Pending => "pending",
+        ProposalState::Activated { .. } => "activated",
+        ProposalState::Superseded { .. } => "superseded",
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> StoreResult<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+fn proposal_row(r: &ProposalRecord) -> StoreResult<pmargin_store::ProposalRow> {
+    Ok(pmargin_store::ProposalRow {
+        id: r.proposal.id,
+        proposal: to_json(&r.proposal)?,
+        submitted_ms: r.submitted_ms,
+        status: status_name(&r.state).into(),
+        state: to_json(&r.state)?,
+        approvals: r
+            .approvals
+            .iter()
+            .map(|a| pmargin_store::ApprovalRow {
+                member: a.member.clone(),
+                signature: hex::encode(a.signature),
+            })
+            .collect(),
+    })
+}
+
+fn version_row(v: &VersionRecord) -> StoreResult<pmargin_store::VersionRow> {
+    Ok(pmargin_store::VersionRow {
+        version: v.version,
+        params: to_json(&v.params)?,
+        activated_ms: v.activated_ms,
+        activation: Some(to_json(&v.activation)?),
+        proposal_id: match &v.activation {
+            Activation::Proposal { id, .. } => Some(*id),
+            _ => None,
+        },
+    })
+}
+
+fn from_rows(rows: pmargin_store::GovernanceRows) -> StoreResult<Governance> {
+    let bad = |what: String| format!("stored governance state: {what}");
+    let committee: Committee =
+        serde_json::from_value(rows.committee).map_err(|e| bad(format!("committee: {e}")))?;
+    let history = rows
+        .versions
+        .into_iter()
+        .map(|v| {
+            let activation = match v.activation {
+                Some(a) => serde_json::from_value(a)
+                    .map_err(|e| bad(format!("version {}: {e}", v.version)))?,
+                None => Activation::Genesis,
+            };
+            Ok(VersionRecord {
+                version: v.version,
+                activated_ms: v.activated_ms,
+                activation,
+                params: serde_json::from_value(v.params)
+                    .map_err(|e| bad(format!("version {}: {e}", v.version)))?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let proposals = rows
+        .proposals
+        .into_iter()
+        .map(|p| {
+            let approvals = p
+                .approvals
+                .into_iter()
+                .map(|a| {
+                    let signature = hex::decode(&a.signature)
+                        .ok()
+                        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+                        .ok_or_else(|| bad(format!("proposal {}: approval signature", p.id)))?;
+                    Ok(Approval {
+                        member: a.member,
+                        signature,
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            Ok(ProposalRecord {
+                proposal: serde_json::from_value(p.proposal)
+                    .map_err(|e| bad(format!("proposal {}: {e}", p.id)))?,
+                submitted_ms: p.submitted_ms,
+                approvals,
+                state: serde_json::from_value(p.state)
+                    .map_err(|e| bad(format!("proposal {}: {e}", p.id)))?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Governance::from_parts(committee, history, proposals).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]
@@ -375,36 +536,47 @@ impl Store for SqliteStore {
         write_genesis(&self.dir, genesis)
     }
     fn commit(&mut self, events: &[LoggedEvent], audit: &[AuditEntry]) -> StoreResult<()> {
-        if !events.is_empty() {
-            let batch: Vec<pmargin_store::NewEvent<'_>> = events
-                .iter()
-                .map(|e| pmargin_store::NewEvent {
-                    event: &e.event,
-                    idempotency_key: e.idempotency_key.as_deref(),
-                    key_id: Some(&e.key_id),
-                    ts_ms: e.ts_ms,
-                    outputs: None,
-                })
-                .collect();
-            let appended = self.db.append_batch(&batch).map_err(|e| e.to_string())?;
-            for (logged, a) in events.iter().zip(&appended) {
-                if a.duplicate || a.seq != logged.seq {
-                    return Err(format!(
-                        "event log: event {} stored as {}{}",
-                        logged.seq,
-                        a.seq,
-                        if a.duplicate { " (duplicate key)" } else { "" }
-                    ));
-                }
-            }
+        if events.is_empty() && audit.is_empty() {
+            return Ok(());
         }
-        if !audit.is_empty() {
-            // One row (one transaction) per batch, not one per entry.
-            let detail = serde_json::to_value(audit).map_err(|e| e.to_string())?;
-            let key = (audit.len() == 1).then(|| audit[0].key_id.as_str());
-            self.db
-                .audit(audit[0].ts_ms, key, AUDIT_ACTION, &detail)
-                .map_err(|e| e.to_string())?;
+        let batch: Vec<pmargin_store::NewEvent<'_>> = events
+            .iter()
+            .map(|e| pmargin_store::NewEvent {
+                event: &e.event,
+                idempotency_key: e.idempotency_key.as_deref(),
+                key_id: Some(&e.key_id),
+                ts_ms: e.ts_ms,
+                outputs: None,
+            })
+            .collect();
+        // The batch's audit entries are one row, in the events' transaction: one disk sync
+        // per batch.
+        let detail = match audit {
+            [] => None,
+            _ => Some(serde_json::to_string(audit).map_err(|e| e.to_string())?),
+        };
+        let rows: Vec<pmargin_store::NewAudit<'_>> = detail
+            .iter()
+            .map(|d| pmargin_store::NewAudit {
+                ts_ms: audit[0].ts_ms,
+                key_id: (audit.len() == 1).then(|| audit[0].key_id.as_str()),
+                action: AUDIT_ACTION,
+                detail: d,
+            })
+            .collect();
+        let appended = self
+            .db
+            .append_batch_audited(&batch, &rows)
+            .map_err(|e| e.to_string())?;
+        for (logged, a) in events.iter().zip(&appended) {
+            if a.duplicate || a.seq != logged.seq {
+                return Err(format!(
+                    "event log: event {} stored as {}{}",
+                    logged.seq,
+                    a.seq,
+                    if a.duplicate { " (duplicate key)" } else { "" }
+                ));
+            }
         }
         Ok(())
     }
@@ -413,17 +585,14 @@ impl Store for SqliteStore {
             .db
             .events_after(from.saturating_sub(1))
             .map_err(|e| e.to_string())?;
-        Ok(stored
-            .into_iter()
-            .map(|e| LoggedEvent {
-                seq: e.seq,
-                ts_ms: e.ts_ms,
-                key_id: e.key_id.unwrap_or_default(),
-                request_hash: None,
-                idempotency_key: e.idempotency_key,
-                event: e.event,
-            })
-            .collect())
+        Ok(stored.into_iter().map(logged_of).collect())
+    }
+    fn events_page(&mut self, from: u64, limit: usize) -> StoreResult<Vec<LoggedEvent>> {
+        let stored = self
+            .db
+            .events_range(from.saturating_sub(1), limit)
+            .map_err(|e| e.to_string())?;
+        Ok(stored.into_iter().map(logged_of).collect())
     }
     fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>> {
         let mut out = Vec::new();
@@ -459,6 +628,59 @@ impl Store for SqliteStore {
         keys.push(key.clone());
         let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
         write_atomic(&self.dir.join("keys.json"), &text)
+    }
+    fn governance(&mut self) -> StoreResult<Option<Governance>> {
+        match self.db.load_governance().map_err(|e| e.to_string())? {
+            Some(rows) => from_rows(rows).map(Some),
+            None => Ok(None),
+        }
+    }
+    /// The changed proposals (with their approvals), the new versions, the committee when it
+    /// changed and the audit entry, in one SQLite transaction.
+    fn put_governance(
+        &mut self,
+        prev: Option<&Governance>,
+        next: &Governance,
+        audit: &AuditEntry,
+    ) -> StoreResult<()> {
+        let committee = match prev {
+            Some(p) if p.committee() == next.committee() => None,
+            _ => Some(to_json(next.committee())?),
+        };
+        let proposals = next
+            .proposals()
+            .filter(|r| prev.and_then(|p| p.proposal(r.proposal.id)) != Some(*r))
+            .map(proposal_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let known = prev.map_or(0, |p| p.history().len());
+        if next.history().len() < known {
+            return Err("governance: the version history cannot shrink".into());
+        }
+        let versions = next.history()[known..]
+            .iter()
+            .map(version_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let detail = to_json(&[audit])?;
+        self.db
+            .save_governance(&pmargin_store::GovernanceChange {
+                ts_ms: audit.ts_ms,
+                committee: committee.as_ref(),
+                proposals: &proposals,
+                versions: &versions,
+                audit: Some((Some(&audit.key_id), AUDIT_ACTION, &detail)),
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn logged_of(e: pmargin_store::StoredEvent) -> LoggedEvent {
+    LoggedEvent {
+        seq: e.seq,
+        ts_ms: e.ts_ms,
+        key_id: e.key_id.unwrap_or_default(),
+        request_hash: None,
+        idempotency_key: e.idempotency_key,
+        event: e.event,
     }
 }
 

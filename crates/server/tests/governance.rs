@@ -266,3 +266,234 @@ async fn approved_proposal_activates_after_timelock_and_emergency_tightens() {
     assert_error(s, &b, 422, "looser emergency");
     r.stop().await.unwrap();
 }
+
+fn committee(timelock_ms: i64) -> Committee {
+    let members = (1..=3)
+        .map(|i| CommitteeMember {
+            id: format!("m{i}"),
+            public_key: member_key(i).verifying_key().to_bytes(),
+        })
+        .collect();
+    Committee::new(
+        members,
+        2,
+        timelock_ms,
+        Some(guardian_key().verifying_key().to_bytes()),
+    )
+    .unwrap()
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("pmargin-gov-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn dir_server(dir: &std::path::Path, committee: Option<Committee>) -> Running {
+    let mut cfg = ServerConfig::new("127.0.0.1:0", Some(dir.to_path_buf()), demo_genesis());
+    cfg.admin_key = Some(ADMIN.into());
+    cfg.committee = committee;
+    start(cfg).await.unwrap()
+}
+
+async fn propose(r: &Running, p: &Value) -> (u64, String) {
+    let (s, b) = send(
+        reqwest::Client::new()
+            .post(url(r, "/v1/proposals"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"params": p, "rationale": "wider BTC scan"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    (
+        b["proposal"]["id"].as_u64().unwrap(),
+        b["proposal"]["hash"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn approve(r: &Running, id: u64, member: u8, hash: &str) -> (u16, Value) {
+    send(
+        reqwest::Client::new()
+            .post(url(r, &format!("/v1/proposals/{id}/approvals")))
+            .bearer_auth(ADMIN)
+            .json(&approval(member, hash)),
+    )
+    .await
+}
+
+async fn get(r: &Running, path: &str) -> Value {
+    let (s, b) = send(reqwest::Client::new().get(url(r, path)).bearer_auth(ADMIN)).await;
+    assert_eq!(s, 200, "{path}: {b}");
+    b
+}
+
+#[tokio::test]
+async fn proposals_approvals_and_versions_survive_a_restart() {
+    let dir = temp_dir("restart");
+    let r = dir_server(&dir, Some(committee(300))).await;
+    let p = next_params(&r).await;
+    let version = p["version"].as_u64().unwrap();
+    let (id1, hash1) = propose(&r, &p).await;
+    for m in [1, 2] {
+        assert_eq!(approve(&r, id1, m, &hash1).await.0, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (s, b) = send(
+        reqwest::Client::new()
+            .post(url(&r, &format!("/v1/proposals/{id1}/activate")))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    let p2 = next_params(&r).await;
+    let (id2, hash2) = propose(&r, &p2).await;
+    assert_eq!(approve(&r, id2, 3, &hash2).await.0, 200);
+    let before = (
+        get(&r, &format!("/v1/proposals/{id1}")).await,
+        get(&r, &format!("/v1/proposals/{id2}")).await,
+    );
+    r.stop().await.unwrap();
+    assert!(!dir.join("governance.json").exists());
+
+    // Restarted with the same committee: everything is back from the database.
+    let r = dir_server(&dir, Some(committee(300))).await;
+    assert_eq!(
+        get(&r, "/v1/params").await["version"].as_u64(),
+        Some(version)
+    );
+    let after = (
+        get(&r, &format!("/v1/proposals/{id1}")).await,
+        get(&r, &format!("/v1/proposals/{id2}")).await,
+    );
+    assert_eq!(after, before);
+    assert!(
+        after.0["state"].to_string().contains("activated"),
+        "{}",
+        after.0
+    );
+    assert_eq!(after.1["approvals"].as_array().unwrap().len(), 1);
+    // The stored approval still counts: a second one by the same member is a duplicate.
+    let (s, b) = approve(&r, id2, 3, &hash2).await;
+    assert_error(s, &b, 409, "duplicate after restart");
+    let (s, b) = approve(&r, id2, 1, &hash2).await;
+    assert_eq!((s, b["approvals"].as_u64()), (200, Some(2)), "{b}");
+    // A new proposal id continues after the stored ones.
+    let mut p3 = p2.clone();
+    p3["underlyings"]["BTC"]["price_scan_range"] = json!(0.3);
+    let (id3, _) = propose(&r, &p3).await;
+    assert_eq!(id3, id2 + 1);
+    r.stop().await.unwrap();
+
+    // Without a configured committee the stored one is used.
+    let r = dir_server(&dir, None).await;
+    let b = get(&r, &format!("/v1/proposals/{id2}")).await;
+    assert_eq!(b["approvals"].as_array().unwrap().len(), 2, "{b}");
+    r.stop().await.unwrap();
+    // The versions and the audit trail are in the database.
+    let db = pmargin_store::Store::open(&dir).unwrap();
+    let versions: Vec<u64> = db
+        .param_versions()
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, vec![version - 1, version]);
+    assert_eq!(db.proposals(Some("pending")).unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_old_governance_json_is_imported_once() {
+    let dir = temp_dir("import");
+    // A data directory from an earlier build: no governance in the database, a file beside it.
+    let r = dir_server(&dir, None).await;
+    let active = get(&r, "/v1/params").await["params"].clone();
+    let p = next_params(&r).await;
+    r.stop().await.unwrap();
+    let parse = |v: &Value| {
+        let mut p = pmargin_core::Params::parse("p", &v.to_string()).unwrap();
+        p.source = String::new();
+        p
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut g =
+        pmargin_governance::Governance::new(committee(60_000), parse(&active), now).unwrap();
+    let proposal = pmargin_governance::Proposal::new(
+        1,
+        parse(&p),
+        "from the file",
+        "admin",
+        now,
+        Some(g.active()),
+    )
+    .unwrap();
+    g.submit(proposal.clone(), now).unwrap();
+    g.approve(
+        1,
+        pmargin_governance::Approval::sign("m2", &member_key(2), &proposal),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("governance.json"),
+        serde_json::to_string_pretty(&g).unwrap(),
+    )
+    .unwrap();
+
+    let r = dir_server(&dir, None).await;
+    let b = get(&r, "/v1/proposals/1").await;
+    assert_eq!(b["approvals"][0]["member"], "m2", "{b}");
+    assert_eq!(b["proposal"]["rationale"], "from the file", "{b}");
+    r.stop().await.unwrap();
+    assert!(!dir.join("governance.json").exists());
+    assert!(dir.join("governance.json.imported").exists());
+    // From the database from now on.
+    let r = dir_server(&dir, None).await;
+    assert_eq!(get(&r, "/v1/proposals/1").await, b);
+    r.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_activation_in_the_log_without_its_governance_write_is_recovered() {
+    // The file store keeps the governance state in governance.json, which lets this test put
+    // back the state from before the activation: as if the service died between the
+    // activation event (durable) and the governance write.
+    let dir = temp_dir("recovered");
+    let server = |committee: Option<Committee>| {
+        let mut cfg = ServerConfig::new("127.0.0.1:0", Some(dir.clone()), demo_genesis());
+        cfg.admin_key = Some(ADMIN.into());
+        cfg.committee = committee;
+        cfg.store_kind = pmargin_server::store::StoreKind::Files;
+        start(cfg)
+    };
+    let r = server(Some(committee(200))).await.unwrap();
+    let p = next_params(&r).await;
+    let version = p["version"].as_u64().unwrap();
+    let (id, hash) = propose(&r, &p).await;
+    for m in [1, 3] {
+        assert_eq!(approve(&r, id, m, &hash).await.0, 200);
+    }
+    let before = std::fs::read(dir.join("governance.json")).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (s, b) = send(
+        reqwest::Client::new()
+            .post(url(&r, &format!("/v1/proposals/{id}/activate")))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    r.stop().await.unwrap();
+    std::fs::write(dir.join("governance.json"), before).unwrap();
+
+    let r = server(None).await.unwrap();
+    assert_eq!(
+        get(&r, "/v1/params").await["version"].as_u64(),
+        Some(version)
+    );
+    let b = get(&r, &format!("/v1/proposals/{id}")).await;
+    assert!(b["state"].to_string().contains("activated"), "{b}");
+    let audit = get(&r, "/v1/audit").await;
+    assert!(audit.to_string().contains("governance_open"), "{audit}");
+    r.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -61,3 +61,125 @@ async fn margin_update_verifies_and_recovers_the_configured_signer() {
     assert_eq!(status, 404);
     r.stop().await.unwrap();
 }
+
+const LIQ_PARAMS: &str = r#"{"version": 1,
+  "underlyings": {"BTC": {"price_scan_range": 0.10, "vol_scan_up": 0.10, "vol_scan_down": 0.10,
+                          "standard_im_rate": 0.10, "standard_mm_rate": 0.05}},
+  "collateral": {"USDC": {"haircut": 0.0}}}"#;
+const LIQ_MARKET: &str = r#"{"as_of": "2026-11-24T08:00:00Z", "prices": {"BTC": 60000, "USDC": 1},
+  "vols": {"BTC": {"default": 0.6}}}"#;
+/// a: long 1 BTC at 60,000 with 7,000 USDC (liquidated below ~57,300); b: the short side.
+const LIQ_BOOK: &str = r#"{"accounts": [
+  {"id": "a", "balances": {"USDC": 7000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": 1, "entry_price": 60000}]},
+  {"id": "b", "balances": {"USDC": 100000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": -1, "entry_price": 60000}]},
+  {"id": "liquidator", "balances": {"USDC": 1000000}}]}"#;
+
+async fn liq_server(dir: &std::path::Path, secret: [u8; 32]) -> pmargin_server::Running {
+    let genesis = pmargin_server::store::Genesis {
+        portfolio: LIQ_BOOK.into(),
+        market: LIQ_MARKET.into(),
+        params: LIQ_PARAMS.into(),
+        config: pmargin_engine::EngineConfig {
+            insurance_fund: 1000.0,
+            ..pmargin_engine::EngineConfig::default()
+        },
+    };
+    let mut cfg = ServerConfig::new("127.0.0.1:0", Some(dir.to_path_buf()), genesis);
+    cfg.admin_key = Some(ADMIN.into());
+    cfg.settlement = SettlementConfig {
+        chain_id: 8453,
+        verifying_contract: [0x42; 20],
+        signing_key: Some(secret),
+    };
+    start(cfg).await.unwrap()
+}
+
+#[tokio::test]
+async fn liquidation_fills_become_signed_instructions_recreated_identically_after_restart() {
+    use pmargin_settlement::{instrument_id, verify_from, LiquidationInstruction};
+    use serde_json::{json, Value};
+    let dir = std::env::temp_dir().join(format!("pmargin-liq-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let secret = [9u8; 32];
+    let expected = Signer::new(secret).unwrap().address();
+    let domain = Eip712Domain::pmargin(8453, [0x42; 20]);
+    let r = liq_server(&dir, secret).await;
+    let c = reqwest::Client::new();
+    let (s, b) = send(c.get(url(&r, "/v1/liquidations")).bearer_auth(ADMIN)).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["liquidations"].as_array().unwrap().len(), 0, "{b}");
+    // Three price moves: only the second (57,000) takes a below maintenance.
+    let mut seqs = Vec::new();
+    for (i, price) in [59000.0, 57000.0, 56900.0].into_iter().enumerate() {
+        let (s, b) = send(
+            c.post(url(&r, "/v1/events"))
+                .bearer_auth(ADMIN)
+                .header("Idempotency-Key", format!("p{i}"))
+                .json(&json!({"type": "price", "underlying": "BTC", "price": price})),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+        seqs.push(b["sequence"].as_u64().unwrap());
+    }
+    let (s, first) = send(c.get(url(&r, "/v1/liquidations")).bearer_auth(ADMIN)).await;
+    assert_eq!(s, 200, "{first}");
+    let items = first["liquidations"].as_array().unwrap().clone();
+    assert!(!items.is_empty(), "{first}");
+    assert_eq!(first["sequence"].as_u64(), Some(seqs[2]));
+    let mut last_nonce = 0;
+    for item in &items {
+        assert_eq!(item["account"], "a", "{item}");
+        assert_eq!(item["event_seq"].as_u64(), Some(seqs[1]), "{item}");
+        let signed: SignedMessage = serde_json::from_value(item["signed"].clone()).unwrap();
+        // What `pmargin verify --signer` checks.
+        verify_from(&signed, &domain, &expected).unwrap();
+        let SettlementMessage::LiquidationInstruction(m) = &signed.payload else {
+            panic!("not a liquidation instruction: {item}");
+        };
+        let m: &LiquidationInstruction = m;
+        assert_eq!(m.account, pmargin_settlement::account_id("a"));
+        assert_eq!(m.instrument, instrument_id("BTC-PERPETUAL"));
+        assert!(m.size < 0, "a long is sold: {item}");
+        assert_eq!(m.price, 57_000_000_000);
+        assert_eq!(m.params_version, 1);
+        assert!(m.nonce > last_nonce);
+        assert_eq!(m.nonce >> 20, seqs[1]);
+        last_nonce = m.nonce;
+    }
+    // Paging: from after the liquidating event, nothing; from it, everything.
+    let (_, b) = send(
+        c.get(url(&r, &format!("/v1/liquidations?from={}", seqs[1] + 1)))
+            .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(b["liquidations"].as_array().unwrap().len(), 0, "{b}");
+    assert_eq!(b["next"].as_u64(), Some(seqs[2] + 1));
+    let (_, b) = send(
+        c.get(url(
+            &r,
+            &format!("/v1/liquidations?from={}&limit=1", seqs[1]),
+        ))
+        .bearer_auth(ADMIN),
+    )
+    .await;
+    assert_eq!(
+        b["liquidations"].as_array().unwrap(),
+        &items,
+        "whole events per page"
+    );
+    // Access: staff only.
+    let trader = key(&r, "trader", &["a"]).await;
+    let (s, _) = send(c.get(url(&r, "/v1/liquidations")).bearer_auth(&trader)).await;
+    assert_eq!(s, 403);
+    let (s, _) = send(c.get(url(&r, "/v1/liquidations?from=x")).bearer_auth(ADMIN)).await;
+    assert_eq!(s, 400);
+    r.stop().await.unwrap();
+
+    // After a restart the same messages, byte for byte.
+    let r = liq_server(&dir, secret).await;
+    let (s, again) = send(c.get(url(&r, "/v1/liquidations")).bearer_auth(ADMIN)).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["liquidations"], Value::Array(items));
+    r.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

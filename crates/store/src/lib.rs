@@ -15,12 +15,12 @@
 //! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] are applied in order, each
 //! in its own transaction, when the store opens.
 
+mod governance;
 mod state;
 
-pub use state::{
-    AccountState, FutureMark, MarketState, PointState, PortfolioState, PositionState, State,
-    SurfaceState, STATE_FORMAT,
-};
+pub use governance::{ApprovalRow, GovernanceChange, GovernanceRows, ProposalRow, VersionRow};
+
+pub use state::{State, STATE_FORMAT};
 
 use pmargin_engine::{Engine, Event, Output};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -74,6 +74,8 @@ pub const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL,
         revoked_ms INTEGER
      );",
+    // v3: the governance state (committee, approvals, proposal states, how versions came in).
+    governance::MIGRATION,
 ];
 
 /// The schema version this build writes.
@@ -124,6 +126,16 @@ impl<'a> NewEvent<'a> {
             outputs: None,
         }
     }
+}
+
+/// An audit entry to commit with a batch of events ([`Store::append_batch_audited`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NewAudit<'a> {
+    pub ts_ms: i64,
+    pub key_id: Option<&'a str>,
+    pub action: &'a str,
+    /// The detail as JSON text.
+    pub detail: &'a str,
 }
 
 /// The result of an append.
@@ -343,10 +355,29 @@ impl Store {
     /// Group commit: appends the events in order in one transaction (one disk sync for all);
     /// returns once all are durable. Duplicates (also within the batch) are reported per event.
     pub fn append_batch(&mut self, events: &[NewEvent<'_>]) -> Result<Vec<Appended>> {
+        self.append_batch_audited(events, &[])
+    }
+
+    /// Group commit of events and the audit entries that go with them: one transaction, so one
+    /// disk sync for the whole batch, and either all of it is durable or none of it. Returns
+    /// once committed, like [`Store::append_batch`].
+    pub fn append_batch_audited(
+        &mut self,
+        events: &[NewEvent<'_>],
+        audit: &[NewAudit<'_>],
+    ) -> Result<Vec<Appended>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(events.len());
+        if !audit.is_empty() {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO audit (ts_ms, key_id, action, detail) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for a in audit {
+                insert.execute(params![a.ts_ms, a.key_id, a.action, a.detail])?;
+            }
+        }
         {
             let mut last: i64 =
                 tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
@@ -748,8 +779,8 @@ fn api_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
 /// restored; else `genesis()`) plus a replay of every later event. Returns the engine and the
 /// last event's sequence number.
 ///
-/// A snapshot of an engine with an oracle cannot be restored (see [`State`]); recovery then
-/// replays the whole log from genesis.
+/// A snapshot of an older format cannot be restored (see [`State`]); recovery then replays the
+/// whole log from genesis.
 pub fn recover(store: &Store, genesis: impl FnOnce() -> Engine) -> Result<(Engine, u64)> {
     let (mut engine, from) = match store.latest_snapshot()? {
         Some((seq, state)) if state.restorable() => (state.restore()?, seq),

@@ -179,7 +179,7 @@ pub fn assert_same(a: &Engine, b: &Engine, what: &str) {
     );
     let (ra, rb) = (a.cached_requirements(), b.cached_requirements());
     assert_eq!(ra.len(), rb.len(), "{what}: number of accounts");
-    for (i, (x, y)) in ra.iter().zip(rb).enumerate() {
+    for (i, (x, y)) in ra.iter().zip(&rb).enumerate() {
         let bits = |r: &pmargin_engine::AccountRisk| {
             [
                 r.equity.to_bits(),
