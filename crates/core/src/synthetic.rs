@@ -153,6 +153,57 @@ pub fn book(accounts: usize, seed: u64) -> Result<Book> {
     Ok(book)
 }
 
+/// A book's accounts in the input format, so an engine can be built from them.
+/// `balance(i, asset)` scales account `i`'s balance of `asset` (0 drops it) and `keep(i,
+/// underlying)` decides which of its positions stay. An account `liquidator` holding
+/// `liquidator_usdc` of USDC is added last, to take over liquidated positions.
+pub fn portfolio(
+    book: &Book,
+    balance: impl Fn(usize, &str) -> f64,
+    keep: impl Fn(usize, &str) -> bool,
+    liquidator_usdc: f64,
+) -> Portfolio {
+    let mut accounts: Vec<Account> = book
+        .accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Account {
+            id: a.id.clone(),
+            balances: a
+                .balances
+                .iter()
+                .filter_map(|b| {
+                    let name = &book.assets[b.asset].name;
+                    let scale = balance(i, name);
+                    (scale != 0.0).then(|| (name.clone(), b.amount * scale))
+                })
+                .collect(),
+            positions: a
+                .positions
+                .iter()
+                .filter(|p| keep(i, &book.underlyings[p.underlying].name))
+                .map(|p| {
+                    let inst = &book.instruments[p.instrument].instrument;
+                    Position {
+                        instrument: inst.clone(),
+                        size: p.size,
+                        entry_price: (!inst.is_option()).then_some(p.entry_price),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    accounts.push(Account {
+        id: "liquidator".into(),
+        balances: BTreeMap::from([("USDC".to_string(), liquidator_usdc)]),
+        positions: Vec::new(),
+    });
+    Portfolio {
+        source: "synthetic".into(),
+        accounts,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

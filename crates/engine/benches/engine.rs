@@ -21,57 +21,17 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pmargin_core::book::Book;
-use pmargin_core::input::portfolio::{Account, Portfolio, Position};
+use pmargin_core::input::portfolio::Portfolio;
 use pmargin_core::synthetic;
 use pmargin_engine::{Engine, EngineConfig, Event, Output};
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-/// The synthetic book's accounts as a portfolio; `keep(i, underlying)` decides which
-/// positions of account `i` are kept. A liquidator with ample USDC is added.
+/// The synthetic book's accounts as a portfolio with their USDC only; `keep(i, underlying)`
+/// decides which positions of account `i` are kept. A liquidator with ample USDC is added.
 fn portfolio(book: &Book, keep: impl Fn(usize, &str) -> bool) -> Portfolio {
-    let usdc = book
-        .assets
-        .iter()
-        .position(|a| a.name == "USDC")
-        .expect("USDC");
-    let mut accounts: Vec<Account> = book
-        .accounts
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Account {
-            id: a.id.clone(),
-            balances: a
-                .balances
-                .iter()
-                .filter(|b| b.asset == usdc)
-                .map(|b| ("USDC".to_string(), b.amount))
-                .collect(),
-            positions: a
-                .positions
-                .iter()
-                .filter(|p| keep(i, &book.underlyings[p.underlying].name))
-                .map(|p| {
-                    let inst = &book.instruments[p.instrument].instrument;
-                    Position {
-                        instrument: inst.clone(),
-                        size: p.size,
-                        entry_price: (!inst.is_option()).then_some(p.entry_price),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    accounts.push(Account {
-        id: "liquidator".into(),
-        balances: BTreeMap::from([("USDC".to_string(), 1e12)]),
-        positions: Vec::new(),
-    });
-    Portfolio {
-        source: "synthetic".into(),
-        accounts,
-    }
+    let usdc_only = |_: usize, asset: &str| if asset == "USDC" { 1.0 } else { 0.0 };
+    synthetic::portfolio(book, usdc_only, keep, 1e12)
 }
 
 fn engine(portfolio: &Portfolio) -> Engine {

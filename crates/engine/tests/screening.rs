@@ -7,13 +7,15 @@
 //! screening engine equal a full recompute bit for bit. The screening engine also re-margins
 //! every account from its cached grid rows where they are still valid.
 
-use pmargin_core::input::portfolio::{Account, Portfolio, Position};
 use pmargin_core::synthetic;
 use pmargin_engine::{Engine, EngineConfig, Event, Output};
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 
 const ACCOUNTS: usize = 40;
+
+fn collateral_cut(i: usize, _asset: &str) -> f64 {
+    0.4 + 0.1 * (i % 8) as f64
+}
 
 /// The synthetic book (options, futures and perpetuals on five underlyings, many accounts
 /// close to their margin) as an engine, screening or not.
@@ -21,43 +23,7 @@ fn engine(screening: bool) -> Engine {
     let book = synthetic::book(ACCOUNTS, 17).unwrap();
     // Collateral cut to between 40% and 110% of the synthetic book's, so accounts start on
     // both sides of every status boundary.
-    let mut accounts: Vec<Account> = book
-        .accounts
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Account {
-            id: a.id.clone(),
-            balances: a
-                .balances
-                .iter()
-                .map(|b| {
-                    let cut = 0.4 + 0.1 * (i % 8) as f64;
-                    (book.assets[b.asset].name.clone(), b.amount * cut)
-                })
-                .collect(),
-            positions: a
-                .positions
-                .iter()
-                .map(|p| {
-                    let inst = &book.instruments[p.instrument].instrument;
-                    Position {
-                        instrument: inst.clone(),
-                        size: p.size,
-                        entry_price: (!inst.is_option()).then_some(p.entry_price),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    accounts.push(Account {
-        id: "liquidator".into(),
-        balances: BTreeMap::from([("USDC".to_string(), 1e10)]),
-        positions: Vec::new(),
-    });
-    let portfolio = Portfolio {
-        source: "synthetic".into(),
-        accounts,
-    };
+    let portfolio = synthetic::portfolio(&book, collateral_cut, |_, _| true, 1e10);
     let (market, params) = synthetic::market_and_params().unwrap();
     let config = EngineConfig {
         insurance_fund: 1e6,

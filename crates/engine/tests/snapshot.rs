@@ -4,7 +4,6 @@
 //! direct price ticks, fills, deposits of stablecoin and coin collateral, withdrawals, vol
 //! changes, funding, settlement of a future and liquidation rounds.
 
-use pmargin_core::input::portfolio::{Account, Portfolio, Position};
 use pmargin_core::synthetic;
 use pmargin_engine::oracle::{OracleConfig, StablePriceConfig};
 use pmargin_engine::{Engine, EngineConfig, EngineSnapshot, Event, Output};
@@ -20,39 +19,9 @@ fn genesis() -> Engine {
 
 fn genesis_with(screening: bool) -> Engine {
     let book = synthetic::book(ACCOUNTS, 23).unwrap();
-    let mut accounts: Vec<Account> = book
-        .accounts
-        .iter()
-        .enumerate()
-        .map(|(i, a)| Account {
-            id: a.id.clone(),
-            balances: a
-                .balances
-                .iter()
-                .map(|b| {
-                    let cut = 0.4 + 0.1 * (i % 8) as f64;
-                    (book.assets[b.asset].name.clone(), b.amount * cut)
-                })
-                .collect(),
-            positions: a
-                .positions
-                .iter()
-                .map(|p| {
-                    let inst = &book.instruments[p.instrument].instrument;
-                    Position {
-                        instrument: inst.clone(),
-                        size: p.size,
-                        entry_price: (!inst.is_option()).then_some(p.entry_price),
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    accounts.push(Account {
-        id: "liquidator".into(),
-        balances: BTreeMap::from([("USDC".to_string(), 1e10)]),
-        positions: Vec::new(),
-    });
+    // Collateral cut to between 40% and 110%, so accounts start on both sides of each boundary.
+    let portfolio =
+        synthetic::portfolio(&book, |i, _| 0.4 + 0.1 * (i % 8) as f64, |_, _| true, 1e10);
     let (market, params) = synthetic::market_and_params().unwrap();
     let config = EngineConfig {
         insurance_fund: 5e4,
@@ -65,10 +34,6 @@ fn genesis_with(screening: bool) -> Engine {
             ..OracleConfig::default()
         }),
         ..EngineConfig::default()
-    };
-    let portfolio = Portfolio {
-        source: "synthetic".into(),
-        accounts,
     };
     let mut e = Engine::new(&portfolio, &market, &params, config).unwrap();
     e.ensure_settlement_asset().unwrap();
