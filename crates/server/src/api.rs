@@ -1,6 +1,6 @@
 //! The HTTP API under `/v1` (see `openapi.json`).
 
-use crate::auth::{bearer, generate_key, hash_key, Caller, KeyRecord, Role};
+use crate::auth::{bearer, generate_key, hash_key, Caller, KeyRecord, Role, READERS, STAFF};
 use crate::error::{json_error, ApiError};
 use crate::state::{
     event_hash, genesis_engine, now_ms, AppState, CachedReport, EventResult, Lookup, ReportEntry,
@@ -37,14 +37,6 @@ pub type Shared = Arc<AppState>;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 64 * 1024;
-
-const READERS: &[Role] = &[
-    Role::Admin,
-    Role::RiskCommittee,
-    Role::ReadOnly,
-    Role::Trader,
-];
-const STAFF: &[Role] = &[Role::Admin, Role::RiskCommittee, Role::ReadOnly];
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 

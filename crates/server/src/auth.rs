@@ -31,6 +31,16 @@ impl Role {
     }
 }
 
+/// Roles that may read accounts (a trader only its own; see [`Caller::require_account`]).
+pub const READERS: &[Role] = &[
+    Role::Admin,
+    Role::RiskCommittee,
+    Role::ReadOnly,
+    Role::Trader,
+];
+/// Roles that may read across accounts: the venue's staff.
+pub const STAFF: &[Role] = &[Role::Admin, Role::RiskCommittee, Role::ReadOnly];
+
 /// A stored key: never the key itself, only its hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,7 +19,7 @@
 //!   beside `pmargin.v1`, and the server answers with `pmargin.v1`.
 
 use crate::api::Shared;
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, READERS, STAFF};
 use crate::error::ApiError;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
@@ -91,14 +91,6 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 pub const WS_PROTOCOL: &str = "pmargin.v1";
 /// Prefix of the subprotocol carrying the key (hex of its bytes).
 pub const WS_KEY_PREFIX: &str = "pmargin.key.";
-
-const READERS: &[Role] = &[
-    Role::Admin,
-    Role::RiskCommittee,
-    Role::ReadOnly,
-    Role::Trader,
-];
-const GOV_READERS: &[Role] = &[Role::Admin, Role::RiskCommittee, Role::ReadOnly];
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -316,7 +308,7 @@ async fn positions(
 /// The committee and every proposal with its approvals (`configured: false` without a
 /// committee, rather than the 409 of the governance endpoints: the page shows it as such).
 async fn proposals(caller: Caller, State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
-    caller.require(GOV_READERS)?;
+    caller.require(STAFF)?;
     let guard = state.gov.state.lock().await;
     let Some(g) = guard.as_ref() else {
         return Ok(Json(json!({ "configured": false, "proposals": [] })));
@@ -366,7 +358,7 @@ async fn impact(
     State(state): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(GOV_READERS)?;
+    caller.require(STAFF)?;
     let id: u64 = id.parse().map_err(|_| {
         ApiError::bad_request("proposal id must be a positive integer").with_field("id")
     })?;

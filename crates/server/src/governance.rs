@@ -16,7 +16,7 @@
 //! else as `recovered`. A stored state ahead of the event log is refused.
 
 use crate::api::{Body, Shared};
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, Role, STAFF};
 use crate::error::ApiError;
 use crate::state::now_ms;
 use crate::store::{read_governance_file, AuditEntry, Store, GOVERNANCE_FILE};
@@ -181,7 +181,6 @@ pub fn gov_error(e: GovError) -> ApiError {
 }
 
 const PROPOSERS: &[Role] = &[Role::Admin, Role::RiskCommittee];
-const GOV_READERS: &[Role] = &[Role::Admin, Role::RiskCommittee, Role::ReadOnly];
 
 fn parse_params(value: &Value) -> Result<Params, ApiError> {
     let mut p = Params::parse("params", &value.to_string())
@@ -286,7 +285,7 @@ pub async fn get_proposal(
     State(state): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(GOV_READERS)?;
+    caller.require(STAFF)?;
     let id = proposal_id(&id)?;
     let guard = state.gov.state.lock().await;
     let g = guard.as_ref().ok_or_else(disabled)?;

@@ -17,7 +17,7 @@
 //! one last nonce per signer and message type). Signatures are deterministic (RFC 6979).
 
 use crate::api::Shared;
-use crate::auth::{Caller, Role};
+use crate::auth::{Caller, READERS, STAFF};
 use crate::error::ApiError;
 use crate::state::{now_ms, AppState};
 use axum::extract::Query;
@@ -282,13 +282,6 @@ impl Settlement {
     }
 }
 
-const READERS: &[Role] = &[
-    Role::Admin,
-    Role::RiskCommittee,
-    Role::ReadOnly,
-    Role::Trader,
-];
-
 /// `GET /v1/accounts/{id}/settlement`: the account's figures now, signed.
 pub async fn get_settlement(
     caller: Caller,
@@ -341,8 +334,6 @@ pub async fn get_settlement(
         "signed": signed,
     })))
 }
-
-const STAFF: &[Role] = &[Role::Admin, Role::RiskCommittee, Role::ReadOnly];
 
 /// Instructions returned at most per request.
 pub const MAX_LIQUIDATIONS: usize = 10_000;

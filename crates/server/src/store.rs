@@ -308,19 +308,10 @@ impl Store for FileStore {
         read_lines(&self.dir.join("audit.jsonl"), &mut self.audit)
     }
     fn keys(&mut self) -> StoreResult<Vec<KeyRecord>> {
-        let path = self.dir.join("keys.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io(&path, e)),
-        }
+        read_keys(&self.dir)
     }
     fn put_key(&mut self, key: &KeyRecord) -> StoreResult<()> {
-        let mut keys = self.keys()?;
-        keys.retain(|k| k.id != key.id);
-        keys.push(key.clone());
-        let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
-        write_atomic(&self.dir.join("keys.json"), &text)
+        put_key_file(&self.dir, key)
     }
     fn governance(&mut self) -> StoreResult<Option<Governance>> {
         read_governance_file(&self.dir.join(GOVERNANCE_FILE))
@@ -336,6 +327,26 @@ impl Store for FileStore {
         write_atomic(&self.dir.join(GOVERNANCE_FILE), &text)?;
         self.commit(&[], std::slice::from_ref(audit))
     }
+}
+
+/// The API keys (hashes only) in `<dir>/keys.json`; none before the first is stored. Both
+/// durable stores keep them there.
+fn read_keys(dir: &Path) -> StoreResult<Vec<KeyRecord>> {
+    let path = dir.join("keys.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io(&path, e)),
+    }
+}
+
+/// Adds or replaces (by id) one key in `<dir>/keys.json`, rewritten atomically.
+fn put_key_file(dir: &Path, key: &KeyRecord) -> StoreResult<()> {
+    let mut keys = read_keys(dir)?;
+    keys.retain(|k| k.id != key.id);
+    keys.push(key.clone());
+    let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
+    write_atomic(&dir.join("keys.json"), &text)
 }
 
 /// Where the file store (and earlier builds with the SQLite store) kept the governance state.
@@ -615,19 +626,10 @@ impl Store for SqliteStore {
         Ok(out)
     }
     fn keys(&mut self) -> StoreResult<Vec<KeyRecord>> {
-        let path = self.dir.join("keys.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(io(&path, e)),
-        }
+        read_keys(&self.dir)
     }
     fn put_key(&mut self, key: &KeyRecord) -> StoreResult<()> {
-        let mut keys = self.keys()?;
-        keys.retain(|k| k.id != key.id);
-        keys.push(key.clone());
-        let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
-        write_atomic(&self.dir.join("keys.json"), &text)
+        put_key_file(&self.dir, key)
     }
     fn governance(&mut self) -> StoreResult<Option<Governance>> {
         match self.db.load_governance().map_err(|e| e.to_string())? {
