@@ -396,6 +396,42 @@ mod tests {
         );
     }
 
+    /// Margin balance, and its excess over maintenance and over initial margin: the figures
+    /// that decide an account's status.
+    fn status_figures(r: &crate::account::Requirement) -> [f64; 3] {
+        [
+            r.margin_balance,
+            r.margin_balance - r.maintenance_margin,
+            r.margin_balance - r.initial_margin,
+        ]
+    }
+
+    /// Asserts that scaling `account`'s exposures by `scales` moves each status figure from
+    /// `today` by at most `sum bounds[e] x |scales[e] - 1|`; returns the figures checked.
+    fn assert_moves_within_bounds(
+        evaluator: &crate::Evaluator,
+        account: &crate::book::BookAccount,
+        bounds: &[f64],
+        today: &[f64; 3],
+        scales: &[f64],
+    ) -> usize {
+        let allowed: f64 = bounds
+            .iter()
+            .zip(scales)
+            .map(|(l, x)| l * (x - 1.0).abs())
+            .sum();
+        let moved = status_figures(&evaluator.requirement_at_scales(account, scales).unwrap());
+        for (t, m) in today.iter().zip(moved) {
+            assert!(
+                (m - t).abs() <= allowed * (1.0 + 1e-9) + 1e-6,
+                "account {}: moved {} > {allowed} at {scales:?}",
+                account.id,
+                (m - t).abs()
+            );
+        }
+        today.len()
+    }
+
     #[test]
     fn status_figures_move_no_faster_than_their_slope_bounds() {
         // Every exposure of every synthetic account moved at once by up to 3%: the three
@@ -404,18 +440,11 @@ mod tests {
         let book = synthetic::book(60, 5).unwrap();
         let arrays = RiskArrays::compute(&book, None).unwrap();
         let evaluator = Evaluator::new(&book, &arrays);
-        let figures = |r: &crate::account::Requirement| {
-            [
-                r.margin_balance,
-                r.margin_balance - r.maintenance_margin,
-                r.margin_balance - r.initial_margin,
-            ]
-        };
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for account in &book.accounts {
             let bounds = status_slope_bounds(&evaluator, account);
             assert_eq!(bounds.len(), account.exposures.len());
-            let today = figures(&evaluator.requirement(account).unwrap());
+            let today = status_figures(&evaluator.requirement(account).unwrap());
             for _ in 0..8 {
                 let scales: Vec<f64> = bounds
                     .iter()
@@ -426,20 +455,7 @@ mod tests {
                         1.0 + 0.06 * ((seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
                     })
                     .collect();
-                let allowed: f64 = bounds
-                    .iter()
-                    .zip(&scales)
-                    .map(|(l, x)| l * (x - 1.0).abs())
-                    .sum();
-                let moved = figures(&evaluator.requirement_at_scales(account, &scales).unwrap());
-                for (t, m) in today.iter().zip(moved) {
-                    assert!(
-                        (m - t).abs() <= allowed * (1.0 + 1e-9) + 1e-6,
-                        "account {}: moved {} > {allowed}",
-                        account.id,
-                        (m - t).abs()
-                    );
-                }
+                assert_moves_within_bounds(&evaluator, account, &bounds, &today, &scales);
             }
         }
     }
@@ -527,38 +543,18 @@ mod tests {
             .collect();
         let arrays = RiskArrays::compute(&book, None).unwrap();
         let evaluator = Evaluator::new(&book, &arrays);
-        let figures = |r: &crate::account::Requirement| {
-            [
-                r.margin_balance,
-                r.margin_balance - r.maintenance_margin,
-                r.margin_balance - r.initial_margin,
-            ]
-        };
         let mut checked = 0;
         for account in &book.accounts {
             let bounds = status_slope_bounds(&evaluator, account);
-            let today = figures(&evaluator.requirement(account).unwrap());
+            let today = status_figures(&evaluator.requirement(account).unwrap());
             for trial in 0..24 {
                 let reach = [0.001, 0.01, 0.05, 0.4][trial % 4];
                 let scales: Vec<f64> = bounds
                     .iter()
                     .map(|_| 1.0 + reach * 2.0 * (uniform() - 0.5))
                     .collect();
-                let allowed: f64 = bounds
-                    .iter()
-                    .zip(&scales)
-                    .map(|(l, x)| l * (x - 1.0).abs())
-                    .sum();
-                let moved = figures(&evaluator.requirement_at_scales(account, &scales).unwrap());
-                for (t, m) in today.iter().zip(moved) {
-                    assert!(
-                        (m - t).abs() <= allowed * (1.0 + 1e-9) + 1e-6,
-                        "account {}: moved {} > {allowed} at {scales:?}",
-                        account.id,
-                        (m - t).abs()
-                    );
-                    checked += 1;
-                }
+                checked +=
+                    assert_moves_within_bounds(&evaluator, account, &bounds, &today, &scales);
             }
         }
         assert!(checked > 5_000);
