@@ -209,6 +209,27 @@ impl<'a> Evaluator<'a> {
         Ok(requirement)
     }
 
+    /// The account's margin balance in today's market and the gross size of the terms summed
+    /// for it (for a rounding allowance): values and balances only, no scenario, so a cheap
+    /// read where only the balance is wanted. Sums the terms [`Evaluator::requirement`] sums
+    /// (in another order, so it may differ in the last bits).
+    pub fn margin_balance(&self, account: &BookAccount) -> (f64, f64) {
+        let (book, arrays) = (self.book, self.arrays);
+        let (mut balance, mut gross) = (0.0, 0.0);
+        for b in &account.balances {
+            let asset = &book.assets[b.asset];
+            let value = b.amount * asset.price;
+            balance += haircut_value(value, asset.haircut);
+            gross += value.abs();
+        }
+        for p in &account.positions {
+            let pnl = p.size * (arrays.values[p.instrument] - p.entry_price);
+            balance += pnl;
+            gross += (p.size * arrays.values[p.instrument]).abs() + (p.size * p.entry_price).abs();
+        }
+        (balance, gross)
+    }
+
     /// The account's sums in today's market, read from the risk arrays.
     pub(crate) fn partial(&self, account: &BookAccount) -> Partial {
         let mut partial = self.fixed_part(account);

@@ -238,6 +238,20 @@ pub fn status_slope_bounds_into(
     account: &BookAccount,
     bounds: &mut Vec<f64>,
 ) {
+    status_slope_parts_into(evaluator, factors, account, bounds, None);
+}
+
+/// [`status_slope_bounds_into`], also writing into `requirement` (when given) each exposure's
+/// bound on how fast the requirement alone moves (initial margin; maintenance margin is a
+/// fraction of it), per unit of relative move of that underlying's price. The rest of each
+/// bound is the margin balance's.
+pub fn status_slope_parts_into(
+    evaluator: &Evaluator<'_>,
+    factors: &[(f64, f64)],
+    account: &BookAccount,
+    bounds: &mut Vec<f64>,
+    mut requirement: Option<&mut Vec<f64>>,
+) {
     let book = evaluator.book;
     let k = account.exposures.len();
     // Per exposure: signed linear notional in scenario rows and in the margin balance, option
@@ -306,6 +320,9 @@ pub fn status_slope_bounds_into(
         }
     }
     let som_rate = book.params.som_rate;
+    if let Some(r) = requirement.as_deref_mut() {
+        r.clear();
+    }
     for (e, &u) in account.exposures.iter().enumerate() {
         let (lin, opt) = (bounds[e].abs(), bounds[2 * k + e]);
         let (linear_factor, option_factor) = factors[u];
@@ -313,6 +330,9 @@ pub fn status_slope_bounds_into(
         let som = som_rate * bounds[3 * k + e];
         let balance = (bounds[k + e] + bounds[4 * k + e]).abs() + 0.5 * opt;
         bounds[e] = balance + rows.max(som);
+        if let Some(r) = requirement.as_deref_mut() {
+            r.push(rows.max(som));
+        }
     }
     bounds.truncate(k);
 }

@@ -20,7 +20,12 @@
 //! exposed accounts keep their status, exact, and only their figures go stale. An account
 //! whose band was left is first re-cut: if the moves of all its prices since the reference
 //! still fit (`sum_u L_u |x_u - 1| < room`), each band becomes its current move plus an equal
-//! share of what is left, without evaluating it; only otherwise is it re-margined.
+//! share of what is left, without evaluating it. Failing that, it is re-centred: most of
+//! `L_u` bounds the margin balance, which is cheap to recompute exactly (values and balances,
+//! no scenario); with it exact and only the requirement bounded (by its own part `R_u` of the
+//! slope, from the prices of the last evaluation), the status is proven if every figure keeps
+//! its side over the requirement's whole range, and the bands are re-centred on today's
+//! prices with what is left. Only otherwise is the account re-margined.
 //!
 //! Fills are screened the same way: a fill on an underlying a healthy account is already
 //! exposed to moves its margin balance by exactly `size x (mark - price) - fee` and its
@@ -43,8 +48,8 @@
 //! keeps its rows from its last re-margin (`RowCache`), so re-margining it after a tick on `u`
 //! sums only its `u` row anew (and every value and balance in full, in the same order): the
 //! figures are bit for bit those of a full evaluation. A row is reused only while the account's
-//! holdings and that underlying's risk arrays are those it was summed from: a trade voids its
-//! accounts' rows, any other change of holdings (liquidations, deposits, settlements, any event
+//! holdings and that underlying's risk arrays are those it was summed from: a trade voids the
+//! row of its underlying in its accounts' caches, any other change of holdings (liquidations, deposits, settlements, any event
 //! but a trade or a price tick) voids every account's, and a refresh of an underlying's arrays
 //! gives them a new version. A liquidation step's trials reuse the account's rows the same way.
 //!
@@ -60,7 +65,7 @@ use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Pr
 use pmargin_core::grid::{fill_asset, fill_instrument};
 use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio, Position};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
-use pmargin_core::liquidation::{slope_factors, status_slope_bounds_into};
+use pmargin_core::liquidation::{slope_factors, status_slope_parts_into};
 use pmargin_core::{Evaluator, Market, Params, RiskArrays};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -175,6 +180,10 @@ pub struct Engine {
     failing: BTreeSet<usize>,
     /// Per account, the room of its screen (see [`Screen`]); minus infinity: not screened.
     room: Vec<f64>,
+    /// Per account, its initial margin at its last evaluation, which the requirement part of
+    /// its bands ([`Band::required_slope`]) bounds the moves of; NaN after a screened fill (then
+    /// unknown until the next evaluation).
+    required: Vec<f64>,
     /// Weight of each grid slot in the grid risk (1 for the decoupling slots).
     slot_weights: Vec<f64>,
     insurance_fund: f64,
@@ -264,6 +273,7 @@ impl Engine {
             slope_factors: Vec::new(),
             failing: BTreeSet::new(),
             room: Vec::new(),
+            required: Vec::new(),
             slot_weights: Vec::new(),
             book,
             arrays,
@@ -342,9 +352,9 @@ impl Engine {
     pub fn accounts_exposed_to(&self, underlying: &str) -> usize {
         self.book.underlying_index(underlying).map_or(0, |u| {
             self.bands[u]
-                .lo
+                .0
                 .iter()
-                .filter(|&&lo| lo != NOT_EXPOSED.0)
+                .filter(|b| b.lo != NOT_EXPOSED.0)
                 .count()
         })
     }
@@ -566,11 +576,11 @@ impl Engine {
         let mut moved = 0.0;
         let mut slopes = Vec::with_capacity(account.exposures.len());
         for &u in &account.exposures {
-            let band = &self.bands[u];
-            let x = self.book.underlyings[u].spot / band.reference[a];
-            moved += band.slope[a] * (x - 1.0).abs();
+            let band = &self.bands[u].0[a];
+            let x = self.book.underlyings[u].spot / band.reference;
+            moved += band.slope * (x - 1.0).abs();
             // The slope per unit of relative move from today's price.
-            slopes.push((u, band.slope[a] * x));
+            slopes.push((u, band.slope * x));
         }
         let arrays = &self.arrays;
         let (width, n_fhs) = (arrays.width, arrays.fhs_count);
@@ -857,8 +867,13 @@ impl Engine {
         // figures are recomputed when read.
         for ((a, trial), q) in std::iter::once((first, size)).chain(second.map(|s| (s, -size))) {
             self.insurance_fund += fee;
-            // (Voided in place: its buffers serve the account's next re-margin.)
-            self.row_cache[a].generation = u64::MAX;
+            // A fill moves holdings on its own underlying (and the settlement balance) only:
+            // the account's other rows stay exact.
+            let cache = &mut self.row_cache[a];
+            cache.void_underlying(self.book.instruments[i].underlying);
+            if let Some(v) = self.book.assets[settle].underlying {
+                cache.void_underlying(v);
+            }
             match trial {
                 Trial::Evaluated(trial, risk) => self.commit(a, trial, risk, out),
                 Trial::Screened(fill) => {
@@ -1129,10 +1144,9 @@ impl Engine {
         self.arrays_changed(u);
         let screened = screened && self.option_vols(u) == vols_before;
         let price = self.book.underlyings[u].spot;
-        let band = &self.bands[u];
         let mut left = Vec::new();
-        for a in 0..band.lo.len() {
-            let (lo, hi) = (band.lo[a], band.hi[a]);
+        for (a, band) in self.bands[u].0.iter().enumerate() {
+            let (lo, hi) = (band.lo, band.hi);
             if lo == NOT_EXPOSED.0 {
                 continue;
             }
@@ -1148,7 +1162,7 @@ impl Engine {
         }
         let mut due = Vec::with_capacity(left.len());
         for a in left {
-            if screened && self.rebalance(a) {
+            if screened && (self.rebalance(a) || self.recentre(a)) {
                 self.risk[a].take();
             } else {
                 due.push(a);
@@ -1172,10 +1186,10 @@ impl Engine {
         let exposures = &self.book.accounts[a].exposures;
         let (mut used, mut total) = (0.0, 0.0);
         for &u in exposures {
-            let band = &self.bands[u];
-            let x = self.book.underlyings[u].spot / band.reference[a];
-            used += band.slope[a] * (x - 1.0).abs();
-            total += band.slope[a];
+            let band = &self.bands[u].0[a];
+            let x = self.book.underlyings[u].spot / band.reference;
+            used += band.slope * (x - 1.0).abs();
+            total += band.slope;
         }
         let free = room - used;
         let share = free / total * (1.0 - 1e-9);
@@ -1184,12 +1198,65 @@ impl Engine {
             return false;
         }
         for &u in exposures {
-            let band = &mut self.bands[u];
-            let reference = band.reference[a];
+            let band = &mut self.bands[u].0[a];
+            let reference = band.reference;
             let x = self.book.underlyings[u].spot / reference;
             let delta = ((x - 1.0).abs() + share).min(MAX_BAND);
-            band.lo[a] = reference - reference * delta;
-            band.hi[a] = reference + reference * delta;
+            band.lo = reference - reference * delta;
+            band.hi = reference + reference * delta;
+        }
+        true
+    }
+
+    /// A price left account `a`'s band and re-cutting did not prove its status: most of its
+    /// slope bound is its margin balance's, which is cheap to recompute exactly (values and
+    /// balances, no scenario). With it exact and the requirement bounded by its slope since the
+    /// last evaluation (`|IM - IM_eval| <= sum_u R_u |p_u / p_u,eval - 1|`), the status is
+    /// proven unchanged if every status figure stays on its side over that whole range; the
+    /// bands are then re-centred on today's prices with what is left as their room (the
+    /// requirement's spread so far is spent; later moves are covered by the full slopes).
+    /// Returns false (the account must be re-margined) otherwise.
+    fn recentre(&mut self, a: usize) -> bool {
+        let required = self.required[a];
+        if !(required.is_finite() && self.room[a] > 0.0) {
+            return false;
+        }
+        let account = &self.book.accounts[a];
+        let (mut spread, mut total) = (0.0, 0.0);
+        for &u in &account.exposures {
+            let band = &self.bands[u].0[a];
+            let p = self.book.underlyings[u].spot;
+            spread += band.required_slope * (p / band.evaluated_at - 1.0).abs();
+            total += band.slope * (p / band.reference);
+        }
+        let (balance, gross) = Evaluator::new(&self.book, &self.arrays).margin_balance(account);
+        let mm = self.book.params.mm_fraction;
+        let cushion = balance
+            .abs()
+            .min((balance - mm * required).abs() - mm * spread)
+            .min((balance - required).abs() - spread);
+        let allowance =
+            ROUNDING_ALLOWANCE * (1.0 + gross + balance.abs() + required.abs() + spread + total);
+        let room = cushion - 2.0 * allowance;
+        let delta = (room / total * (1.0 - 1e-9)).min(MAX_BAND);
+        // (`f64::min` passes a NaN over: everything it took must be finite.)
+        if !(room > 0.0
+            && delta > 0.0
+            && total.is_finite()
+            && spread.is_finite()
+            && balance.is_finite()
+            && Status::of(balance, required, mm * required) == self.status[a])
+        {
+            return false;
+        }
+        self.room[a] = room;
+        for &u in &self.book.accounts[a].exposures {
+            let p = self.book.underlyings[u].spot;
+            let band = &mut self.bands[u].0[a];
+            band.slope *= p / band.reference;
+            band.reference = p;
+            band.lo = p - p * delta;
+            band.hi = p + p * delta;
         }
         true
     }
@@ -1273,6 +1340,14 @@ impl Engine {
             .zip(screen.slopes)
             .collect();
         self.set_screen(a, screen.room, slopes);
+        if self.room[a] > 0.0 {
+            self.required[a] = risk.initial_margin;
+            for (&u, &l) in self.book.accounts[a].exposures.iter().zip(&screen.required) {
+                let band = &mut self.bands[u].0[a];
+                band.evaluated_at = band.reference;
+                band.required_slope = l;
+            }
+        }
     }
 
     /// Centres account `a`'s bands on today's prices: `slopes` are its exposures' slope bounds
@@ -1282,16 +1357,17 @@ impl Engine {
         let delta = (room / total * (1.0 - 1e-9)).min(MAX_BAND);
         let screened = room > 0.0 && total.is_finite() && delta > 0.0;
         self.room[a] = if screened { room } else { f64::NEG_INFINITY };
+        self.required[a] = f64::NAN;
         for &u in &self.book.accounts[a].exposures {
             let p = self.book.underlyings[u].spot;
             let slope = slopes.iter().find(|(v, _)| *v == u).map(|(_, l)| *l);
-            let band = &mut self.bands[u];
-            (band.lo[a], band.hi[a]) = match slope {
+            let band = &mut self.bands[u].0[a];
+            (band.lo, band.hi) = match slope {
                 Some(_) if screened => (p - p * delta, p + p * delta),
                 _ => ALWAYS,
             };
-            band.reference[a] = p;
-            band.slope[a] = slope.unwrap_or(f64::INFINITY);
+            band.reference = p;
+            band.slope = slope.unwrap_or(f64::INFINITY);
         }
     }
 
@@ -1365,6 +1441,7 @@ impl Engine {
         self.void_row_caches();
         self.array_version = vec![self.generation; self.book.underlyings.len()];
         self.room = vec![f64::NEG_INFINITY; n];
+        self.required = vec![f64::NAN; n];
         for a in 0..n {
             update_exposures(&self.book.assets, &mut self.book.accounts[a]);
         }
@@ -1776,6 +1853,7 @@ impl Engine {
             bands.push();
         }
         self.room.push(f64::NEG_INFINITY);
+        self.required.push(f64::NAN);
         self.row_cache.push(RowCache::default());
         self.accounts.insert(id.to_string(), a);
         Ok(a)
@@ -1888,9 +1966,9 @@ pub const ROW_CACHE_MIN_POSITIONS: usize = 16;
 /// account's holdings and that underlying's arrays are unchanged: re-margining the account
 /// after a tick on `u` then sums only its `u` row anew, bit for bit the same figures as a full
 /// evaluation. The cache is valid only in the engine's generation it was made in: a trade voids
-/// its accounts' caches, and every other change of holdings (liquidations, deposits,
-/// settlements, any event but a trade or a price tick) starts a new generation; a refresh of an
-/// underlying's arrays gives them a new version.
+/// the rows of the underlyings it moves in its accounts' caches, and every other change of
+/// holdings (liquidations, deposits, settlements, any event but a trade or a price tick) starts
+/// a new generation; a refresh of an underlying's arrays gives them a new version.
 #[derive(Debug, Clone)]
 struct RowCache {
     generation: u64,
@@ -1914,6 +1992,16 @@ impl Default for RowCache {
 }
 
 impl RowCache {
+    /// The holdings on `u` changed: its row is void (the others, summed from other holdings,
+    /// stay exact; removing a position keeps the order of the rest).
+    fn void_underlying(&mut self, u: usize) {
+        if let Some(e) = self.exposures.iter().position(|&x| x == u) {
+            if let Some(v) = self.versions.get_mut(e) {
+                *v = u64::MAX;
+            }
+        }
+    }
+
     /// The account's requirement, reusing the rows still valid and keeping the new ones.
     fn evaluate(
         &mut self,
@@ -1976,37 +2064,46 @@ const ROUNDING_ALLOWANCE: f64 = 1e-9;
 const MAX_BAND: f64 = 1e6;
 
 /// Per underlying, every account's safe band of that underlying's price, indexed by account:
-/// `NOT_EXPOSED` for accounts without exposure to it.
+/// `NOT_EXPOSED` for accounts without exposure to it. One record per account, so a fill reads
+/// and re-cuts an exposure's band in one cache line.
 #[derive(Debug, Clone)]
-struct Bands {
-    lo: Vec<f64>,
-    hi: Vec<f64>,
+struct Bands(Vec<Band>);
+
+#[derive(Debug, Clone, Copy)]
+struct Band {
+    lo: f64,
+    hi: f64,
     /// The price the band is centred on (the price at the account's last evaluation).
-    reference: Vec<f64>,
+    reference: f64,
     /// The account's slope bound on this underlying, per unit of relative move from there.
-    slope: Vec<f64>,
+    slope: f64,
+    /// The price at the account's last evaluation, and the part of `slope` that bounds the
+    /// requirement alone, per unit of relative move from that price.
+    evaluated_at: f64,
+    required_slope: f64,
 }
+
+const UNEXPOSED: Band = Band {
+    lo: NOT_EXPOSED.0,
+    hi: NOT_EXPOSED.1,
+    reference: f64::NAN,
+    slope: f64::INFINITY,
+    evaluated_at: f64::NAN,
+    required_slope: f64::INFINITY,
+};
 
 impl Bands {
     fn new(n: usize) -> Bands {
-        Bands {
-            lo: vec![NOT_EXPOSED.0; n],
-            hi: vec![NOT_EXPOSED.1; n],
-            reference: vec![f64::NAN; n],
-            slope: vec![f64::INFINITY; n],
-        }
+        Bands(vec![UNEXPOSED; n])
     }
 
     fn push(&mut self) {
-        self.lo.push(NOT_EXPOSED.0);
-        self.hi.push(NOT_EXPOSED.1);
-        self.reference.push(f64::NAN);
-        self.slope.push(f64::INFINITY);
+        self.0.push(UNEXPOSED);
     }
 
     fn clear(&mut self, a: usize) {
-        self.lo[a] = NOT_EXPOSED.0;
-        self.hi[a] = NOT_EXPOSED.1;
+        self.0[a].lo = NOT_EXPOSED.0;
+        self.0[a].hi = NOT_EXPOSED.1;
     }
 }
 
@@ -2016,12 +2113,15 @@ impl Bands {
 struct Screen {
     room: f64,
     slopes: Vec<f64>,
+    /// The requirement's part of each slope.
+    required: Vec<f64>,
 }
 
 impl Screen {
     const NONE: Screen = Screen {
         room: f64::NEG_INFINITY,
         slopes: Vec::new(),
+        required: Vec::new(),
     };
 }
 
@@ -2055,8 +2155,14 @@ fn screen_of(
     if !screening || account.exposures.is_empty() {
         return Screen::NONE;
     }
-    let mut slopes = Vec::new();
-    status_slope_bounds_into(evaluator, factors, account, &mut slopes);
+    let (mut slopes, mut required) = (Vec::new(), Vec::new());
+    status_slope_parts_into(
+        evaluator,
+        factors,
+        account,
+        &mut slopes,
+        Some(&mut required),
+    );
     let total: f64 = slopes.iter().sum();
     let mb = r.margin_balance;
     let cushion = mb
@@ -2067,7 +2173,11 @@ fn screen_of(
         ROUNDING_ALLOWANCE * (1.0 + r.equity.abs() + mb.abs() + r.initial_margin.abs() + total);
     let room = cushion - 2.0 * allowance;
     if room > 0.0 && total.is_finite() {
-        Screen { room, slopes }
+        Screen {
+            room,
+            slopes,
+            required,
+        }
     } else {
         Screen::NONE
     }

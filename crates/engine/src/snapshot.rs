@@ -373,6 +373,7 @@ impl Engine {
             slope_factors: Vec::new(),
             failing: BTreeSet::new(),
             room: Vec::new(),
+            required: Vec::new(),
             slot_weights: Vec::new(),
             insurance_fund: s.insurance_fund,
             suspended,
