@@ -37,6 +37,18 @@ pub struct ServeArgs {
     /// Opening insurance fund of a new data directory
     #[arg(long, default_value_t = 0.0)]
     pub insurance_fund: f64,
+    /// Threads serving HTTP (default: one per core but one, kept for the engine's writer)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+}
+
+/// One HTTP worker per core but one: the writer thread that applies and commits every event
+/// gets a core of its own, and requests are not preempted by it (on 2 cores this also gave
+/// the lowest read latency: 1 worker answered more GETs than 2, with a shorter tail).
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
 }
 
 fn read(path: &Option<PathBuf>, default: &str) -> Result<String, String> {
@@ -83,14 +95,22 @@ pub fn serve(args: &ServeArgs) -> Result<String, String> {
             demo_committee = Some(demo);
         }
     }
+    let workers = args.workers.map_or_else(default_workers, usize::from);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         let running = start(config).await?;
         eprintln!("pmargin serve: listening on http://{} (data in {})", running.addr, args.data_dir.display());
-        eprintln!("  recovered {} events from the log", running.recovered_events);
+        match running.snapshot_seq {
+            Some(seq) => eprintln!(
+                "  recovered {} events: the snapshot after event {seq}, then {} later events replayed",
+                running.recovered_events, running.replayed_events
+            ),
+            None => eprintln!("  recovered {} events from the log", running.recovered_events),
+        }
         if let Some(key) = &running.new_admin_key {
             eprintln!("  admin API key (shown once; only its hash is stored): {key}");
         }

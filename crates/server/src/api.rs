@@ -3,11 +3,10 @@
 use crate::auth::{bearer, generate_key, hash_key, Caller, KeyRecord, Role, READERS, STAFF};
 use crate::error::{json_error, ApiError};
 use crate::state::{
-    event_hash, genesis_engine, now_ms, AppState, CachedReport, EventResult, Lookup, ReportEntry,
-    WhatIfKey,
+    event_hash, now_ms, AppState, CachedReport, EventResult, Lookup, ReportEntry, WhatIfKey,
 };
 use crate::store::AuditEntry;
-use crate::stream::{regenerate, StreamMsg};
+use crate::stream::{stored_messages, StreamMsg};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -763,23 +762,12 @@ async fn stream(
     Ok(ws.on_upgrade(move |socket| session(socket, state, caller, from)))
 }
 
-/// Messages `from..until` from a fresh replay of the log (before the ring's oldest).
+/// Messages `from..until` read from the log's records (before the ring's oldest).
 async fn from_log(state: &Shared, from: u64, until: u64) -> Result<Vec<Arc<StreamMsg>>, String> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut engine = genesis_engine(&state.genesis)?;
-        let events: Vec<Event> = state
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .events_from(0)?
-            .into_iter()
-            .map(|e| e.event)
-            .collect();
-        Ok(regenerate(&mut engine, &events, from, until))
-    })
-    .await
-    .map_err(|e| e.to_string())?
+    tokio::task::spawn_blocking(move || stored_messages(&state.store, from, until))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 pub(crate) async fn session(

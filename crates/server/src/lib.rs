@@ -2,7 +2,8 @@
 //!
 //! Turns the real-time engine into the service a venue runs (issue 5): an HTTP/WebSocket API
 //! under `/v1` ([`api`]), bearer API keys with roles ([`auth`]), an event log that makes every
-//! acknowledged event durable and rebuilds the exact state on restart ([`store`], [`state`]),
+//! acknowledged event durable and, with periodic snapshots, rebuilds the exact state on restart
+//! from the latest snapshot and the events after it ([`store`], [`state`]),
 //! a resumable stream of margin changes, liquidations and oracle health ([`stream`]),
 //! Prometheus metrics ([`metrics`]), a demo that replays real prices ([`demo`]) and a web
 //! dashboard at `/`, live over the stream ([`dashboard`], issue 6).
@@ -49,6 +50,8 @@ pub struct ServerConfig {
     pub committee: Option<pmargin_governance::Committee>,
     /// The EIP-712 domain and signing key of settlement messages.
     pub settlement: settlement::SettlementConfig,
+    /// Events between two snapshots (stores that keep them; 0: only on a clean stop).
+    pub snapshot_every: u64,
 }
 
 impl ServerConfig {
@@ -67,6 +70,7 @@ impl ServerConfig {
             store_kind: StoreKind::default(),
             committee: None,
             settlement: settlement::SettlementConfig::default(),
+            snapshot_every: state::SNAPSHOT_EVERY,
         }
     }
 }
@@ -77,7 +81,12 @@ pub struct Running {
     pub state: Arc<AppState>,
     /// The admin key made on first start: shown once, only its hash is stored.
     pub new_admin_key: Option<String>,
+    /// Events the recovered state holds.
     pub recovered_events: usize,
+    /// Of those, the events applied at start (after the snapshot, or all without one).
+    pub replayed_events: usize,
+    /// The event after which the snapshot the start went on from was taken.
+    pub snapshot_seq: Option<u64>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), String>>,
     feed: Option<JoinHandle<()>>,
@@ -89,15 +98,20 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         Some(dir) => open_dir(dir, config.store_kind)?,
         None => Box::new(MemoryStore::default()),
     };
-    let (genesis, admin, ring) = (
+    let (genesis, admin, ring, every) = (
         config.genesis.clone(),
         config.admin_key.clone(),
         config.ring_capacity,
+        config.snapshot_every,
     );
-    let started =
-        tokio::task::spawn_blocking(move || state::start(store, genesis, admin.as_deref(), ring))
-            .await
-            .map_err(|e| format!("start: {e}"))??;
+    let started = tokio::task::spawn_blocking(move || {
+        state::start(store, genesis, admin.as_deref(), ring, every)
+    })
+    .await
+    .map_err(|e| format!("start: {e}"))??;
+    for note in &started.notes {
+        eprintln!("pmargin: recovery: {note}");
+    }
     let active = started.state.engine().params().clone();
     started
         .state
@@ -133,6 +147,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         state: started.state,
         new_admin_key: started.new_admin_key,
         recovered_events: started.recovered_events,
+        replayed_events: started.replayed_events,
+        snapshot_seq: started.snapshot_seq,
         shutdown: Some(tx),
         task,
         feed,
@@ -140,7 +156,8 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
 }
 
 impl Running {
-    /// Stops accepting, finishes in-flight requests, stops the writer.
+    /// Stops accepting, finishes in-flight requests, stops the writer (which takes a final
+    /// snapshot) and waits for it.
     pub async fn stop(mut self) -> Result<(), String> {
         if let Some(feed) = self.feed.take() {
             feed.abort();
@@ -149,7 +166,10 @@ impl Running {
             let _ = tx.send(());
         }
         let result = self.task.await.map_err(|e| e.to_string())?;
-        self.state.stop_writer();
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || state.stop_writer())
+            .await
+            .map_err(|e| e.to_string())?;
         result
     }
 }

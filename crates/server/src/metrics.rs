@@ -30,6 +30,12 @@ pub struct Metrics {
     committed_events: AtomicU64,
     commit_ns: AtomicU64,
     commit_buckets: [AtomicU64; BUCKETS.len() + 1],
+    /// The latest snapshot: the event it follows, its size, and how long taking it stalled the
+    /// writer and how long writing it took (in the background).
+    snapshot_seq: AtomicU64,
+    snapshot_bytes: AtomicU64,
+    snapshot_capture_ns: AtomicU64,
+    snapshot_write_ns: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -47,6 +53,10 @@ impl Default for Metrics {
             committed_events: AtomicU64::new(0),
             commit_ns: AtomicU64::new(0),
             commit_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            snapshot_seq: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+            snapshot_capture_ns: AtomicU64::new(0),
+            snapshot_write_ns: AtomicU64::new(0),
         }
     }
 }
@@ -92,6 +102,37 @@ impl Metrics {
             .position(|&b| s <= b)
             .unwrap_or(BUCKETS.len());
         self.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts the events of the log before a snapshot a restart started from, which it does not
+    /// apply again (their latencies are not in the histogram).
+    pub fn seed(&self, applied: u64, rejected: u64) {
+        self.applied.fetch_add(applied, Ordering::Relaxed);
+        self.rejected.fetch_add(rejected, Ordering::Relaxed);
+    }
+
+    /// Events applied and refused so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.applied.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A snapshot taken after event `seq`: its JSON size, the writer's pause to copy the
+    /// engine, and the background write.
+    pub fn record_snapshot(&self, seq: u64, bytes: usize, capture: Duration, write: Duration) {
+        self.snapshot_seq.store(seq, Ordering::Relaxed);
+        self.snapshot_bytes.store(bytes as u64, Ordering::Relaxed);
+        self.snapshot_capture_ns
+            .store(capture.as_nanos() as u64, Ordering::Relaxed);
+        self.snapshot_write_ns
+            .store(write.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The event after which the latest snapshot since start was taken (0: none yet).
+    pub fn snapshot_seq(&self) -> u64 {
+        self.snapshot_seq.load(Ordering::Relaxed)
     }
 
     pub fn events_total(&self) -> u64 {
@@ -189,6 +230,37 @@ impl Metrics {
             w,
             "pmargin_committed_events_total {}",
             self.committed_events.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(w, "# HELP pmargin_snapshot_sequence Event after which the latest snapshot (since start) was taken.");
+        let _ = writeln!(w, "# TYPE pmargin_snapshot_sequence gauge");
+        let _ = writeln!(
+            w,
+            "pmargin_snapshot_sequence {}",
+            self.snapshot_seq.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            w,
+            "# HELP pmargin_snapshot_bytes Size of the latest snapshot's JSON."
+        );
+        let _ = writeln!(w, "# TYPE pmargin_snapshot_bytes gauge");
+        let _ = writeln!(
+            w,
+            "pmargin_snapshot_bytes {}",
+            self.snapshot_bytes.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(w, "# HELP pmargin_snapshot_capture_seconds Writer pause to copy the engine for the latest snapshot.");
+        let _ = writeln!(w, "# TYPE pmargin_snapshot_capture_seconds gauge");
+        let _ = writeln!(
+            w,
+            "pmargin_snapshot_capture_seconds {}",
+            self.snapshot_capture_ns.load(Ordering::Relaxed) as f64 * 1e-9
+        );
+        let _ = writeln!(w, "# HELP pmargin_snapshot_write_seconds Time to serialize and store the latest snapshot (in the background).");
+        let _ = writeln!(w, "# TYPE pmargin_snapshot_write_seconds gauge");
+        let _ = writeln!(
+            w,
+            "pmargin_snapshot_write_seconds {}",
+            self.snapshot_write_ns.load(Ordering::Relaxed) as f64 * 1e-9
         );
         let mut statuses: BTreeMap<&str, u64> =
             ["healthy", "restricted", "liquidatable", "bankrupt"]

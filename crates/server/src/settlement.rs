@@ -9,9 +9,10 @@
 //! Liquidations: every `liquidation_fill` the engine produced for an event of the durable log
 //! becomes an EIP-712 `LiquidationInstruction` signed with the same key
 //! (`GET /v1/liquidations?from=SEQ`). They are derived from the log alone, so a restart (or
-//! another replica with the same key) re-creates exactly the same signed messages: the engine is
-//! replayed over the stored events, `timestamp` is the event's logged time (seconds),
-//! `paramsVersion` the version in force after the event, and the nonce is
+//! another replica with the same key) re-creates exactly the same signed messages: the fills are
+//! the outputs stored with each event (its [`crate::store::EventRecord`]), `timestamp` is the
+//! event's logged time (seconds), `paramsVersion` the version in force after the event (also
+//! stored with it), and the nonce is
 //! `event_seq * 2^20 + i` for the `i`-th fill of the event (strictly increasing along the log).
 //! Liquidation nonces are their own sequence, apart from the margin updates' (a contract keeps
 //! one last nonce per signer and message type). Signatures are deterministic (RFC 6979).
@@ -23,7 +24,7 @@ use crate::state::{now_ms, AppState};
 use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::Json;
-use pmargin_engine::{Engine, Output};
+use pmargin_engine::Output;
 use pmargin_settlement::{
     account_id, instrument_id, to_checksum_address, to_fixed, to_fixed_unsigned, Eip712Domain,
     LiquidationInstruction, MarginUpdate, NonceCounter, SettlementMessage, SignedMessage, Signer,
@@ -82,17 +83,16 @@ pub struct SignedLiquidation {
     pub signed: SignedMessage,
 }
 
-/// A private engine replaying the durable log, and the instructions found so far.
+/// The instructions signed from the durable log so far.
 #[derive(Default)]
 struct LiquidationLog {
-    engine: Option<Engine>,
-    /// The last event replayed.
+    /// The last event read.
     last_seq: u64,
     items: Vec<SignedLiquidation>,
 }
 
 /// Events read from the store at a time while catching up.
-const CATCH_UP_PAGE: usize = 512;
+const CATCH_UP_PAGE: usize = 1024;
 
 fn parse_key(text: &str) -> Result<[u8; 32], String> {
     let t = text.trim();
@@ -213,12 +213,9 @@ impl Settlement {
         Ok(out)
     }
 
-    /// Replays the durable events not seen yet (blocking: the store and the engine).
+    /// Reads the records of the durable events not seen yet (blocking: the store).
     fn catch_up(&self, state: &AppState) -> Result<u64, String> {
         let mut log = self.liquidations.lock().unwrap_or_else(|p| p.into_inner());
-        if log.engine.is_none() {
-            log.engine = Some(crate::state::genesis_engine(&state.genesis)?);
-        }
         loop {
             let from = log.last_seq + 1;
             let page = state
@@ -230,30 +227,33 @@ impl Settlement {
                 return Ok(log.last_seq);
             }
             for logged in page {
-                let LiquidationLog {
-                    engine,
-                    last_seq,
-                    items,
-                } = &mut *log;
-                let engine = engine.as_mut().ok_or("no engine")?;
-                if logged.seq != *last_seq + 1 {
+                if logged.seq != log.last_seq + 1 {
                     return Err(format!(
                         "event log: event {} follows {}",
-                        logged.seq, *last_seq
+                        logged.seq, log.last_seq
                     ));
                 }
-                let outputs = engine.apply(&logged.event);
-                let made =
-                    self.instructions(logged.seq, logged.ts_ms, engine.params().version, &outputs)?;
-                items.extend(made);
-                *last_seq = logged.seq;
+                let record = logged.record.as_ref().ok_or_else(|| {
+                    format!(
+                        "event log: event {} has no stored outputs (logged by an earlier build; a restart stores them)",
+                        logged.seq
+                    )
+                })?;
+                let made = self.instructions(
+                    logged.seq,
+                    logged.ts_ms,
+                    record.params_version,
+                    &record.outputs,
+                )?;
+                log.items.extend(made);
+                log.last_seq = logged.seq;
             }
         }
     }
 
     /// After catching up with the log: the instructions of events `from..`, about `limit` of
     /// them but whole events only (a page ends at an event's last fill), the last event
-    /// replayed, and whether more instructions follow the page.
+    /// read, and whether more instructions follow the page.
     pub fn liquidations(
         &self,
         state: &AppState,

@@ -1,6 +1,14 @@
 //! The service's state: the engine behind a lock written by one thread, the store, the keys,
 //! the stream and the metrics; recovery from the store at start.
 //!
+//! Recovery is the latest snapshot plus a replay of the later events (the SQLite store; the
+//! file store replays its whole log). Each logged event carries what applying it produced
+//! ([`EventRecord`]), so the answers to retried requests, the stream before the restart and
+//! the liquidation instructions come from the log, not from a replay. A log written by an
+//! earlier build without those records is replayed from genesis once, and the records stored.
+//! The writer takes a snapshot every [`SNAPSHOT_EVERY`] events (copying the engine between two
+//! batches; serializing and storing it in the background) and on a clean stop.
+//!
 //! Writes go through one writer thread ([`Command`] over a channel), which takes every
 //! pending command at once (group commit; under concurrent writes it lingers up to 2 ms for
 //! the clients it just answered, see [`LINGER_MAX`]): it applies them to the engine in order,
@@ -11,14 +19,15 @@
 use crate::auth::{generate_key, hash_key, KeyRecord, KeyRing, Role};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::{AuditEntry, Genesis, LoggedEvent, Store};
-use crate::stream::{apply_event, Hub};
+use crate::store::{AuditEntry, EventRecord, Genesis, LoggedEvent, Store};
+use crate::stream::{apply_event, stored_messages, Hub};
 use axum::body::Bytes;
 use pmargin_core::{Market, Params, Portfolio};
 use pmargin_engine::oracle::Health;
 use pmargin_engine::{Engine, Event, Output};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -72,6 +81,8 @@ pub struct AppState {
     /// The settlement-message signer (set at start).
     pub settlement: std::sync::OnceLock<crate::settlement::Settlement>,
     writer: mpsc::Sender<Command>,
+    /// Joined by [`AppState::stop_writer`], so a stop returns after the final snapshot.
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Per-account margin reports (with the liquidation-price search) reused until something that
@@ -385,21 +396,83 @@ fn result_of(sequence: u64, outputs: Vec<Output>) -> EventResult {
     }
 }
 
+/// Events between two snapshots the writer takes (SQLite store), by default.
+pub const SNAPSHOT_EVERY: u64 = 50_000;
+
+/// Records stored per transaction while a log written without them is upgraded.
+const BACKFILL_CHUNK: usize = 10_000;
+
+/// Answers to idempotency keys kept in memory at most when the store finds keys itself (the
+/// map is cleared when full: the store still has every answer).
+const IDEM_CACHE_MAX: usize = 100_000;
+
 /// What a start found and did.
 pub struct Started {
     pub state: Arc<AppState>,
     /// A new admin key, to print once (first start without `PMARGIN_ADMIN_KEY`).
     pub new_admin_key: Option<String>,
+    /// Events the recovered state holds (the log's length).
     pub recovered_events: usize,
+    /// Events applied at start: those after the snapshot, or the whole log without one.
+    pub replayed_events: usize,
+    /// The event after which the snapshot recovery started from was taken.
+    pub snapshot_seq: Option<u64>,
+    /// What recovery found worth telling an operator (a snapshot not used and why, records
+    /// stored for an old log, stored outputs that differ from a replay's).
+    pub notes: Vec<String>,
 }
 
-/// Opens the state from the store: genesis (stored, or `genesis` on first start), replay of
-/// the log, keys (with the admin bootstrap), then starts the writer thread.
+/// The engine and the service's part of the latest snapshot, if there is one this build can
+/// go on from; else why not (then recovery replays from genesis, which is always exact).
+fn restore_snapshot(
+    store: &mut dyn Store,
+    notes: &mut Vec<String>,
+) -> Option<(u64, Engine, pmargin_store::ServiceState)> {
+    let (seq, state) = match store.latest_snapshot() {
+        Ok(Some(found)) => found,
+        Ok(None) => return None,
+        Err(e) => {
+            notes.push(format!(
+                "the latest snapshot cannot be read ({e}); replayed the log from genesis"
+            ));
+            return None;
+        }
+    };
+    let Some(service) = state.service else {
+        notes.push(format!(
+            "the snapshot at event {seq} (format {}) has no service part; replayed the log from genesis",
+            state.format
+        ));
+        return None;
+    };
+    match state.restore() {
+        Ok(engine) if engine.sequence() == seq => Some((seq, engine, service)),
+        Ok(engine) => {
+            notes.push(format!(
+                "the snapshot at event {seq} holds engine sequence {}; replayed the log from genesis",
+                engine.sequence()
+            ));
+            None
+        }
+        Err(e) => {
+            notes.push(format!(
+                "the snapshot at event {seq} cannot be restored ({e}); replayed the log from genesis"
+            ));
+            None
+        }
+    }
+}
+
+/// Opens the state from the store: genesis (stored, or `genesis` on first start), the latest
+/// snapshot if any and a replay of the later events (else of the whole log), keys (with the
+/// admin bootstrap), then starts the writer thread, which takes a snapshot every
+/// `snapshot_every` events (0: only on a clean stop) where the store keeps snapshots.
 pub fn start(
     mut store: Box<dyn Store>,
     genesis: Genesis,
     admin_key: Option<&str>,
     ring: usize,
+    snapshot_every: u64,
 ) -> Result<Started, String> {
     let genesis = match store.genesis()? {
         Some(g) => g,
@@ -409,13 +482,35 @@ pub fn start(
             genesis
         }
     };
-    let mut engine = genesis_engine(&genesis)?;
-    let hub = Hub::new(ring);
     let metrics = Metrics::default();
+    let mut notes = Vec::new();
+    // A snapshot is of use only if every event has its record: one without needs the replay
+    // from genesis to compute it.
+    let restored = match store.first_unrecorded()? {
+        Some(seq) => {
+            notes.push(format!(
+                "events from {seq} on were logged without their records; replayed the log from genesis and stored them"
+            ));
+            None
+        }
+        None => restore_snapshot(&mut *store, &mut notes),
+    };
+    let snapshot_seq = restored.as_ref().map(|(seq, _, _)| *seq);
+    let (mut engine, from, stream_next) = match restored {
+        Some((seq, engine, service)) => {
+            metrics.seed(service.events_applied, service.events_rejected);
+            (engine, seq, service.stream_next)
+        }
+        None => (genesis_engine(&genesis)?, 0, 1),
+    };
+    let hub = Hub::resume(ring, stream_next);
+    let finds_keys = store.finds_keys();
     let mut idem: HashMap<String, Idem> = HashMap::new();
-    let log = store.events_from(0)?;
-    let recovered_events = log.len();
-    for logged in &log {
+    let log = store.events_from(from + 1)?;
+    let replayed_events = log.len();
+    let mut missing: Vec<(u64, EventRecord)> = Vec::new();
+    let mut diverged: Option<(u64, usize)> = None;
+    for logged in log {
         let t = Instant::now();
         let applied = apply_event(&mut engine, &logged.event);
         if engine.sequence() != logged.seq {
@@ -425,19 +520,71 @@ pub fn start(
                 engine.sequence()
             ));
         }
-        let result = result_of(engine.sequence(), applied.outputs);
+        let computed = EventRecord {
+            outputs: applied.outputs,
+            stream_seq: hub.next_seq(),
+            stream_extra: applied.extra,
+            params_version: engine.params().version,
+        };
+        // The stored record is what clients were answered and streamed: it stays the truth
+        // even if this build's engine computes something else for the event.
+        let record = match logged.record {
+            Some(stored) => {
+                if stored != computed {
+                    let d = diverged.get_or_insert((logged.seq, 0));
+                    d.1 += 1;
+                }
+                stored
+            }
+            None => {
+                missing.push((logged.seq, computed.clone()));
+                computed
+            }
+        };
+        if record.stream_seq != hub.next_seq() {
+            return Err(format!(
+                "event log: event {} starts at stream message {}, {} expected",
+                logged.seq,
+                record.stream_seq,
+                hub.next_seq()
+            ));
+        }
+        hub.publish(record.items(logged.seq));
+        let result = result_of(logged.seq, record.outputs);
         metrics.record_event(result.accepted, t.elapsed());
-        hub.publish(applied.items);
-        if let Some(k) = &logged.idempotency_key {
-            idem.insert(
-                k.clone(),
-                Idem {
-                    hash: event_hash(&logged.event),
-                    result,
-                },
-            );
+        if !finds_keys {
+            if let Some(k) = logged.idempotency_key {
+                idem.insert(
+                    k,
+                    Idem {
+                        hash: event_hash(&logged.event),
+                        result,
+                    },
+                );
+            }
+        }
+        if missing.len() >= BACKFILL_CHUNK {
+            store.put_records(&missing)?;
+            missing.clear();
         }
     }
+    if !missing.is_empty() {
+        store.put_records(&missing)?;
+    }
+    if let Some((seq, n)) = diverged {
+        notes.push(format!(
+            "{n} replayed events, the first {seq}, give other outputs than the stored ones (the engine changed since they were logged); the stored ones are served"
+        ));
+    }
+    // The ring is to hold the messages from before the snapshot too, as after a replay from
+    // genesis: read from the log in the background (until then a resume reads the same
+    // messages from the log), as that can take longer than the replay itself.
+    let refill = snapshot_seq.and_then(|_| {
+        let capacity = ring.max(1) as u64;
+        let published = (hub.next_seq() - stream_next).min(capacity);
+        let older_from = stream_next.saturating_sub(capacity - published).max(1);
+        (older_from < stream_next).then_some((older_from, stream_next))
+    });
     // Keys: the admin bootstrap.
     let mut keys = store.keys()?;
     let mut new_admin_key = None;
@@ -472,6 +619,7 @@ pub fn start(
     }
     let (tx, rx) = mpsc::channel();
     let recovered_seq = engine.sequence();
+    let keeps_snapshots = store.keeps_snapshots();
     let state = Arc::new(AppState {
         engine: RwLock::new(engine),
         durable: store.durable(),
@@ -485,19 +633,60 @@ pub fn start(
         gov: crate::governance::Gov::disabled(),
         settlement: std::sync::OnceLock::new(),
         writer: tx,
+        writer_thread: Mutex::new(None),
     });
     state
         .reports
         .applied(recovered_seq, &Event::Liquidate, true);
+    let snapshots = if keeps_snapshots {
+        Some(Snapshots::start(
+            &state,
+            snapshot_every,
+            replayed_events as u64,
+        )?)
+    } else {
+        None
+    };
+    let w = Writer {
+        idem,
+        finds_keys,
+        snapshots,
+    };
     let writer_state = state.clone();
-    std::thread::Builder::new()
+    let handle = std::thread::Builder::new()
         .name("pmargin-writer".into())
-        .spawn(move || writer(writer_state, rx, idem))
+        .spawn(move || writer(writer_state, rx, w))
         .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+    *state
+        .writer_thread
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    if let Some((from, until)) = refill {
+        let ring_state = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pmargin-ring".into())
+            .spawn(move || {
+                let refilled = stored_messages(&ring_state.store, from, until)
+                    .and_then(|older| ring_state.hub.prepend(older));
+                if let Err(e) = refilled {
+                    eprintln!(
+                        "pmargin: the stream's ring holds only messages from {until} on: {e}"
+                    );
+                }
+            });
+        if let Err(e) = spawned {
+            notes.push(format!(
+                "the stream's ring holds only messages from {until} on: no thread to read older ones: {e}"
+            ));
+        }
+    }
     Ok(Started {
         state,
         new_admin_key,
-        recovered_events,
+        recovered_events: recovered_seq as usize,
+        replayed_events,
+        snapshot_seq,
+        notes,
     })
 }
 
@@ -523,9 +712,20 @@ impl AppState {
             .map_err(|_| ApiError::unavailable("the engine writer has stopped"))?
     }
 
-    /// Stops the writer thread (after the commands already queued).
+    /// Stops the writer thread (after the commands already queued) and waits until it has
+    /// stopped, the final snapshot taken (blocking).
     pub fn stop_writer(&self) {
         let _ = self.writer.send(Command::Stop);
+        let handle = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
     }
 
     pub fn engine(&self) -> std::sync::RwLockReadGuard<'_, Engine> {
@@ -561,7 +761,141 @@ pub const LINGER_GAP: Duration = Duration::from_micros(400);
 /// Batches smaller than this do not wait at all (a lone writer is never delayed).
 pub const LINGER_MIN_BATCH: usize = 8;
 
-fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut idem: HashMap<String, Idem>) {
+/// The writer thread's own state.
+struct Writer {
+    /// Answers to idempotency keys: every key's where the store cannot find keys, else a cache
+    /// of recent ones (and those of the batch being applied).
+    idem: HashMap<String, Idem>,
+    finds_keys: bool,
+    /// `None`: the store keeps no snapshots.
+    snapshots: Option<Snapshots>,
+}
+
+/// A snapshot the writer copied, for the snapshot thread to serialize and store.
+struct Job {
+    seq: u64,
+    state: pmargin_store::State,
+    /// How long copying it held the writer up.
+    capture: Duration,
+}
+
+/// The periodic snapshots: the engine is copied by the writer between two batches (the
+/// engine, the stream numbering and the counters then agree with the log's last event), and
+/// serialized and stored by a thread of its own, so ingest goes on meanwhile.
+struct Snapshots {
+    every: u64,
+    /// Events committed since the last snapshot (at start: those replayed).
+    since: u64,
+    /// A job is under way: the next snapshot waits for it (the copy is not taken meanwhile).
+    busy: Arc<AtomicBool>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Snapshots {
+    fn start(state: &Arc<AppState>, every: u64, since: u64) -> Result<Snapshots, String> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let busy = Arc::new(AtomicBool::new(false));
+        let (thread_state, thread_busy) = (state.clone(), busy.clone());
+        let thread = std::thread::Builder::new()
+            .name("pmargin-snapshot".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    save_snapshot(&thread_state, job);
+                    thread_busy.store(false, Ordering::Release);
+                }
+            })
+            .map_err(|e| format!("cannot start the snapshot thread: {e}"))?;
+        Ok(Snapshots {
+            every,
+            since,
+            busy,
+            jobs: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a snapshot to the snapshot thread when one is due and none is under way.
+    fn maybe_take(&mut self, state: &AppState) {
+        if self.every == 0 || self.since < self.every || self.busy.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(job) = capture(state) else { return };
+        self.busy.store(true, Ordering::Release);
+        let sent = match &self.jobs {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        };
+        if sent {
+            self.since = 0;
+        } else {
+            self.busy.store(false, Ordering::Release);
+        }
+    }
+
+    /// On a clean stop: waits for the snapshot under way, then takes one of the final state
+    /// (unless nothing happened since the last).
+    fn finish(&mut self, state: &AppState) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if self.since > 0 {
+            if let Some(job) = capture(state) {
+                save_snapshot(state, job);
+            }
+        }
+    }
+}
+
+/// The engine's state and the service's part as of the last committed event; `None` after a
+/// storage failure (the engine may then hold events the log does not).
+fn capture(state: &AppState) -> Option<Job> {
+    if state.failure().is_some() {
+        return None;
+    }
+    let t = Instant::now();
+    let engine = state.engine();
+    let (applied, rejected) = state.metrics.counts();
+    let doc = pmargin_store::State::capture(&engine).with_service(pmargin_store::ServiceState {
+        stream_next: state.hub.next_seq(),
+        events_applied: applied,
+        events_rejected: rejected,
+    });
+    Some(Job {
+        seq: engine.sequence(),
+        state: doc,
+        capture: t.elapsed(),
+    })
+}
+
+/// Serializes (without the store's lock) and stores a snapshot. A failure is reported and
+/// otherwise harmless: recovery starts from the previous snapshot.
+fn save_snapshot(state: &AppState, job: Job) {
+    let t = Instant::now();
+    let saved = serde_json::to_string(&job.state)
+        .map_err(|e| e.to_string())
+        .and_then(|json| {
+            state
+                .store
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .save_snapshot(job.seq, &json)
+                .map(|()| json.len())
+        });
+    match saved {
+        Ok(bytes) => state
+            .metrics
+            .record_snapshot(job.seq, bytes, job.capture, t.elapsed()),
+        Err(e) => eprintln!("pmargin: snapshot after event {}: {e}", job.seq),
+    }
+}
+
+fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut w: Writer) {
+    // A long replay at start is worth a snapshot right away.
+    if let Some(snapshots) = &mut w.snapshots {
+        snapshots.maybe_take(&state);
+    }
     // The sizes of the last two batches: with N clients each waiting for its acknowledgement,
     // batches alternate between those answered by the last commit and those that arrived
     // during it; their sum estimates N.
@@ -600,31 +934,107 @@ fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut idem: HashMap<S
         }
         last = (batch.len(), last.0);
         if !batch.is_empty() {
-            process(&state, batch, &mut idem);
+            let committed = process(&state, batch, &mut w);
+            if let Some(snapshots) = &mut w.snapshots {
+                snapshots.since += committed as u64;
+                snapshots.maybe_take(&state);
+            }
         }
         if stop {
             break;
         }
     }
+    if let Some(snapshots) = &mut w.snapshots {
+        snapshots.finish(&state);
+    }
 }
 
-fn process(state: &AppState, batch: Vec<Submit>, idem: &mut HashMap<String, Idem>) {
+impl Writer {
+    /// Fetches from the store (one lock for the batch) the answers to the batch's idempotency
+    /// keys not in memory: keys used before this start, or dropped from the cache. Returns
+    /// the keys whose look-up failed, with why: those requests are refused, as applying them
+    /// might apply a retry twice.
+    fn look_up_keys(&mut self, state: &AppState, batch: &[Submit]) -> HashMap<String, String> {
+        let mut failed = HashMap::new();
+        if !self.finds_keys {
+            return failed;
+        }
+        // Every answer in memory now is durable (a batch that failed to commit stops all
+        // writes), so the store answers for any key dropped here.
+        if self.idem.len() >= IDEM_CACHE_MAX {
+            self.idem.clear();
+        }
+        let wanted: Vec<&String> = batch
+            .iter()
+            .filter_map(|s| s.idempotency.as_ref().map(|(k, _)| k))
+            .filter(|k| !self.idem.contains_key(*k))
+            .collect();
+        if wanted.is_empty() {
+            return failed;
+        }
+        let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
+        for key in wanted {
+            match store.event_by_key(key) {
+                Ok(None) => {}
+                Ok(Some(LoggedEvent {
+                    seq,
+                    event,
+                    record: Some(record),
+                    ..
+                })) => {
+                    self.idem.insert(
+                        key.clone(),
+                        Idem {
+                            hash: event_hash(&event),
+                            result: result_of(seq, record.outputs),
+                        },
+                    );
+                }
+                Ok(Some(logged)) => {
+                    failed.insert(
+                        key.clone(),
+                        format!("event {} is logged without its outputs", logged.seq),
+                    );
+                }
+                Err(e) => {
+                    failed.insert(key.clone(), e);
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// Applies, commits and answers a batch; returns how many events it committed.
+fn process(state: &AppState, batch: Vec<Submit>, w: &mut Writer) -> usize {
     if let Some(failure) = state.failure() {
         for s in batch {
             let _ = s.reply.send(Err(ApiError::unavailable(format!(
                 "writes are suspended after a storage failure: {failure}"
             ))));
         }
-        return;
+        return 0;
     }
     let ts = now_ms();
+    let lookup_failed = w.look_up_keys(state, &batch);
+    // Only this thread publishes, so the numbers the batch's messages will get are known
+    // before the commit that stores them.
+    let mut stream_next = state.hub.next_seq();
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
     let mut logged = Vec::with_capacity(batch.len());
     let mut audit = Vec::with_capacity(batch.len());
     let mut items = Vec::new();
     for s in batch {
         if let Some((key, hash)) = &s.idempotency {
-            if let Some(prev) = idem.get(key) {
+            if let Some(why) = lookup_failed.get(key) {
+                let answer = Err(ApiError::unavailable(format!(
+                    "the stored answer to this Idempotency-Key cannot be read: {why}"
+                ))
+                .with_field("Idempotency-Key"));
+                replies.push((s.reply, answer));
+                continue;
+            }
+            if let Some(prev) = w.idem.get(key) {
                 let answer = if &prev.hash == hash {
                     Ok(EventResult {
                         replayed: true,
@@ -643,16 +1053,24 @@ fn process(state: &AppState, batch: Vec<Submit>, idem: &mut HashMap<String, Idem
         let t = Instant::now();
         // The write lock is taken per event, not per batch, so reads interleave with a long
         // batch (they see applied events before they are durable either way).
-        let result = {
+        let (sequence, record) = {
             let mut engine = state.engine.write().unwrap_or_else(|p| p.into_inner());
             let before = index_state(&engine, &s.event);
             let applied = apply_event(&mut engine, &s.event);
             let moved = before != index_state(&engine, &s.event);
-            let result = result_of(engine.sequence(), applied.outputs);
-            state.reports.applied(result.sequence, &s.event, moved);
-            items.extend(applied.items);
-            result
+            state.reports.applied(engine.sequence(), &s.event, moved);
+            let record = EventRecord {
+                outputs: applied.outputs,
+                stream_seq: stream_next,
+                stream_extra: applied.extra,
+                params_version: engine.params().version,
+            };
+            (engine.sequence(), record)
         };
+        let event_items = record.items(sequence);
+        stream_next += event_items.len() as u64;
+        items.extend(event_items);
+        let result = result_of(sequence, record.outputs.clone());
         state.metrics.record_event(result.accepted, t.elapsed());
         audit.push(AuditEntry {
             ts_ms: ts,
@@ -673,9 +1091,10 @@ fn process(state: &AppState, batch: Vec<Submit>, idem: &mut HashMap<String, Idem
             idempotency_key: s.idempotency.as_ref().map(|(k, _)| k.clone()),
             request_hash: s.idempotency.as_ref().map(|(_, h)| hex::encode(h)),
             event: s.event,
+            record: Some(record),
         });
         if let Some((key, hash)) = s.idempotency {
-            idem.insert(
+            w.idem.insert(
                 key,
                 Idem {
                     hash,
@@ -698,6 +1117,7 @@ fn process(state: &AppState, batch: Vec<Submit>, idem: &mut HashMap<String, Idem
             for (reply, answer) in replies {
                 let _ = reply.send(answer);
             }
+            logged.len()
         }
         Err(e) => {
             *state.failed.write().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
@@ -706,6 +1126,7 @@ fn process(state: &AppState, batch: Vec<Submit>, idem: &mut HashMap<String, Idem
                     "the event could not be made durable: {e}"
                 ))));
             }
+            0
         }
     }
 }

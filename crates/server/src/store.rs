@@ -1,5 +1,6 @@
 //! Where the service keeps what must survive a restart: the genesis state, the event log (with
-//! idempotency keys), the audit trail and the API keys' hashes.
+//! idempotency keys, and with each event what applying it produced: [`EventRecord`]), engine
+//! snapshots (SQLite store only), the audit trail and the API keys' hashes.
 //!
 //! [`Store`] is the seam: the server speaks only this trait. [`FileStore`] is a small durable
 //! implementation (append-only JSON lines, `fsync` before an event is acknowledged, a torn last
@@ -10,7 +11,7 @@
 //! as `governance.json` beside the logs ([`FileStore`]), or in memory.
 
 use crate::auth::KeyRecord;
-use pmargin_engine::{EngineConfig, Event};
+use pmargin_engine::{EngineConfig, Event, Output};
 use pmargin_governance::{
     Activation, Approval, Committee, Governance, ProposalRecord, ProposalState, VersionRecord,
 };
@@ -45,6 +46,27 @@ pub struct LoggedEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_hash: Option<String>,
     pub event: Event,
+    /// What applying it produced; `None` for an event logged by a build that did not keep it
+    /// (recovery then replays from genesis and stores it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<EventRecord>,
+}
+
+/// What applying a logged event produced, logged with it (in the same commit) so that the
+/// answer to a retried request, the stream and the liquidation instructions come from the log
+/// without an engine, however old the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRecord {
+    pub outputs: Vec<Output>,
+    /// The number of the event's first stream message (the next number if it made none).
+    pub stream_seq: u64,
+    /// Stream message bodies the outputs do not give (oracle health changes), in order after
+    /// those of the outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream_extra: Vec<serde_json::Value>,
+    /// The parameter version in force after the event.
+    pub params_version: u64,
 }
 
 /// One write, by whom, and how it ended.
@@ -74,6 +96,50 @@ pub trait Store: Send {
         let mut events = self.events_from(from)?;
         events.truncate(limit);
         Ok(events)
+    }
+    /// The first logged event without its [`EventRecord`], if any.
+    fn first_unrecorded(&mut self) -> StoreResult<Option<u64>> {
+        Ok(self
+            .events_from(0)?
+            .iter()
+            .find(|e| e.record.is_none())
+            .map(|e| e.seq))
+    }
+    /// Adds the records of logged events that lack them (`(seq, record)`), durably.
+    fn put_records(&mut self, records: &[(u64, EventRecord)]) -> StoreResult<()>;
+    /// The sequence number of the logged event holding stream message `msg`: the last one
+    /// whose first message is at most `msg` (`None`: all start after it).
+    fn event_of_stream_message(&mut self, msg: u64) -> StoreResult<Option<u64>> {
+        Ok(self
+            .events_from(0)?
+            .iter()
+            .take_while(|e| e.record.as_ref().is_none_or(|r| r.stream_seq <= msg))
+            .filter(|e| e.record.is_some())
+            .map(|e| e.seq)
+            .last())
+    }
+    /// Whether [`Store::event_by_key`] finds every logged idempotency key. Without it the
+    /// service keeps every key's answer in memory (which needs the whole log at start).
+    fn finds_keys(&self) -> bool {
+        false
+    }
+    /// The logged event with this idempotency key (where [`Store::finds_keys`]).
+    fn event_by_key(&mut self, _key: &str) -> StoreResult<Option<LoggedEvent>> {
+        Ok(None)
+    }
+    /// Whether the store keeps engine snapshots (recovery then replays only the events after
+    /// the latest).
+    fn keeps_snapshots(&self) -> bool {
+        false
+    }
+    /// The latest snapshot and the event it follows.
+    fn latest_snapshot(&mut self) -> StoreResult<Option<(u64, pmargin_store::State)>> {
+        Ok(None)
+    }
+    /// Stores a snapshot (a serialized [`pmargin_store::State`]) taken after event `seq`, and
+    /// keeps only the latest few.
+    fn save_snapshot(&mut self, seq: u64, _json: &str) -> StoreResult<()> {
+        Err(format!("snapshot at {seq}: this store keeps no snapshots"))
     }
     fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>>;
     fn keys(&mut self) -> StoreResult<Vec<KeyRecord>>;
@@ -124,6 +190,17 @@ impl Store for MemoryStore {
             .filter(|e| e.seq >= from)
             .cloned()
             .collect())
+    }
+    fn put_records(&mut self, records: &[(u64, EventRecord)]) -> StoreResult<()> {
+        for (seq, record) in records {
+            let e = self
+                .events
+                .iter_mut()
+                .find(|e| e.seq == *seq)
+                .ok_or_else(|| format!("event log: no event {seq} to record"))?;
+            e.record = Some(record.clone());
+        }
+        Ok(())
     }
     fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>> {
         Ok(self.audit.clone())
@@ -304,6 +381,37 @@ impl Store for FileStore {
         let all: Vec<LoggedEvent> = read_lines(&path, &mut self.events)?;
         Ok(all.into_iter().filter(|e| e.seq >= from).collect())
     }
+    /// `events.jsonl` rewritten atomically with the records (a one-time upgrade of a log
+    /// written by an earlier build), then reopened for appending.
+    fn put_records(&mut self, records: &[(u64, EventRecord)]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join("events.jsonl");
+        let mut all: Vec<LoggedEvent> = read_lines(&path, &mut self.events)?;
+        let mut text = String::new();
+        let mut pending = records.iter().peekable();
+        for e in &mut all {
+            if let Some((_, record)) = pending.next_if(|(seq, _)| *seq == e.seq) {
+                e.record = Some(record.clone());
+            }
+            text.push_str(&serde_json::to_string(e).map_err(|e| e.to_string())?);
+            text.push('\n');
+        }
+        if let Some((seq, _)) = pending.next() {
+            return Err(format!(
+                "event log: no event {seq} to record (records must follow the log's order)"
+            ));
+        }
+        write_atomic(&path, &text)?;
+        // The old handle appends to the file the rename replaced.
+        self.events = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        Ok(())
+    }
     fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>> {
         read_lines(&self.dir.join("audit.jsonl"), &mut self.audit)
     }
@@ -475,6 +583,7 @@ mod tests {
             idempotency_key: None,
             request_hash: None,
             event: Event::Liquidate,
+            record: None,
         };
         s.commit(&[ev(1), ev(2)], &[]).unwrap();
         drop(s);
@@ -550,14 +659,20 @@ impl Store for SqliteStore {
         if events.is_empty() && audit.is_empty() {
             return Ok(());
         }
+        let records: Vec<Option<pmargin_store::Record>> = events
+            .iter()
+            .map(|e| e.record.as_ref().map(db_record))
+            .collect();
         let batch: Vec<pmargin_store::NewEvent<'_>> = events
             .iter()
-            .map(|e| pmargin_store::NewEvent {
+            .zip(&records)
+            .map(|(e, r)| pmargin_store::NewEvent {
                 event: &e.event,
                 idempotency_key: e.idempotency_key.as_deref(),
                 key_id: Some(&e.key_id),
                 ts_ms: e.ts_ms,
-                outputs: None,
+                outputs: e.record.as_ref().map(|r| r.outputs.as_slice()),
+                record: r.as_ref(),
             })
             .collect();
         // The batch's audit entries are one row, in the events' transaction: one disk sync
@@ -604,6 +719,46 @@ impl Store for SqliteStore {
             .events_range(from.saturating_sub(1), limit)
             .map_err(|e| e.to_string())?;
         Ok(stored.into_iter().map(logged_of).collect())
+    }
+    fn first_unrecorded(&mut self) -> StoreResult<Option<u64>> {
+        self.db.first_unrecorded().map_err(|e| e.to_string())
+    }
+    fn put_records(&mut self, records: &[(u64, EventRecord)]) -> StoreResult<()> {
+        let rows: Vec<(u64, &[Output], pmargin_store::Record)> = records
+            .iter()
+            .map(|(seq, r)| (*seq, r.outputs.as_slice(), db_record(r)))
+            .collect();
+        let refs: Vec<(u64, &[Output], &pmargin_store::Record)> =
+            rows.iter().map(|(seq, o, r)| (*seq, *o, r)).collect();
+        self.db.set_records(&refs).map_err(|e| e.to_string())
+    }
+    fn event_of_stream_message(&mut self, msg: u64) -> StoreResult<Option<u64>> {
+        self.db
+            .event_of_stream_message(msg)
+            .map_err(|e| e.to_string())
+    }
+    fn finds_keys(&self) -> bool {
+        true
+    }
+    fn event_by_key(&mut self, key: &str) -> StoreResult<Option<LoggedEvent>> {
+        let found = self.db.event_by_key(key).map_err(|e| e.to_string())?;
+        Ok(found.map(logged_of))
+    }
+    fn keeps_snapshots(&self) -> bool {
+        true
+    }
+    fn latest_snapshot(&mut self) -> StoreResult<Option<(u64, pmargin_store::State)>> {
+        self.db.latest_snapshot().map_err(|e| e.to_string())
+    }
+    /// The snapshot and the pruning of all but the [`SNAPSHOTS_KEPT`] latest.
+    fn save_snapshot(&mut self, seq: u64, json: &str) -> StoreResult<()> {
+        self.db
+            .save_snapshot_json(seq, json)
+            .map_err(|e| e.to_string())?;
+        self.db
+            .prune_snapshots(SNAPSHOTS_KEPT)
+            .map_err(|e| e.to_string())?;
+        Ok(())
     }
     fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>> {
         let mut out = Vec::new();
@@ -675,7 +830,28 @@ impl Store for SqliteStore {
     }
 }
 
+/// Snapshots the SQLite store keeps: the latest, and one before it in case the latest cannot
+/// be restored by a later build.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+fn db_record(r: &EventRecord) -> pmargin_store::Record {
+    pmargin_store::Record {
+        stream_seq: r.stream_seq,
+        stream_extra: r.stream_extra.clone(),
+        params_version: r.params_version,
+    }
+}
+
 fn logged_of(e: pmargin_store::StoredEvent) -> LoggedEvent {
+    let record = match (e.outputs, e.record) {
+        (Some(outputs), Some(r)) => Some(EventRecord {
+            outputs,
+            stream_seq: r.stream_seq,
+            stream_extra: r.stream_extra,
+            params_version: r.params_version,
+        }),
+        _ => None,
+    };
     LoggedEvent {
         seq: e.seq,
         ts_ms: e.ts_ms,
@@ -683,6 +859,7 @@ fn logged_of(e: pmargin_store::StoredEvent) -> LoggedEvent {
         request_hash: None,
         idempotency_key: e.idempotency_key,
         event: e.event,
+        record,
     }
 }
 

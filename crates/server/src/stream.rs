@@ -1,8 +1,10 @@
 //! The outgoing stream: margin changes, liquidations, oracle-health changes, each with a
-//! sequence number. Numbers are assigned in log order from genesis, so replaying the event
-//! log from scratch yields the same messages with the same numbers: that is the fallback when
-//! a client resumes from before the in-memory ring.
+//! sequence number. Numbers are assigned in log order from genesis. Each logged event keeps
+//! the number of its first message and what its messages are made of ([`EventRecord`]), so
+//! a client resuming from before the in-memory ring gets the same messages with the same
+//! numbers from the log ([`stored_messages`]), and a restart goes on numbering where it was.
 
+use crate::store::{EventRecord, LoggedEvent, Store};
 use pmargin_engine::oracle::Health;
 use pmargin_engine::{Engine, Event, Output};
 use serde_json::{json, Value};
@@ -31,7 +33,8 @@ pub struct Item {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
     pub outputs: Vec<Output>,
-    pub items: Vec<Item>,
+    /// Stream message bodies that do not come from the outputs (oracle health changes).
+    pub extra: Vec<Value>,
 }
 
 fn health_of(engine: &Engine, underlying: &str) -> Option<(Health, Option<f64>)> {
@@ -41,7 +44,8 @@ fn health_of(engine: &Engine, underlying: &str) -> Option<(Health, Option<f64>)>
         .map(|s| (s.health, s.price))
 }
 
-/// Applies an event and derives its stream items (deterministically).
+/// Applies an event and derives what its stream messages need beyond the outputs
+/// (deterministically).
 pub fn apply_event(engine: &mut Engine, event: &Event) -> Applied {
     let watched = match event {
         Event::Quote { underlying, .. } => {
@@ -50,9 +54,23 @@ pub fn apply_event(engine: &mut Engine, event: &Event) -> Applied {
         _ => None,
     };
     let outputs = engine.apply(event);
-    let event_seq = engine.sequence();
+    let mut extra = Vec::new();
+    if let Some((underlying, before)) = watched {
+        let after = health_of(engine, &underlying);
+        if let Some((health, price)) = after {
+            if before.map(|b| b.0) != Some(health) {
+                extra.push(json!({ "type": "oracle_health", "underlying": underlying, "health": health, "price": price }));
+            }
+        }
+    }
+    Applied { outputs, extra }
+}
+
+/// The stream items of event `event_seq`: one per output but refusals, then the `extra`
+/// bodies (market-wide). The one definition for live messages and those read from the log.
+pub fn items(event_seq: u64, outputs: &[Output], extra: &[Value]) -> Vec<Item> {
     let mut items = Vec::new();
-    for o in &outputs {
+    for o in outputs {
         let accounts = match o {
             Output::Rejected { .. } => continue,
             Output::MarginChange { account, .. }
@@ -69,19 +87,19 @@ pub fn apply_event(engine: &mut Engine, event: &Event) -> Applied {
             body,
         });
     }
-    if let Some((underlying, before)) = watched {
-        let after = health_of(engine, &underlying);
-        if let Some((health, price)) = after {
-            if before.map(|b| b.0) != Some(health) {
-                items.push(Item {
-                    event_seq,
-                    accounts: Vec::new(),
-                    body: json!({ "type": "oracle_health", "underlying": underlying, "health": health, "price": price }),
-                });
-            }
-        }
+    items.extend(extra.iter().map(|body| Item {
+        event_seq,
+        accounts: Vec::new(),
+        body: body.clone(),
+    }));
+    items
+}
+
+impl EventRecord {
+    /// The stream items of the logged event `event_seq`.
+    pub fn items(&self, event_seq: u64) -> Vec<Item> {
+        items(event_seq, &self.outputs, &self.stream_extra)
     }
-    Applied { outputs, items }
 }
 
 fn finish(seq: u64, item: Item) -> StreamMsg {
@@ -120,15 +138,44 @@ pub struct Subscription {
 
 impl Hub {
     pub fn new(capacity: usize) -> Hub {
+        Hub::resume(capacity, 1)
+    }
+
+    /// An empty ring whose next message gets number `next` (a restart's).
+    pub fn resume(capacity: usize, next: u64) -> Hub {
         let (tx, _) = broadcast::channel(4096);
         Hub {
             ring: Mutex::new(Ring {
                 messages: VecDeque::new(),
-                next: 1,
+                next,
                 capacity: capacity.max(1),
             }),
             tx,
         }
+    }
+
+    /// Puts already published messages back into the ring, in front of those it holds: as
+    /// many of the newest as fit. Live messages may have filled it meanwhile (then none
+    /// fits); while there is room, `messages` must end just before the ring's oldest.
+    pub fn prepend(&self, messages: Vec<Arc<StreamMsg>>) -> Result<(), String> {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let room = ring.capacity.saturating_sub(ring.messages.len());
+        if room == 0 {
+            return Ok(());
+        }
+        let first = ring.messages.front().map_or(ring.next, |m| m.seq);
+        if let Some(last) = messages.last() {
+            if last.seq + 1 != first {
+                return Err(format!(
+                    "stored messages end at {} but the ring starts at {first}",
+                    last.seq
+                ));
+            }
+        }
+        for m in messages.into_iter().rev().take(room) {
+            ring.messages.push_front(m);
+        }
+        Ok(())
     }
 
     /// Numbers and publishes items, in order.
@@ -188,26 +235,68 @@ impl Hub {
     }
 }
 
-/// Messages `from <= seq < until` regenerated by replaying `events` on `engine` (a fresh
-/// engine at genesis): the fallback for a resume from before the ring.
-pub fn regenerate(
-    engine: &mut Engine,
-    events: &[Event],
+/// Events read from the store at a time (with the store locked) while reading stored
+/// messages.
+const PAGE: usize = 256;
+
+/// The messages of `logged`, an event of the log, numbered from its record; an error if it has
+/// none.
+pub fn messages_of(logged: &LoggedEvent) -> Result<Vec<Arc<StreamMsg>>, String> {
+    let record = logged.record.as_ref().ok_or_else(|| {
+        format!(
+            "event log: event {} has no stored record (logged by an earlier build; a restart stores it)",
+            logged.seq
+        )
+    })?;
+    Ok(record
+        .items(logged.seq)
+        .into_iter()
+        .zip(record.stream_seq..)
+        .map(|(item, n)| Arc::new(finish(n, item)))
+        .collect())
+}
+
+/// Messages `from <= seq < until` read from the log's records (before the in-memory ring), the
+/// store locked one page of events at a time so ingest goes on meanwhile.
+pub fn stored_messages(
+    store: &Mutex<Box<dyn Store>>,
     from: u64,
     until: u64,
-) -> Vec<Arc<StreamMsg>> {
-    let mut seq = 1;
+) -> Result<Vec<Arc<StreamMsg>>, String> {
+    let lock = || store.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = Vec::new();
-    for e in events {
-        for item in apply_event(engine, e).items {
-            if seq >= from && seq < until {
-                out.push(Arc::new(finish(seq, item)));
-            }
-            seq += 1;
-        }
-        if seq >= until {
+    if from >= until {
+        return Ok(out);
+    }
+    let mut seq = lock().event_of_stream_message(from)?.unwrap_or(1);
+    let mut expected: Option<u64> = None;
+    loop {
+        let page = lock().events_page(seq, PAGE)?;
+        let Some(last) = page.last() else {
             break;
+        };
+        seq = last.seq + 1;
+        for logged in &page {
+            let stream_seq = logged.record.as_ref().map(|r| r.stream_seq);
+            if let (Some(want), Some(got)) = (expected, stream_seq) {
+                if want != got {
+                    return Err(format!(
+                        "event log: event {} starts at stream message {got}, {want} expected",
+                        logged.seq
+                    ));
+                }
+            }
+            let messages = messages_of(logged)?;
+            expected = Some(stream_seq.unwrap_or(0) + messages.len() as u64);
+            for m in messages {
+                if m.seq >= until {
+                    return Ok(out);
+                }
+                if m.seq >= from {
+                    out.push(m);
+                }
+            }
         }
     }
-    out
+    Ok(out)
 }

@@ -1,8 +1,10 @@
 //! Crash test: the server runs as a child process (this test binary re-run in child mode),
 //! takes concurrent deposits and trades with idempotency keys, and is killed with SIGKILL at
-//! pseudo-random moments, many times (up to 40 rounds or 45 s). After each restart every
-//! acknowledged event is in the log (under its key, same sequence; a retry with its key is
-//! answered from the log), and the served state equals a fresh replay of the log.
+//! pseudo-random moments, many times (up to 40 rounds or 45 s). It snapshots every
+//! [`SNAPSHOT_EVERY`] events, so restarts go on from a snapshot (taken at any moment, a kill
+//! possibly in the middle of one). After each restart every acknowledged event is in the log
+//! (under its key, same sequence; a retry with its key is answered from the log), and the
+//! served state and stream numbering equal a fresh replay of the log.
 
 mod common;
 
@@ -10,6 +12,7 @@ use common::*;
 use pmargin_server::demo::demo_genesis;
 use pmargin_server::state::genesis_engine;
 use pmargin_server::store::{SqliteStore, Store};
+use pmargin_server::stream::{apply_event, items};
 use pmargin_server::{start, ServerConfig};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -17,6 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD_ENV: &str = "PMARGIN_CRASH_CHILD_DIR";
+
+/// Small, so that most rounds take snapshots and most restarts start from one.
+const SNAPSHOT_EVERY: u64 = 40;
 
 /// Child mode: serve from the data directory until killed (or 60 s at most).
 #[test]
@@ -29,17 +35,23 @@ fn crash_child() {
     rt.block_on(async {
         let mut cfg = ServerConfig::new("127.0.0.1:0", Some(dir.into()), demo_genesis());
         cfg.admin_key = Some(ADMIN.into());
+        cfg.snapshot_every = SNAPSHOT_EVERY;
         let running = start(cfg).await.unwrap();
         println!(
-            "LISTENING {} RECOVERED {}",
-            running.addr, running.recovered_events
+            "LISTENING {} RECOVERED {} SNAPSHOT {} REPLAYED {}",
+            running.addr,
+            running.recovered_events,
+            running.snapshot_seq.unwrap_or(0),
+            running.replayed_events
         );
         std::io::stdout().flush().unwrap();
         tokio::time::sleep(Duration::from_secs(60)).await;
     });
 }
 
-fn spawn_child(dir: &std::path::Path) -> (Child, String) {
+/// A started child: the process, its address, and the snapshot its start went on from (0:
+/// none).
+fn spawn_child(dir: &std::path::Path) -> (Child, String, u64) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "crash_child",
@@ -54,20 +66,17 @@ fn spawn_child(dir: &std::path::Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
+    let (addr, snapshot) = loop {
         let line = lines
             .next()
             .expect("child exited before listening")
             .unwrap();
         if let Some(pos) = line.find("LISTENING ") {
-            break line[pos + "LISTENING ".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
+            let words: Vec<&str> = line[pos..].split_whitespace().collect();
+            break (words[1].to_string(), words[5].parse().unwrap());
         }
     };
-    (child, addr)
+    (child, addr, snapshot)
 }
 
 struct Rng(u64);
@@ -119,12 +128,22 @@ async fn compare_with_replay(
         .json()
         .await
         .unwrap();
+    let health: Value = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     // The service is idle (no writes while this runs): the log is what it recovered.
     let mut store = SqliteStore::open(dir).unwrap();
     let log = store.events_from(0).unwrap();
     let mut engine = genesis_engine(&store.genesis().unwrap().unwrap()).unwrap();
+    let mut messages = 0;
     for e in &log {
-        engine.apply(&e.event);
+        let applied = apply_event(&mut engine, &e.event);
+        messages += items(e.seq, &applied.outputs, &applied.extra).len();
     }
     let fresh: Vec<Value> = engine
         .risks()
@@ -136,8 +155,8 @@ async fn compare_with_replay(
         .filter_map(|e| e.idempotency_key.clone().map(|k| (k, e.seq)))
         .collect();
     (
-        json!({ "sequence": listed["sequence"], "accounts": listed["accounts"] }),
-        json!({ "sequence": engine.sequence(), "accounts": fresh }),
+        json!({ "sequence": listed["sequence"], "accounts": listed["accounts"], "stream_sequence": health["stream_sequence"] }),
+        json!({ "sequence": engine.sequence(), "accounts": fresh, "stream_sequence": messages }),
         keys,
     )
 }
@@ -190,8 +209,10 @@ async fn acknowledged_events_survive_sigkill_and_state_equals_a_fresh_replay() {
         .unwrap();
     let mut rounds = 0;
     let mut checked_events = 0usize;
+    let mut from_snapshot = 0;
     while rounds < max_rounds && began.elapsed() < budget {
-        let (mut child, addr) = spawn_child(&dir);
+        let (mut child, addr, snapshot) = spawn_child(&dir);
+        from_snapshot += usize::from(snapshot > 0);
         // Everything acknowledged before is in the log, and the state is a fresh replay's.
         let (served, replayed, keys) = compare_with_replay(&client, &addr, &dir).await;
         assert_eq!(
@@ -274,8 +295,12 @@ async fn acknowledged_events_survive_sigkill_and_state_equals_a_fresh_replay() {
         "too few events acknowledged: {}",
         acked.len()
     );
+    assert!(
+        from_snapshot >= 2,
+        "only {from_snapshot} of {rounds} restarts went on from a snapshot"
+    );
     // Final restart: nothing acknowledged is lost, and the state equals a fresh replay.
-    let (mut child, addr) = spawn_child(&dir);
+    let (mut child, addr, _) = spawn_child(&dir);
     let (served, replayed, keys) = compare_with_replay(&client, &addr, &dir).await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -290,7 +315,8 @@ async fn acknowledged_events_survive_sigkill_and_state_equals_a_fresh_replay() {
     // Straight to the process's stderr (past the test harness's capture): the CI log shows it.
     let _ = writeln!(
         std::io::stderr(),
-        "crash test: {rounds} SIGKILL rounds in {:.1} s (budget {max_rounds} rounds / {budget:?}, seed {seed:#x}); \
+        "crash test: {rounds} SIGKILL rounds in {:.1} s (budget {max_rounds} rounds / {budget:?}, seed {seed:#x}), \
+         {from_snapshot} restarts from a snapshot; \
          {} acknowledged events, all in the log ({checked_events} look-ups over the rounds), log of {} events",
         began.elapsed().as_secs_f64(),
         acked.len(),

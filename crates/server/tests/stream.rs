@@ -87,7 +87,7 @@ async fn a_reconnecting_client_misses_nothing() {
 }
 
 #[tokio::test]
-async fn a_resume_from_before_the_ring_replays_the_log() {
+async fn a_resume_from_before_the_ring_reads_the_log() {
     let r = server(2).await;
     let mut ts = 1_000;
     for round in 0..3 {
@@ -108,8 +108,8 @@ async fn a_resume_from_before_the_ring_replays_the_log() {
             .collect::<Vec<_>>(),
         (1..=total).collect::<Vec<_>>()
     );
-    // The regenerated messages equal what a live client saw: compare with a second resume
-    // from the ring's part.
+    // The messages read from the log equal what a live client saw: compare with a second
+    // resume from the ring's part.
     let mut ws2 = connect(&r, ADMIN, Some(total - 1)).await;
     let tail1 = next(&mut ws2).await.unwrap();
     assert_eq!(tail1, seen[(total - 2) as usize]);

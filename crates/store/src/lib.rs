@@ -7,6 +7,9 @@
 //!   [`Store::append_event`] returns only after the transaction holding it has committed, so an
 //!   event acknowledged to a client is durable. An idempotency key is unique: the same key again
 //!   returns the original sequence number and stores nothing.
+//!   Since schema v4 an event may carry what the service derived when it applied it (its
+//!   outputs, a [`Record`]), so answers, the stream and settlement after a restart need no
+//!   engine.
 //! - `snapshots`: the engine's [`State`] after some event, so recovery need not replay the whole
 //!   log ([`recover`]).
 //! - `param_versions`, `proposals`, `audit`, `api_keys`: for the service (governed parameters,
@@ -20,7 +23,7 @@ mod state;
 
 pub use governance::{ApprovalRow, GovernanceChange, GovernanceRows, ProposalRow, VersionRow};
 
-pub use state::{State, STATE_FORMAT};
+pub use state::{ServiceState, State, STATE_FORMAT};
 
 use pmargin_engine::{Engine, Event, Output};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -76,6 +79,14 @@ pub const MIGRATIONS: &[&str] = &[
      );",
     // v3: the governance state (committee, approvals, proposal states, how versions came in).
     governance::MIGRATION,
+    // v4: what the service derived from each event, beside its outputs, so a restart starts
+    // from a snapshot instead of replaying from genesis (see `Record`). Rows written before
+    // have NULL here until the service backfills them; the index finds those rows, and the
+    // event holding a given stream message.
+    "ALTER TABLE events ADD COLUMN stream_seq INTEGER;
+     ALTER TABLE events ADD COLUMN stream_extra TEXT;
+     ALTER TABLE events ADD COLUMN params_version INTEGER;
+     CREATE INDEX events_stream_seq ON events(stream_seq);",
 ];
 
 /// The schema version this build writes.
@@ -114,6 +125,8 @@ pub struct NewEvent<'a> {
     pub ts_ms: i64,
     /// The engine's outputs, if the event was applied before it was stored.
     pub outputs: Option<&'a [Output]>,
+    /// What the service derived from it (stored only with `outputs`).
+    pub record: Option<&'a Record>,
 }
 
 impl<'a> NewEvent<'a> {
@@ -124,8 +137,22 @@ impl<'a> NewEvent<'a> {
             key_id: None,
             ts_ms,
             outputs: None,
+            record: None,
         }
     }
+}
+
+/// What the service derived when it applied an event, besides the engine's outputs: kept with
+/// the event (schema v4) so that, after a restart, the service answers a retried request,
+/// serves its stream and signs settlement messages from the log without an engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The number of the event's first stream message (the next number if it made none).
+    pub stream_seq: u64,
+    /// Stream message bodies the outputs do not give (oracle health changes).
+    pub stream_extra: Vec<serde_json::Value>,
+    /// The parameter version in force after the event.
+    pub params_version: u64,
 }
 
 /// An audit entry to commit with a batch of events ([`Store::append_batch_audited`]).
@@ -158,6 +185,8 @@ pub struct StoredEvent {
     pub key_id: Option<String>,
     pub event: Event,
     pub outputs: Option<Vec<Output>>,
+    /// `None` for an event written before schema v4 and not backfilled.
+    pub record: Option<Record>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,50 +239,97 @@ fn seq_i64(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| StoreError::Invalid(format!("sequence number {v} out of range")))
 }
 
-type EventRow = (
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-);
-
-fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+struct EventRow {
+    seq: i64,
+    ts_ms: i64,
+    idempotency_key: Option<String>,
+    key_id: Option<String>,
+    event: String,
+    outputs: Option<String>,
+    stream_seq: Option<i64>,
+    stream_extra: Option<String>,
+    params_version: Option<i64>,
 }
 
-fn decode_event(
-    (seq, ts_ms, idempotency_key, key_id, event, outputs): EventRow,
-) -> Result<StoredEvent> {
-    let seq = seq_u64(seq)?;
-    let event = serde_json::from_str(&event)
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        seq: r.get(0)?,
+        ts_ms: r.get(1)?,
+        idempotency_key: r.get(2)?,
+        key_id: r.get(3)?,
+        event: r.get(4)?,
+        outputs: r.get(5)?,
+        stream_seq: r.get(6)?,
+        stream_extra: r.get(7)?,
+        params_version: r.get(8)?,
+    })
+}
+
+fn decode_event(row: EventRow) -> Result<StoredEvent> {
+    let seq = seq_u64(row.seq)?;
+    let event = serde_json::from_str(&row.event)
         .map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
-    let outputs = match outputs {
+    let outputs = match row.outputs {
         Some(o) => Some(
             serde_json::from_str(&o)
                 .map_err(|e| StoreError::Corrupt(format!("outputs of event {seq}: {e}")))?,
         ),
         None => None,
     };
+    let record = match (row.stream_seq, row.params_version) {
+        (Some(stream_seq), Some(params_version)) => {
+            let number = |v: i64, what: &str| {
+                u64::try_from(v)
+                    .map_err(|_| StoreError::Corrupt(format!("{what} of event {seq}: {v}")))
+            };
+            let stream_extra = match row.stream_extra {
+                Some(t) => serde_json::from_str(&t).map_err(|e| {
+                    StoreError::Corrupt(format!("stream_extra of event {seq}: {e}"))
+                })?,
+                None => Vec::new(),
+            };
+            Some(Record {
+                stream_seq: number(stream_seq, "stream_seq")?,
+                stream_extra,
+                params_version: number(params_version, "params_version")?,
+            })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(StoreError::Corrupt(format!(
+                "event {seq}: stream_seq and params_version must be both set or both NULL"
+            )))
+        }
+    };
     Ok(StoredEvent {
         seq,
-        ts_ms,
-        idempotency_key,
-        key_id,
+        ts_ms: row.ts_ms,
+        idempotency_key: row.idempotency_key,
+        key_id: row.key_id,
         event,
         outputs,
+        record,
     })
 }
 
-const EVENT_COLUMNS: &str = "seq, ts_ms, idempotency_key, key_id, event, outputs";
+const EVENT_COLUMNS: &str =
+    "seq, ts_ms, idempotency_key, key_id, event, outputs, stream_seq, stream_extra, params_version";
+
+/// A record's columns: `stream_seq`, `stream_extra` (NULL when empty), `params_version`.
+fn record_columns(record: Option<&Record>) -> Result<(Option<i64>, Option<String>, Option<i64>)> {
+    let Some(r) = record else {
+        return Ok((None, None, None));
+    };
+    let extra = match r.stream_extra.as_slice() {
+        [] => None,
+        list => Some(serde_json::to_string(list)?),
+    };
+    Ok((
+        Some(seq_i64(r.stream_seq)?),
+        extra,
+        Some(seq_i64(r.params_version)?),
+    ))
+}
 
 impl Store {
     /// Opens the store in `dir`, creating the directory and the database on first start, and
@@ -344,6 +420,7 @@ impl Store {
             key_id,
             ts_ms,
             outputs: None,
+            record: None,
         })
     }
 
@@ -384,7 +461,7 @@ impl Store {
             let mut find =
                 tx.prepare_cached("SELECT seq, event FROM events WHERE idempotency_key = ?1")?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (seq, ts_ms, idempotency_key, key_id, event, outputs) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO events (seq, ts_ms, idempotency_key, key_id, event, outputs, stream_seq, stream_extra, params_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for e in events {
                 let json = serde_json::to_string(e.event)?;
@@ -402,6 +479,13 @@ impl Store {
                     }
                 }
                 let outputs = e.outputs.map(serde_json::to_string).transpose()?;
+                if e.record.is_some() && outputs.is_none() {
+                    return Err(StoreError::Invalid(format!(
+                        "event {}: a record is stored only with the outputs",
+                        last + 1
+                    )));
+                }
+                let (stream_seq, stream_extra, params_version) = record_columns(e.record)?;
                 last += 1;
                 insert.execute(params![
                     last,
@@ -409,7 +493,10 @@ impl Store {
                     e.idempotency_key,
                     e.key_id,
                     json,
-                    outputs
+                    outputs,
+                    stream_seq,
+                    stream_extra,
+                    params_version
                 ])?;
                 out.push(Appended {
                     seq: seq_u64(last)?,
@@ -429,6 +516,71 @@ impl Store {
             .query_row(
                 "SELECT seq FROM events WHERE idempotency_key = ?1",
                 [key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        seq.map(seq_u64).transpose()
+    }
+
+    /// The event stored under an idempotency key.
+    pub fn event_by_key(&self, key: &str) -> Result<Option<StoredEvent>> {
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE idempotency_key = ?1");
+        let row = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row([key], event_row)
+            .optional()?;
+        row.map(decode_event).transpose()
+    }
+
+    /// The first event without its [`Record`] (written before schema v4, or appended without
+    /// one), if any.
+    pub fn first_unrecorded(&self) -> Result<Option<u64>> {
+        // Through the stream_seq index: cheap when every event has its record.
+        let seq: Option<i64> = self.conn.query_row(
+            "SELECT MIN(seq) FROM events WHERE stream_seq IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        seq.map(seq_u64).transpose()
+    }
+
+    /// Stores the outputs and records of events already in the log (computed by replaying a
+    /// log written before schema v4), in one transaction.
+    pub fn set_records(&mut self, records: &[(u64, &[Output], &Record)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE events SET outputs = ?2, stream_seq = ?3, stream_extra = ?4, params_version = ?5 WHERE seq = ?1",
+            )?;
+            for (seq, outputs, record) in records {
+                let (stream_seq, stream_extra, params_version) = record_columns(Some(record))?;
+                let n = update.execute(params![
+                    seq_i64(*seq)?,
+                    serde_json::to_string(outputs)?,
+                    stream_seq,
+                    stream_extra,
+                    params_version
+                ])?;
+                if n != 1 {
+                    return Err(StoreError::Invalid(format!("no event {seq} to record")));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The event holding stream message `msg` (by the stored records): the last event whose
+    /// first message is at most `msg`. `None` if every recorded event starts after it.
+    pub fn event_of_stream_message(&self, msg: u64) -> Result<Option<u64>> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM events WHERE stream_seq <= ?1 ORDER BY stream_seq DESC, seq DESC LIMIT 1",
+                [seq_i64(msg)?],
                 |r| r.get(0),
             )
             .optional()?;
@@ -502,13 +654,19 @@ impl Store {
     /// Stores the engine's state after event `seq` (0: before any event). Replaces a snapshot
     /// at the same sequence number.
     pub fn save_snapshot(&mut self, seq: u64, state: &State) -> Result<()> {
+        self.save_snapshot_json(seq, &serde_json::to_string(state)?)
+    }
+
+    /// [`Store::save_snapshot`] of a [`State`] already serialized (so a service can serialize
+    /// a large state without holding whatever guards the store). The text is checked only when
+    /// read back: a document that does not parse makes [`Store::latest_snapshot`] fail.
+    pub fn save_snapshot_json(&mut self, seq: u64, json: &str) -> Result<()> {
         let last = self.last_seq()?;
         if seq > last {
             return Err(StoreError::Invalid(format!(
                 "snapshot at {seq} is beyond the last event {last}"
             )));
         }
-        let json = serde_json::to_string(state)?;
         self.conn.execute(
             "INSERT OR REPLACE INTO snapshots (seq, state) VALUES (?1, ?2)",
             params![seq_i64(seq)?, json],

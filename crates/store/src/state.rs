@@ -6,6 +6,10 @@
 //! index states and stable prices, and the engine's event counter. Restoring it and applying the
 //! later events gives the same state and outputs, byte for byte, as a replay from genesis.
 //!
+//! Format 3 adds what the service keeps beside the engine ([`ServiceState`]: the next stream
+//! message number and its event counters), so the service too can start from the snapshot.
+//! A format-2 document (no service part) still restores the engine.
+//!
 //! Format 1 (written by earlier versions) kept only the engine's inputs and could not hold an
 //! oracle. Such a document still reads, as a state that is not [`State::restorable`]: recovery
 //! then replays the whole log, which is slower but exact.
@@ -15,7 +19,10 @@ use pmargin_engine::{Engine, EngineSnapshot};
 use serde::{Deserialize, Serialize};
 
 /// Version of the [`State`] document written now.
-pub const STATE_FORMAT: u32 = 2;
+pub const STATE_FORMAT: u32 = 3;
+
+/// The formats whose engine state restores.
+const RESTORABLE: std::ops::RangeInclusive<u32> = 2..=STATE_FORMAT;
 
 /// A snapshot of the engine after some event (serde JSON in the `snapshots` table).
 ///
@@ -26,6 +33,21 @@ pub struct State {
     pub format: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineSnapshot>,
+    /// The service's part (format 3 on; absent when the snapshot was taken without a service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceState>,
+}
+
+/// What the risk service needs beside the engine to continue from a snapshot exactly as it
+/// would have after replaying the log from genesis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceState {
+    /// The number the next stream message gets.
+    pub stream_next: u64,
+    /// Events of the log up to the snapshot that the engine applied, and that it refused.
+    pub events_applied: u64,
+    pub events_rejected: u64,
 }
 
 impl State {
@@ -34,23 +56,32 @@ impl State {
         State {
             format: STATE_FORMAT,
             engine: Some(engine.snapshot()),
+            service: None,
         }
+    }
+
+    /// The same state with the service's part.
+    pub fn with_service(mut self, service: ServiceState) -> State {
+        self.service = Some(service);
+        self
     }
 
     /// Whether [`State::restore`] gives back the engine (false for a format-1 document).
     pub fn restorable(&self) -> bool {
-        self.format == STATE_FORMAT && self.engine.is_some()
+        RESTORABLE.contains(&self.format) && self.engine.is_some()
     }
 
     /// Re-creates the engine. Refused if the snapshot is not [`State::restorable`].
     pub fn restore(&self) -> Result<Engine> {
-        match (&self.engine, self.format) {
-            (Some(snapshot), STATE_FORMAT) => {
+        match &self.engine {
+            Some(snapshot) if self.restorable() => {
                 Engine::restore(snapshot.clone()).map_err(|e| StoreError::Engine(e.to_string()))
             }
             _ => Err(StoreError::NotRestorable(format!(
-                "snapshot format {} holds no engine state (format {STATE_FORMAT} does)",
-                self.format
+                "snapshot format {} holds no engine state (formats {} to {} do)",
+                self.format,
+                RESTORABLE.start(),
+                RESTORABLE.end()
             ))),
         }
     }

@@ -7,7 +7,8 @@ use common::{assert_same, event, genesis, genesis_with, TempDir};
 use pmargin_engine::oracle::OracleConfig;
 use pmargin_engine::{Event, Output};
 use pmargin_store::{
-    recover, replay, NewEvent, State, Store, StoreError, DB_FILE, MIGRATIONS, SCHEMA_VERSION,
+    recover, replay, NewEvent, Record, ServiceState, State, Store, StoreError, DB_FILE, MIGRATIONS,
+    SCHEMA_VERSION, STATE_FORMAT,
 };
 use rusqlite::Connection;
 use serde_json::json;
@@ -552,4 +553,158 @@ fn group_commit_ingests_quickly() {
         events.len() as f64 / secs
     );
     assert_eq!(store.last_seq().unwrap(), 20_000);
+}
+
+/// A database at schema v3 with events (as the last build before the records wrote it) is
+/// migrated: its events read back unchanged and without records, the first of them is found as
+/// unrecorded, and records set afterwards read back and locate stream messages.
+#[test]
+fn a_version_3_database_with_events_gains_records_by_backfill() {
+    let tmp = TempDir::new("migrate-v4");
+    std::fs::create_dir_all(tmp.path()).unwrap();
+    let deposit = r#"{"type":"deposit","account":"a","asset":"USDC","amount":5}"#;
+    {
+        let conn = Connection::open(tmp.path().join(DB_FILE)).unwrap();
+        for m in &MIGRATIONS[..3] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.execute_batch("PRAGMA user_version = 3").unwrap();
+        for seq in 1..=3 {
+            conn.execute(
+                "INSERT INTO events (seq, ts_ms, idempotency_key, key_id, event, outputs) VALUES (?1, 7, ?2, 'admin', ?3, NULL)",
+                rusqlite::params![seq, format!("k{seq}"), deposit],
+            )
+            .unwrap();
+        }
+    }
+    let mut store = Store::open(tmp.path()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    const { assert!(SCHEMA_VERSION >= 4) };
+    let old = store.events_after(0).unwrap();
+    assert_eq!(old.len(), 3);
+    assert!(old
+        .iter()
+        .all(|e| e.record.is_none() && e.outputs.is_none()));
+    assert_eq!(old[1].idempotency_key.as_deref(), Some("k2"));
+    assert_eq!(store.first_unrecorded().unwrap(), Some(1));
+    // Backfill: events 1 and 3 make one stream message each, event 2 none.
+    let fill = |account: &str| Output::MarginChange {
+        account: account.into(),
+        from: "healthy".into(),
+        to: "restricted".into(),
+        margin_balance: 0.1 + 0.2,
+        initial_margin: 1.0 / 3.0,
+        maintenance_margin: 2.0,
+    };
+    let (o1, o2, o3) = (vec![fill("a")], Vec::new(), vec![fill("b")]);
+    let r1 = Record {
+        stream_seq: 1,
+        stream_extra: Vec::new(),
+        params_version: 1,
+    };
+    let r2 = Record {
+        stream_seq: 2,
+        ..r1.clone()
+    };
+    let r3 = Record {
+        stream_seq: 2,
+        stream_extra: vec![json!({"type": "oracle_health", "price": 0.1 + 0.7})],
+        params_version: 2,
+    };
+    store
+        .set_records(&[(1, &o1, &r1), (2, &o2, &r2), (3, &o3, &r3)])
+        .unwrap();
+    assert_eq!(store.first_unrecorded().unwrap(), None);
+    let e3 = store.event_by_key("k3").unwrap().unwrap();
+    assert_eq!((e3.seq, e3.outputs, e3.record), (3, Some(o3), Some(r3)));
+    assert_eq!(store.event(2).unwrap().unwrap().record, Some(r2));
+    // Message 1 is event 1's; message 2 the last event starting at 2 (3: event 2 has none);
+    // message 0 precedes every event.
+    assert_eq!(store.event_of_stream_message(1).unwrap(), Some(1));
+    assert_eq!(store.event_of_stream_message(2).unwrap(), Some(3));
+    assert_eq!(store.event_of_stream_message(9).unwrap(), Some(3));
+    assert_eq!(store.event_of_stream_message(0).unwrap(), None);
+    assert!(matches!(
+        store.set_records(&[(4, &o1, &r1)]),
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(store.event_by_key("nope").unwrap().is_none());
+}
+
+/// A record is stored with the outputs, in the event's transaction, and reads back exactly;
+/// one without outputs is refused and nothing of its batch is stored.
+#[test]
+fn records_are_stored_with_their_event() {
+    let tmp = TempDir::new("records");
+    let mut store = Store::open(tmp.path()).unwrap();
+    let outputs = vec![Output::Deleveraged {
+        account: "a".into(),
+        amount: 1e-7 + 3.0,
+    }];
+    let record = Record {
+        stream_seq: 41,
+        stream_extra: vec![json!({"type": "oracle_health", "health": "stale", "price": null})],
+        params_version: 7,
+    };
+    store
+        .append(&NewEvent {
+            outputs: Some(&outputs),
+            record: Some(&record),
+            idempotency_key: Some("r1"),
+            ..NewEvent::new(&Event::Liquidate, 5)
+        })
+        .unwrap();
+    let without = NewEvent {
+        record: Some(&record),
+        ..NewEvent::new(&Event::Liquidate, 6)
+    };
+    assert!(matches!(
+        store.append_batch(&[NewEvent::new(&Event::Liquidate, 6), without]),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.last_seq().unwrap(), 1);
+    let back = store.event_by_key("r1").unwrap().unwrap();
+    assert_eq!(back.outputs, Some(outputs));
+    assert_eq!(back.record, Some(record));
+    assert_eq!(store.first_unrecorded().unwrap(), None);
+    store
+        .append_event(&Event::Liquidate, None, None, 7)
+        .unwrap();
+    assert_eq!(store.first_unrecorded().unwrap(), Some(2));
+}
+
+/// Format 3 carries the service's part; a format-2 document (engine only, as the previous
+/// build wrote) still restores the same engine; an unknown newer format does not restore.
+#[test]
+fn state_formats_2_and_3_restore_and_only_3_has_the_service_part() {
+    let mut live = genesis();
+    for i in 1..=25 {
+        live.apply(&event(i));
+    }
+    let service = ServiceState {
+        stream_next: 9,
+        events_applied: 20,
+        events_rejected: 5,
+    };
+    let current = State::capture(&live).with_service(service);
+    assert_eq!(current.format, 3);
+    let text = serde_json::to_string(&current).unwrap();
+    let back: State = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.service, Some(service));
+    assert_same(&back.restore().unwrap(), &live, "format 3");
+    let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+    old["format"] = 2.into();
+    old.as_object_mut().unwrap().remove("service");
+    let old: State = serde_json::from_value(old).unwrap();
+    assert!(old.restorable() && old.service.is_none());
+    assert_same(&old.restore().unwrap(), &live, "format 2");
+    let future = State {
+        format: STATE_FORMAT + 1,
+        ..back
+    };
+    assert!(!future.restorable());
+    assert!(matches!(
+        future.restore(),
+        Err(StoreError::NotRestorable(_))
+    ));
 }
