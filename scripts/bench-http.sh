@@ -7,9 +7,10 @@
 #   1. GET /v1/accounts/retail-btc at 100 and at 10 connections (p50/p99, requests/s), each
 #      connection sending its next request as soon as it has the answer (a saturating closed
 #      loop: with N connections the mean latency is N / throughput by construction);
-#   2. the same GET from 100 connections each pacing itself to one request per 10 ms
-#      (scripts/paced.lua: about 10,000 requests/s offered), the latency of a loaded, not
-#      saturated, service;
+#   2. the same GET from 100 connections each waiting a random 0-20 ms, then 0-2 ms, between
+#      an answer and its next request (scripts/paced.lua): 100 clients offering about 10,000
+#      and then as many requests/s as the service answers, with think times that keep them
+#      out of step;
 #   3. durable ingest: deposits POSTed to /v1/events with unique idempotency keys from 100
 #      connections (scripts/ingest.lua), acknowledged only once committed.
 # Prints the load average with each run: other processes on the machine skew the numbers.
@@ -43,9 +44,11 @@ for c in 100 10; do
   wrk -t1 -c"$c" -d"${SECS}s" --latency -H "Authorization: Bearer $KEY" "$URL/v1/accounts/$ACCOUNT" |
     grep -E "50%|90%|99%|Requests/sec|Non-2xx|Socket errors"
 done
-echo "== GET /v1/accounts/$ACCOUNT, 100 connections paced at 10 ms, $SECS s (load average $(uptime | sed 's/.*load average: //'))"
-PMARGIN_KEY=$KEY PACE_MS=10 wrk -t1 -c100 -d"${SECS}s" --latency -s scripts/paced.lua "$URL/v1/accounts/$ACCOUNT" |
-  grep -E "50%|90%|99%|Requests/sec|Non-2xx|Socket errors"
+for pace in 10 1; do
+  echo "== GET /v1/accounts/$ACCOUNT, 100 connections pausing 0-$((2 * pace)) ms, $SECS s (load average $(uptime | sed 's/.*load average: //'))"
+  PMARGIN_KEY=$KEY PACE_MS=$pace wrk -t1 -c100 -d"${SECS}s" --latency -s scripts/paced.lua "$URL/v1/accounts/$ACCOUNT" |
+    grep -E "50%|90%|99%|Requests/sec|Non-2xx|Socket errors"
+done
 echo "== POST /v1/events (durable deposits), 100 connections, $SECS s (load average $(uptime | sed 's/.*load average: //'))"
 PMARGIN_KEY=$KEY wrk -t1 -c100 -d"${SECS}s" -s scripts/ingest.lua "$URL" |
   grep -E "acknowledged|latency p50|Non-2xx|Socket errors"
