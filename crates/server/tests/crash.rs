@@ -119,23 +119,14 @@ async fn compare_with_replay(
     addr: &str,
     dir: &std::path::Path,
 ) -> (Value, Value, std::collections::HashMap<String, u64>) {
-    let listed: Value = client
-        .get(format!("http://{addr}/v1/accounts"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let health: Value = client
-        .get(format!("http://{addr}/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = |path: &str| {
+        client
+            .get(format!("http://{addr}{path}"))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    let listed: Value = get("/v1/accounts").await.unwrap().json().await.unwrap();
+    let health: Value = get("/healthz").await.unwrap().json().await.unwrap();
     // The service is idle (no writes while this runs): the log is what it recovered.
     let mut store = SqliteStore::open(dir).unwrap();
     let log = store.events_from(0).unwrap();

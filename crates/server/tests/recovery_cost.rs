@@ -13,10 +13,9 @@ mod common;
 
 use common::*;
 use pmargin_engine::Event;
-use pmargin_server::demo::{demo_genesis, engine_config, MARKET, PARAMS};
+use pmargin_server::demo::demo_genesis;
 use pmargin_server::store::Genesis;
 use pmargin_server::{start, ServerConfig};
-use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,51 +25,6 @@ fn var(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// `n` accounts on the demo market with three positions each (as the dashboard's large book).
-fn big_genesis(n: usize) -> Genesis {
-    let instruments = [
-        ("BTC-PERPETUAL", Some(91540.0), 0.5),
-        ("ETH-PERPETUAL", Some(3051.5), 10.0),
-        ("SOL-PERPETUAL", Some(142.1), 100.0),
-        ("BTC-25DEC26", Some(91900.0), 0.5),
-        ("BTC-25DEC26-90000-C", None, 1.0),
-        ("BTC-25DEC26-85000-P", None, 1.0),
-        ("ETH-25DEC26-3000-C", None, 10.0),
-        ("ETH-25DEC26-3000-P", None, 10.0),
-    ];
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let accounts: Vec<Value> = (0..n)
-        .map(|i| {
-            let positions: Vec<Value> = (0..3)
-                .map(|_| {
-                    let (name, entry, unit) =
-                        instruments[(next() * instruments.len() as f64) as usize];
-                    let size = ((next() * 8.0).floor() + 1.0)
-                        * unit
-                        * if next() < 0.5 { -1.0 } else { 1.0 };
-                    match entry {
-                        Some(e) => json!({ "instrument": name, "size": size, "entry_price": e }),
-                        None => json!({ "instrument": name, "size": size }),
-                    }
-                })
-                .collect();
-            json!({ "id": format!("acct-{i:05}"), "balances": { "USDC": (3_000.0 + next() * 150_000.0).round() }, "positions": positions })
-        })
-        .collect();
-    Genesis {
-        portfolio: json!({ "accounts": accounts }).to_string(),
-        market: MARKET.into(),
-        params: PARAMS.into(),
-        config: engine_config(250_000.0),
-    }
 }
 
 /// Event `i` of the load: deposits and small trades against `basis-fund`, an oracle quote
