@@ -22,6 +22,7 @@ pub mod stream;
 
 use crate::state::AppState;
 use crate::store::{open_dir, Genesis, MemoryStore, Store, StoreKind};
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,6 +132,11 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let app = api::router(started.state.clone());
     let (tx, rx) = oneshot::channel::<()>();
+    // Answers (and stream frames) go out at once rather than waiting, under Nagle's rule, for
+    // the acknowledgement of an earlier small segment.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
