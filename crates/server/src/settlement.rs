@@ -217,17 +217,15 @@ impl Settlement {
     fn catch_up(&self, state: &AppState) -> Result<u64, String> {
         let mut log = self.liquidations.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let from = log.last_seq + 1;
-            let page = state
+            // Only the events with a fill are read (the store searches the rest).
+            let (page, through) = state
                 .store
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .events_page(from, CATCH_UP_PAGE)?;
-            if page.is_empty() {
-                return Ok(log.last_seq);
-            }
+                .liquidation_events_page(log.last_seq + 1, CATCH_UP_PAGE)?;
+            let full = page.len() >= CATCH_UP_PAGE;
             for logged in page {
-                if logged.seq != log.last_seq + 1 {
+                if logged.seq <= log.last_seq {
                     return Err(format!(
                         "event log: event {} follows {}",
                         logged.seq, log.last_seq
@@ -247,6 +245,10 @@ impl Settlement {
                 )?;
                 log.items.extend(made);
                 log.last_seq = logged.seq;
+            }
+            log.last_seq = log.last_seq.max(through);
+            if !full {
+                return Ok(log.last_seq);
             }
         }
     }

@@ -97,6 +97,32 @@ pub trait Store: Send {
         events.truncate(limit);
         Ok(events)
     }
+    /// At most `limit` logged events with `seq >= from` that may hold a liquidation fill (every
+    /// event whose record has one, and any event without a record), in order, and the last
+    /// event the search covered (the log's last one, unless the page is full).
+    fn liquidation_events_page(
+        &mut self,
+        from: u64,
+        limit: usize,
+    ) -> StoreResult<(Vec<LoggedEvent>, u64)> {
+        let mut found = Vec::new();
+        let mut through = from.saturating_sub(1);
+        for e in self.events_from(from)? {
+            through = e.seq;
+            let fills = e.record.as_ref().is_none_or(|r| {
+                r.outputs
+                    .iter()
+                    .any(|o| matches!(o, Output::LiquidationFill { .. }))
+            });
+            if fills {
+                found.push(e);
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok((found, through))
+    }
     /// The first logged event without its [`EventRecord`], if any.
     fn first_unrecorded(&mut self) -> StoreResult<Option<u64>> {
         Ok(self
@@ -722,6 +748,22 @@ impl Store for SqliteStore {
     }
     fn first_unrecorded(&mut self) -> StoreResult<Option<u64>> {
         self.db.first_unrecorded().map_err(|e| e.to_string())
+    }
+    fn liquidation_events_page(
+        &mut self,
+        from: u64,
+        limit: usize,
+    ) -> StoreResult<(Vec<LoggedEvent>, u64)> {
+        // Outputs are stored as serde_json writes them: a fill is an object tagged so.
+        let (stored, through) = self
+            .db
+            .events_with_outputs_containing(
+                from.saturating_sub(1),
+                limit,
+                "\"type\":\"liquidation_fill\"",
+            )
+            .map_err(|e| e.to_string())?;
+        Ok((stored.into_iter().map(logged_of).collect(), through))
     }
     fn put_records(&mut self, records: &[(u64, EventRecord)]) -> StoreResult<()> {
         let rows: Vec<(u64, &[Output], pmargin_store::Record)> = records

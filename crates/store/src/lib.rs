@@ -624,6 +624,35 @@ impl Store {
         rows.map(|r| decode_event(r?)).collect()
     }
 
+    /// At most `limit` events after `seq` whose stored outputs contain `needle` (or that have
+    /// no stored outputs), in order, and the last event the search covered: the last match of a
+    /// full page, else the log's last event. The search runs in SQLite, so a log of millions of
+    /// events is scanned without decoding the ones that do not match.
+    pub fn events_with_outputs_containing(
+        &self,
+        seq: u64,
+        limit: usize,
+        needle: &str,
+    ) -> Result<(Vec<StoredEvent>, u64)> {
+        let last = self.last_seq()?;
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 AND seq <= ?2 \
+             AND (outputs IS NULL OR instr(outputs, ?3) > 0) ORDER BY seq LIMIT ?4"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let limit_sql = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(
+            params![seq_i64(seq)?, seq_i64(last)?, needle, limit_sql],
+            event_row,
+        )?;
+        let events: Vec<StoredEvent> = rows.map(|r| decode_event(r?)).collect::<Result<_>>()?;
+        let through = match events.last() {
+            Some(e) if events.len() >= limit => e.seq,
+            _ => last.max(seq),
+        };
+        Ok((events, through))
+    }
+
     /// Calls `f` on every event after `seq`, in order, without holding the log in memory.
     pub fn for_each_event_after(
         &self,

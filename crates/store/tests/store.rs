@@ -708,3 +708,62 @@ fn state_formats_2_and_3_restore_and_only_3_has_the_service_part() {
         Err(StoreError::NotRestorable(_))
     ));
 }
+
+/// The search for events with a given output finds exactly those (and those without outputs),
+/// pages them, and says how far it looked.
+#[test]
+fn events_are_searched_by_their_outputs() {
+    let tmp = TempDir::new("search");
+    let mut store = Store::open(tmp.path()).unwrap();
+    let fill = vec![Output::LiquidationFill {
+        account: "a".into(),
+        instrument: "BTC-PERPETUAL".into(),
+        size: -0.5,
+        price: 60_000.0,
+        penalty: 300.0,
+    }];
+    let other = vec![Output::Deleveraged {
+        account: "liquidation_fill".into(),
+        amount: 1.0,
+    }];
+    let record = Record {
+        stream_seq: 1,
+        stream_extra: Vec::new(),
+        params_version: 1,
+    };
+    // Events 1..=10: fills at 2, 5 and 9; event 7 holds the word only as an account name.
+    for seq in 1..=10u64 {
+        let outputs = match seq {
+            2 | 5 | 9 => &fill,
+            7 => &other,
+            _ => &Vec::new(),
+        };
+        store
+            .append(&NewEvent {
+                outputs: Some(outputs),
+                record: Some(&record),
+                ..NewEvent::new(&Event::Liquidate, seq as i64)
+            })
+            .unwrap();
+    }
+    let needle = "\"type\":\"liquidation_fill\"";
+    let seqs = |v: &[pmargin_store::StoredEvent]| v.iter().map(|e| e.seq).collect::<Vec<_>>();
+    let (all, through) = store
+        .events_with_outputs_containing(0, 100, needle)
+        .unwrap();
+    assert_eq!((seqs(&all), through), (vec![2, 5, 9], 10));
+    // A full page stops at its last match.
+    let (page, through) = store.events_with_outputs_containing(0, 2, needle).unwrap();
+    assert_eq!((seqs(&page), through), (vec![2, 5], 5));
+    let (rest, through) = store.events_with_outputs_containing(5, 2, needle).unwrap();
+    assert_eq!((seqs(&rest), through), (vec![9], 10));
+    // Past the end: nothing, and the search covered up to where it started.
+    let (none, through) = store.events_with_outputs_containing(12, 2, needle).unwrap();
+    assert_eq!((seqs(&none), through), (vec![], 12));
+    // An event without outputs is returned too (its reader must say it cannot tell).
+    store
+        .append_event(&Event::Liquidate, None, None, 11)
+        .unwrap();
+    let (tail, through) = store.events_with_outputs_containing(9, 10, needle).unwrap();
+    assert_eq!((seqs(&tail), through), (vec![11], 11));
+}
