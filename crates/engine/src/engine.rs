@@ -25,7 +25,8 @@
 //! no scenario); with it exact and only the requirement bounded (by its own part `R_u` of the
 //! slope, from the prices of the last evaluation), the status is proven if every figure keeps
 //! its side over the requirement's whole range, and the bands are re-centred on today's
-//! prices with what is left. Only otherwise is the account re-margined.
+//! prices with what is left. Only otherwise is the account re-margined. The scan and the
+//! re-cuts need prices and bands only, so they run while the tick's risk arrays are refreshed.
 //!
 //! Fills are screened the same way: a fill on an underlying a healthy account is already
 //! exposed to moves its margin balance by exactly `size x (mark - price) - fee` and its
@@ -1140,29 +1141,25 @@ impl Engine {
         self.book
             .remark_underlying(&self.market, u)
             .map_err(|e| reject(e.to_string()))?;
-        refresh_arrays(&mut self.arrays, &self.book, u);
-        self.arrays_changed(u);
         let screened = screened && self.option_vols(u) == vols_before;
-        let price = self.book.underlyings[u].spot;
-        let mut left = Vec::new();
-        for (a, band) in self.bands[u].0.iter().enumerate() {
-            let (lo, hi) = (band.lo, band.hi);
-            if lo == NOT_EXPOSED.0 {
-                continue;
-            }
-            // (NaN-safe: a band that is not proven to hold the price re-margins the account.)
-            let inside = lo <= price && price <= hi;
-            if screened && inside {
-                if self.risk[a].get().is_some() {
-                    self.risk[a].take();
-                }
-            } else {
-                left.push(a);
-            }
-        }
+        // The scan and the re-cuts read prices and bands only, not the risk arrays: they run
+        // while the arrays are refreshed (the two are the larger part of a tick).
+        let Engine {
+            arrays,
+            book,
+            bands,
+            risk,
+            room,
+            ..
+        } = self;
+        let (_, left) = rayon::join(
+            || refresh_arrays(arrays, book, u),
+            || screen_tick(bands, risk, room, book, u, screened),
+        );
+        self.arrays_changed(u);
         let mut due = Vec::with_capacity(left.len());
         for a in left {
-            if screened && (self.rebalance(a) || self.recentre(a)) {
+            if screened && self.recentre(a) {
                 self.risk[a].take();
             } else {
                 due.push(a);
@@ -1171,41 +1168,6 @@ impl Engine {
         self.remargin(&due, out);
         self.liquidation_round(out);
         Ok(())
-    }
-
-    /// A price left account `a`'s band on one underlying: if the moves of all its exposures'
-    /// prices since the reference together still fit in its room (`sum_u L_u |x_u - 1| <
-    /// room`), its status is still proven, and its bands are re-cut: each exposure gets its
-    /// current move plus an equal share (relative) of what is left, so the bands still spend
-    /// no more than the room. Returns false (the account must be re-margined) otherwise.
-    fn rebalance(&mut self, a: usize) -> bool {
-        let room = self.room[a];
-        if room.is_nan() || room <= 0.0 {
-            return false;
-        }
-        let exposures = &self.book.accounts[a].exposures;
-        let (mut used, mut total) = (0.0, 0.0);
-        for &u in exposures {
-            let band = &self.bands[u].0[a];
-            let x = self.book.underlyings[u].spot / band.reference;
-            used += band.slope * (x - 1.0).abs();
-            total += band.slope;
-        }
-        let free = room - used;
-        let share = free / total * (1.0 - 1e-9);
-        // Rounding allowance on the moves summed here.
-        if !(free > ROUNDING_ALLOWANCE * room && share > 0.0 && total.is_finite()) {
-            return false;
-        }
-        for &u in exposures {
-            let band = &mut self.bands[u].0[a];
-            let reference = band.reference;
-            let x = self.book.underlyings[u].spot / reference;
-            let delta = ((x - 1.0).abs() + share).min(MAX_BAND);
-            band.lo = reference - reference * delta;
-            band.hi = reference + reference * delta;
-        }
-        true
     }
 
     /// A price left account `a`'s band and re-cutting did not prove its status: most of its
@@ -2145,6 +2107,79 @@ enum Trial {
 /// maintenance and initial margin each move by less than the smallest of them in size, less
 /// a rounding allowance twice (today's figures and tomorrow's), so none changes sign and the
 /// status cannot change. The room is spent equally in relative moves on every exposure.
+/// The accounts a price tick on `u` (at the book's new price) may concern: each exposed
+/// account whose band the price leaves, unless re-cutting its bands ([`recut`]) still proves
+/// its status. Accounts left inside their bands, and those re-cut, only have their figures
+/// go stale. Unscreened ticks return every exposed account.
+fn screen_tick(
+    bands: &mut [Bands],
+    risk: &mut [OnceLock<AccountRisk>],
+    room: &[f64],
+    book: &Book,
+    u: usize,
+    screened: bool,
+) -> Vec<usize> {
+    let price = book.underlyings[u].spot;
+    let mut left = Vec::new();
+    for (a, band) in bands[u].0.iter().enumerate() {
+        let (lo, hi) = (band.lo, band.hi);
+        if lo == NOT_EXPOSED.0 {
+            continue;
+        }
+        // (NaN-safe: a band that is not proven to hold the price re-margins the account.)
+        let inside = lo <= price && price <= hi;
+        if screened && inside {
+            if risk[a].get().is_some() {
+                risk[a].take();
+            }
+        } else {
+            left.push(a);
+        }
+    }
+    left.retain(|&a| {
+        let proven = screened && recut(bands, book, room[a], a);
+        if proven {
+            risk[a].take();
+        }
+        !proven
+    });
+    left
+}
+
+/// A price left account `a`'s band on one underlying: if the moves of all its exposures'
+/// prices since the reference together still fit in its room (`sum_u L_u |x_u - 1| < room`),
+/// its status is still proven, and its bands are re-cut: each exposure gets its current move
+/// plus an equal share (relative) of what is left, so the bands still spend no more than the
+/// room. Returns false (the account must be looked at further) otherwise.
+fn recut(bands: &mut [Bands], book: &Book, room: f64, a: usize) -> bool {
+    if room.is_nan() || room <= 0.0 {
+        return false;
+    }
+    let exposures = &book.accounts[a].exposures;
+    let (mut used, mut total) = (0.0, 0.0);
+    for &u in exposures {
+        let band = &bands[u].0[a];
+        let x = book.underlyings[u].spot / band.reference;
+        used += band.slope * (x - 1.0).abs();
+        total += band.slope;
+    }
+    let free = room - used;
+    let share = free / total * (1.0 - 1e-9);
+    // Rounding allowance on the moves summed here.
+    if !(free > ROUNDING_ALLOWANCE * room && share > 0.0 && total.is_finite()) {
+        return false;
+    }
+    for &u in exposures {
+        let band = &mut bands[u].0[a];
+        let reference = band.reference;
+        let x = book.underlyings[u].spot / reference;
+        let delta = ((x - 1.0).abs() + share).min(MAX_BAND);
+        band.lo = reference - reference * delta;
+        band.hi = reference + reference * delta;
+    }
+    true
+}
+
 fn screen_of(
     evaluator: &Evaluator<'_>,
     factors: &[(f64, f64)],
