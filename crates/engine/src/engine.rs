@@ -161,6 +161,29 @@ pub enum EngineError {
     Config(String),
 }
 
+/// What an engine is made of; everything else it holds is derived ([`Engine::assemble`]).
+pub(crate) struct Parts {
+    pub config: EngineConfig,
+    pub market: Market,
+    pub book: Book,
+    /// Account id to index in `book` ([`account_index`]).
+    pub accounts: HashMap<String, usize>,
+    pub oracle: Option<Oracle>,
+    pub insurance_fund: f64,
+    pub suspended: BTreeSet<usize>,
+    pub bad_debt: BTreeSet<usize>,
+    pub sequence: u64,
+}
+
+/// Each account's index in the book, by id.
+pub(crate) fn account_index(book: &Book) -> HashMap<String, usize> {
+    book.accounts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id.clone(), i))
+        .collect()
+}
+
 /// The engine's state. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -256,18 +279,30 @@ impl Engine {
             None => None,
         };
         let book = Book::build(&portfolio, market, params)?;
-        let arrays = RiskArrays::compute(&book, None)?;
-        let mut engine = Engine {
+        Engine::assemble(Parts {
             oracle,
             insurance_fund: config.insurance_fund,
             config,
             market: market.clone(),
-            accounts: book
-                .accounts
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (a.id.clone(), i))
-                .collect(),
+            accounts: account_index(&book),
+            book,
+            suspended: BTreeSet::new(),
+            bad_debt: BTreeSet::new(),
+            sequence: 0,
+        })
+    }
+
+    /// An engine holding `parts`, with everything derived from them (risk arrays, figures,
+    /// bands, caches) computed afresh: the one constructor behind [`Engine::new`] and
+    /// [`Engine::restore`].
+    pub(crate) fn assemble(parts: Parts) -> Result<Engine, EngineError> {
+        let arrays = RiskArrays::compute(&parts.book, None)?;
+        let mut engine = Engine {
+            config: parts.config,
+            market: parts.market,
+            book: parts.book,
+            arrays,
+            accounts: parts.accounts,
             risk: Vec::new(),
             status: Vec::new(),
             bands: Vec::new(),
@@ -276,12 +311,12 @@ impl Engine {
             room: Vec::new(),
             required: Vec::new(),
             slot_weights: Vec::new(),
-            book,
-            arrays,
-            suspended: BTreeSet::new(),
-            bad_debt: BTreeSet::new(),
+            insurance_fund: parts.insurance_fund,
+            suspended: parts.suspended,
+            bad_debt: parts.bad_debt,
             liquidator_dirty: false,
-            sequence: 0,
+            oracle: parts.oracle,
+            sequence: parts.sequence,
             row_cache: Vec::new(),
             array_version: Vec::new(),
             generation: 0,

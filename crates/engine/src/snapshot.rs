@@ -12,14 +12,14 @@
 //! event `k` and applying events `k+1..n` gives the outputs and the state, byte for byte, of
 //! applying `1..n` from genesis.
 
-use super::{Engine, EngineConfig, EngineError};
+use super::{account_index, Engine, EngineConfig, EngineError, Parts};
 use crate::oracle::Oracle;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use pmargin_core::book::Book;
 use pmargin_core::input::market::{SmilePoint, VolSurface};
 use pmargin_core::input::portfolio::{Account, Portfolio, Position};
 use pmargin_core::instrument::Instrument;
-use pmargin_core::{Market, Params, RiskArrays};
+use pmargin_core::{Market, Params};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -344,12 +344,7 @@ impl Engine {
             .iter()
             .map(underlying)
             .collect::<Result<BTreeSet<usize>, _>>()?;
-        let accounts: std::collections::HashMap<String, usize> = book
-            .accounts
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.id.clone(), i))
-            .collect();
+        let accounts = account_index(&book);
         let bad_debt = s
             .bad_debt
             .iter()
@@ -360,34 +355,16 @@ impl Engine {
                     .ok_or_else(|| bad(format!("account {id}")))
             })
             .collect::<Result<BTreeSet<usize>, _>>()?;
-        let arrays = RiskArrays::compute(&book, None)?;
-        let mut engine = Engine {
+        Engine::assemble(Parts {
             config: s.config,
             market,
             book,
-            arrays,
             accounts,
-            risk: Vec::new(),
-            status: Vec::new(),
-            bands: Vec::new(),
-            slope_factors: Vec::new(),
-            failing: BTreeSet::new(),
-            room: Vec::new(),
-            required: Vec::new(),
-            slot_weights: Vec::new(),
+            oracle: s.oracle,
             insurance_fund: s.insurance_fund,
             suspended,
             bad_debt,
-            liquidator_dirty: false,
-            oracle: s.oracle,
             sequence: s.sequence,
-            row_cache: Vec::new(),
-            array_version: Vec::new(),
-            generation: 0,
-            version: 0,
-            row_cache_min: super::ROW_CACHE_MIN_POSITIONS,
-        };
-        engine.full_recompute();
-        Ok(engine)
+        })
     }
 }
