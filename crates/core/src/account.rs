@@ -156,24 +156,10 @@ impl<'a> Evaluator<'a> {
         // The positions grouped by exposure, each group in holding order (one pass, rather than
         // one pass per exposure): the same positions in the same order as `requirement` adds.
         let k = account.exposures.len();
-        // Exposure of each underlying (a table for the common case of few underlyings).
-        const TABLE: usize = 32;
-        let mut table = [usize::MAX; TABLE];
-        for (e, &u) in account.exposures.iter().enumerate().rev() {
-            if u < TABLE {
-                table[u] = e;
-            }
-        }
-        let exposure = |u: usize| {
-            if u < TABLE {
-                Some(table[u]).filter(|&e| e != usize::MAX)
-            } else {
-                account.exposures.iter().position(|&x| x == u)
-            }
-        };
+        let index = account.exposure_index();
         let mut starts = vec![0usize; k + 1];
         for p in &account.positions {
-            if let Some(e) = exposure(p.underlying) {
+            if let Some(e) = index.of(p.underlying) {
                 starts[e + 1] += 1;
             }
         }
@@ -183,7 +169,7 @@ impl<'a> Evaluator<'a> {
         let mut next = starts.clone();
         let mut grouped = vec![0usize; starts[k]];
         for (j, p) in account.positions.iter().enumerate() {
-            if let Some(e) = exposure(p.underlying) {
+            if let Some(e) = index.of(p.underlying) {
                 grouped[next[e]] = j;
                 next[e] += 1;
             }

@@ -93,6 +93,45 @@ pub struct BookAccount {
     pub exposures: Vec<usize>,
 }
 
+impl BookAccount {
+    /// Where each underlying sits in this account's exposures.
+    pub fn exposure_index(&self) -> ExposureIndex<'_> {
+        ExposureIndex::new(&self.exposures)
+    }
+}
+
+/// Where each underlying sits in a list of exposures: a table for the common case of few
+/// underlyings (a lookup per position in the hot paths), a search beyond it.
+pub struct ExposureIndex<'a> {
+    table: [usize; EXPOSURE_TABLE],
+    exposures: &'a [usize],
+}
+
+const EXPOSURE_TABLE: usize = 32;
+
+impl<'a> ExposureIndex<'a> {
+    pub fn new(exposures: &'a [usize]) -> Self {
+        let mut table = [usize::MAX; EXPOSURE_TABLE];
+        // (Backwards, so a repeated underlying maps to its first place, as the search does.)
+        for (e, &u) in exposures.iter().enumerate().rev() {
+            if u < EXPOSURE_TABLE {
+                table[u] = e;
+            }
+        }
+        ExposureIndex { table, exposures }
+    }
+
+    /// The place of underlying `u`, if it is one of the exposures.
+    #[inline]
+    pub fn of(&self, u: usize) -> Option<usize> {
+        if u < EXPOSURE_TABLE {
+            Some(self.table[u]).filter(|&e| e != usize::MAX)
+        } else {
+            self.exposures.iter().position(|&x| x == u)
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Book {
     pub as_of: DateTime<Utc>,

@@ -262,23 +262,9 @@ pub fn status_slope_parts_into(
     let (linear_balance, rest) = rest.split_at_mut(k);
     let (options, rest) = rest.split_at_mut(k);
     let (short_option_spot, centred) = rest.split_at_mut(k);
-    // Exposure of each underlying (a table for the common case of few underlyings).
-    const TABLE: usize = 32;
-    let mut table = [usize::MAX; TABLE];
-    for (e, &u) in account.exposures.iter().enumerate() {
-        if u < TABLE {
-            table[u] = e;
-        }
-    }
-    let exposure = |u: usize| {
-        if u < TABLE {
-            Some(table[u]).filter(|&e| e != usize::MAX)
-        } else {
-            account.exposures.iter().position(|&x| x == u)
-        }
-    };
+    let index = account.exposure_index();
     for p in &account.positions {
-        let Some(e) = exposure(p.underlying) else {
+        let Some(e) = index.of(p.underlying) else {
             continue;
         };
         let inst = &book.instruments[p.instrument];
@@ -309,7 +295,7 @@ pub fn status_slope_parts_into(
     }
     for b in &account.balances {
         let asset = &book.assets[b.asset];
-        if let Some(e) = asset.underlying.and_then(exposure) {
+        if let Some(e) = asset.underlying.and_then(|u| index.of(u)) {
             let value = b.amount * asset.price;
             linear[e] += value;
             linear_balance[e] += if value > 0.0 {
