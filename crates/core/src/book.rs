@@ -10,7 +10,7 @@ use crate::error::{InputError, Result};
 use crate::input::key_path;
 use crate::input::market::Market;
 use crate::input::params::Params;
-use crate::input::portfolio::{Account, Portfolio};
+use crate::input::portfolio::{Account, Portfolio, Position};
 use crate::instrument::{year_fraction, Instrument, Kind, OptionKind};
 use chrono::{DateTime, Utc};
 use pmargin_pricing::black76;
@@ -184,6 +184,16 @@ impl Book {
             accounts,
             instrument_index: builder.instrument_index,
         })
+    }
+
+    /// A held position as portfolio input (an option's entry price lives in the balances).
+    pub fn position_input(&self, p: &BookPosition) -> Position {
+        let inst = &self.instruments[p.instrument].instrument;
+        Position {
+            instrument: inst.clone(),
+            size: p.size,
+            entry_price: (!inst.is_option()).then_some(p.entry_price),
+        }
     }
 
     pub fn instrument_index(&self, name: &str) -> Option<usize> {

@@ -182,14 +182,7 @@ pub fn portfolio(
                 .positions
                 .iter()
                 .filter(|p| keep(i, &book.underlyings[p.underlying].name))
-                .map(|p| {
-                    let inst = &book.instruments[p.instrument].instrument;
-                    Position {
-                        instrument: inst.clone(),
-                        size: p.size,
-                        entry_price: (!inst.is_option()).then_some(p.entry_price),
-                    }
-                })
+                .map(|p| book.position_input(p))
                 .collect(),
         })
         .collect();

@@ -64,7 +64,7 @@ use crate::oracle::{Health, Oracle, OracleConfig, Quote};
 use pmargin_core::account::{Requirement, Status};
 use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Priced};
 use pmargin_core::grid::{fill_asset, fill_instrument};
-use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio, Position};
+use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
 use pmargin_core::liquidation::{slope_factors, status_slope_parts_into};
 use pmargin_core::{Evaluator, Market, Params, RiskArrays};
@@ -466,18 +466,7 @@ impl Engine {
                 .iter()
                 .map(|b| (book.assets[b.asset].name.clone(), b.amount))
                 .collect(),
-            positions: a
-                .positions
-                .iter()
-                .map(|p| {
-                    let inst = &book.instruments[p.instrument].instrument;
-                    Position {
-                        instrument: inst.clone(),
-                        size: p.size,
-                        entry_price: (!inst.is_option()).then_some(p.entry_price),
-                    }
-                })
-                .collect(),
+            positions: a.positions.iter().map(|p| book.position_input(p)).collect(),
         }
     }
 
