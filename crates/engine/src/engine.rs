@@ -83,6 +83,10 @@ pub use snapshot::{
 /// closed out: a bound, so a pathological book cannot stall the engine.
 pub const MAX_LIQUIDATION_STEPS: usize = 200;
 
+/// Fewest accounts in the book for a tick to scan its bands on the thread pool, beside the
+/// refresh of its risk arrays, rather than after it.
+const PARALLEL_TICK_MIN_ACCOUNTS: usize = 1024;
+
 /// Fewest accounts re-margined on the thread pool rather than inline.
 pub const PARALLEL_REMARGIN_MIN: usize = 64;
 
@@ -1176,10 +1180,15 @@ impl Engine {
             room,
             ..
         } = self;
-        let (_, left) = rayon::join(
-            || refresh_arrays(arrays, book, u),
-            || screen_tick(bands, risk, room, book, u, screened),
-        );
+        let mut refresh = || refresh_arrays(arrays, book, u);
+        let mut screen = || screen_tick(bands, risk, room, book, u, screened);
+        // (A small book's tick is over before the pool would have woken up.)
+        let left = if book.accounts.len() >= PARALLEL_TICK_MIN_ACCOUNTS {
+            rayon::join(refresh, screen).1
+        } else {
+            refresh();
+            screen()
+        };
         self.arrays_changed(u);
         let mut due = Vec::with_capacity(left.len());
         for a in left {
