@@ -172,6 +172,26 @@ async fn ring_from(r: &Running, oldest: u64) -> Vec<String> {
 }
 
 /// As a crash leaves it: no clean stop, so no final snapshot (the abandoned writer stays idle).
+/// A page of liquidation instructions without what depends on the time each event was logged
+/// (the message's timestamp, its digest and signature), and those times by event.
+fn untimed(page: &Value) -> (Value, Vec<(u64, u64)>) {
+    let mut page = page.clone();
+    let mut times = Vec::new();
+    for item in page["liquidations"].as_array_mut().unwrap() {
+        let seq = item["event_seq"].as_u64().unwrap();
+        let signed = item["signed"].as_object_mut().unwrap();
+        signed.remove("digest");
+        signed.remove("signature");
+        let time = signed["message"]
+            .as_object_mut()
+            .unwrap()
+            .remove("timestamp")
+            .unwrap();
+        times.push((seq, time.as_str().unwrap().parse().unwrap()));
+    }
+    (page, times)
+}
+
 fn abandon(r: Running) {
     drop(r);
 }
@@ -258,7 +278,28 @@ async fn a_restart_from_a_snapshot_answers_streams_and_signs_as_an_uninterrupted
     for (i, answer) in answers.iter().enumerate().skip(PART_A) {
         assert_eq!(&post(&b, i).await, answer, "request {i} after the restart");
     }
-    assert_eq!(get(&b, "/v1/liquidations").await, ref_liquidations);
+    // Each server logs events at its own wall time, and an instruction carries its event's
+    // logged time (so do its digest and signature): the restarted server's instructions are
+    // the reference's but for those, carry the times of its own log, and the ones from before
+    // the crash are still the very messages signed then.
+    let after = get(&b, "/v1/liquidations").await;
+    let (untimed, times) = untimed(&after);
+    assert_eq!(untimed, self::untimed(&ref_liquidations).0);
+    let logged = SqliteStore::open(&dir).unwrap().events_from(1).unwrap();
+    assert!(!times.is_empty());
+    for (seq, time) in times {
+        let event = logged.iter().find(|e| e.seq == seq).unwrap();
+        assert_eq!(
+            time,
+            (event.ts_ms / 1000) as u64,
+            "instruction of event {seq}"
+        );
+    }
+    let before = liquidations_a["liquidations"].as_array().unwrap();
+    assert_eq!(
+        &after["liquidations"].as_array().unwrap()[..before.len()],
+        &before[..]
+    );
     // The stream: resumed from before the snapshot, after it, and from the ring.
     let total = ref_stream.len() as u64;
     assert_eq!(b.state.hub.next_seq() - 1, total);
