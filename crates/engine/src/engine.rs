@@ -49,10 +49,12 @@
 //! keeps its rows from its last re-margin (`RowCache`), so re-margining it after a tick on `u`
 //! sums only its `u` row anew (and every value and balance in full, in the same order): the
 //! figures are bit for bit those of a full evaluation. A row is reused only while the account's
-//! holdings and that underlying's risk arrays are those it was summed from: a trade voids the
-//! row of its underlying in its accounts' caches, any other change of holdings (liquidations, deposits, settlements, any event
-//! but a trade or a price tick) voids every account's, and a refresh of an underlying's arrays
-//! gives them a new version. A liquidation step's trials reuse the account's rows the same way.
+//! holdings and that underlying's risk arrays are those it was summed from: a fill (a trade, or
+//! a liquidation passing a position to the liquidator) voids the row of its underlying in its
+//! two accounts' caches, any other change of holdings (close-outs, deleveraging, deposits,
+//! settlements, any event but a trade or a price tick) voids every account's, and a refresh of
+//! an underlying's arrays gives them a new version. The pre-trade check's evaluation of an
+//! account after a fill, and a liquidation step's trials, reuse the account's rows the same way.
 //!
 //! Value is conserved: every fill moves `size x (mark - price)` between two accounts, fees and
 //! penalties move value from accounts to the insurance fund, a deficit moves from the fund (or,
@@ -562,8 +564,12 @@ impl Engine {
         let mut trial = clone_for_fill(&self.book.accounts[a]);
         apply_fill(&self.book.instruments, &mut trial, i, size, price, settle);
         add_balance(&mut trial, settle, -fee);
-        let risk = self.admit(a, &mut trial)?;
-        Ok((a, Trial::Evaluated(trial, risk)))
+        // The fill moves holdings on its own underlying (and the settlement balance) only: the
+        // account's other cached rows are the trial's too.
+        let mut rows = Box::new(self.row_cache[a].clone());
+        rows.void_fill(&self.book, i, settle);
+        let risk = self.admit(a, &mut trial, Some(&mut *rows))?;
+        Ok((a, Trial::Evaluated(trial, risk, rows)))
     }
 
     /// Proves, without evaluating the account, that a fill of `size` of instrument `i` at
@@ -665,12 +671,22 @@ impl Engine {
     /// The pre-trade rule: accepted if the account covers initial margin afterwards, or if the
     /// change strictly lowers its requirement without lowering its surplus over it. Brings the
     /// trial's exposures up to date; on acceptance returns its figures.
-    fn admit(&self, a: usize, trial: &mut BookAccount) -> Result<AccountRisk, Output> {
+    ///
+    /// With `rows`, the rows still valid in that cache of the account's are reused (and on
+    /// return it holds the trial's rows).
+    fn admit(
+        &self,
+        a: usize,
+        trial: &mut BookAccount,
+        rows: Option<&mut RowCache>,
+    ) -> Result<AccountRisk, Output> {
         update_exposures(&self.book.assets, trial);
         let evaluator = Evaluator::new(&self.book, &self.arrays);
-        let mut after = evaluator
-            .requirement(trial)
-            .map_err(|e| reject(e.to_string()))?;
+        let evaluated = match rows {
+            Some(rows) => self.evaluate_cached(&evaluator, trial, rows),
+            None => evaluator.requirement(trial),
+        };
+        let mut after = evaluated.map_err(|e| reject(e.to_string()))?;
         let figures = AccountRisk::from(&after);
         // With a stable price, collateral cannot be borrowed against a sudden print: the
         // margin balance counted for initial margin is the lower of its value at the index and
@@ -730,8 +746,8 @@ impl Engine {
     /// nothing and returns a single [`Output::Rejected`].
     pub fn apply(&mut self, event: &Event) -> Vec<Output> {
         self.sequence += 1;
-        // Trades void the row caches of their two accounts, price ticks only change one
-        // underlying's arrays (and liquidations void every cache as they move holdings); any
+        // Fills void rows in the caches of their two accounts, price ticks only change one
+        // underlying's arrays (and close-outs void every cache as they move holdings); any
         // other event voids every row cache before and after it.
         let voids = !matches!(event, Event::Trade { .. } | Event::Price { .. });
         if voids {
@@ -861,7 +877,7 @@ impl Engine {
             .ok_or_else(|| reject(format!("withdrawal: account `{account}` holds no {asset}")))?;
         let mut trial = self.book.accounts[a].clone();
         add_balance(&mut trial, asset, -amount);
-        let risk = self.admit(a, &mut trial)?;
+        let risk = self.admit(a, &mut trial, None)?;
         self.commit(a, trial, risk, out);
         Ok(())
     }
@@ -896,16 +912,14 @@ impl Engine {
         // figures are recomputed when read.
         for ((a, trial), q) in std::iter::once((first, size)).chain(second.map(|s| (s, -size))) {
             self.insurance_fund += fee;
-            // A fill moves holdings on its own underlying (and the settlement balance) only:
-            // the account's other rows stay exact.
-            let cache = &mut self.row_cache[a];
-            cache.void_underlying(self.book.instruments[i].underlying);
-            if let Some(v) = self.book.assets[settle].underlying {
-                cache.void_underlying(v);
-            }
             match trial {
-                Trial::Evaluated(trial, risk) => self.commit(a, trial, risk, out),
+                Trial::Evaluated(trial, risk, rows) => {
+                    // The trial's rows were summed from the holdings committed, in today's book.
+                    self.row_cache[a] = *rows;
+                    self.commit(a, trial, risk, out);
+                }
                 Trial::Screened(fill) => {
+                    self.fill_voids_rows(a, i, settle);
                     let account = &mut self.book.accounts[a];
                     apply_fill(&self.book.instruments, account, i, q, price, settle);
                     add_balance(account, settle, -fee);
@@ -1275,16 +1289,9 @@ impl Engine {
             .collect();
         let evaluator = Evaluator::new(&self.book, &self.arrays);
         let (screening, factors) = (self.config.screening, &self.slope_factors);
-        let (generation, versions) = (self.generation, &self.array_version);
-        let cache_min = self.row_cache_min;
         let one = |(&a, cache): (&usize, &mut RowCache)| {
             let account = &self.book.accounts[a];
-            let evaluated = if account.positions.len() >= cache_min {
-                cache.evaluate(&evaluator, account, generation, versions)
-            } else {
-                *cache = RowCache::default();
-                evaluator.requirement(account)
-            };
+            let evaluated = self.evaluate_cached(&evaluator, account, cache);
             match evaluated {
                 Ok(r) => {
                     let r = AccountRisk::from(&r);
@@ -1313,6 +1320,28 @@ impl Engine {
             let new = new.unwrap_or_else(|| *self.figures(a));
             self.set_figures(a, new, screen);
             self.emit_change(a, old, &new, out);
+        }
+    }
+
+    /// A fill of instrument `i` (settled in asset `settle`) is applied to account `a`: the cached
+    /// rows it moves are void.
+    fn fill_voids_rows(&mut self, a: usize, i: usize, settle: usize) {
+        self.row_cache[a].void_fill(&self.book, i, settle);
+    }
+
+    /// An account's requirement, reusing the rows of `cache` still valid and leaving the
+    /// account's rows in it (or, for a small account, without a cache).
+    fn evaluate_cached(
+        &self,
+        evaluator: &Evaluator<'_>,
+        account: &BookAccount,
+        cache: &mut RowCache,
+    ) -> Result<Requirement, pmargin_core::InputError> {
+        if account.positions.len() >= self.row_cache_min {
+            cache.evaluate(evaluator, account, self.generation, &self.array_version)
+        } else {
+            *cache = RowCache::default();
+            evaluator.requirement(account)
         }
     }
 
@@ -1650,8 +1679,9 @@ impl Engine {
         with_penalty: bool,
         out: &mut Vec<Output>,
     ) {
-        self.void_row_caches();
         let p = self.book.accounts[a].positions[j];
+        self.fill_voids_rows(a, p.instrument, settle);
+        self.fill_voids_rows(liquidator, p.instrument, settle);
         let price = self.arrays.values[p.instrument];
         let size = -p.size.signum() * step;
         // The penalty never takes more than the account's remaining margin balance: it must not
@@ -1960,10 +1990,11 @@ pub const ROW_CACHE_MIN_POSITIONS: usize = 16;
 /// A row is summed from its own underlying's holdings alone, so it stays exact while the
 /// account's holdings and that underlying's arrays are unchanged: re-margining the account
 /// after a tick on `u` then sums only its `u` row anew, bit for bit the same figures as a full
-/// evaluation. The cache is valid only in the engine's generation it was made in: a trade voids
-/// the rows of the underlyings it moves in its accounts' caches, and every other change of
-/// holdings (liquidations, deposits, settlements, any event but a trade or a price tick) starts
-/// a new generation; a refresh of an underlying's arrays gives them a new version.
+/// evaluation. The cache is valid only in the engine's generation it was made in: a fill (a
+/// trade or a liquidation fill) voids the rows of the underlyings it moves in its accounts'
+/// caches, and every other change of holdings (close-outs, deleveraging, deposits, settlements,
+/// any event but a trade or a price tick) starts a new generation; a refresh of an
+/// underlying's arrays gives them a new version.
 #[derive(Debug, Clone)]
 struct RowCache {
     generation: u64,
@@ -1994,6 +2025,15 @@ impl RowCache {
             if let Some(v) = self.versions.get_mut(e) {
                 *v = u64::MAX;
             }
+        }
+    }
+
+    /// A fill of instrument `i` settled in asset `settle` moves holdings on the instrument's
+    /// underlying (and the settlement balance) only: the other rows stay exact.
+    fn void_fill(&mut self, book: &Book, i: usize, settle: usize) {
+        self.void_underlying(book.instruments[i].underlying);
+        if let Some(v) = book.assets[settle].underlying {
+            self.void_underlying(v);
         }
     }
 
@@ -2129,8 +2169,8 @@ struct ScreenedFill {
 
 /// The outcome of an accepted pre-trade check.
 enum Trial {
-    /// The account after the fill, evaluated.
-    Evaluated(BookAccount, AccountRisk),
+    /// The account after the fill, evaluated, with its grid rows.
+    Evaluated(BookAccount, AccountRisk, Box<RowCache>),
     /// The fill provably leaves the account healthy; it is applied without evaluation.
     Screened(ScreenedFill),
 }
