@@ -124,18 +124,22 @@ pub async fn feed(state: Arc<AppState>, config: FeedConfig) {
                 .collect()
         };
         for tick in ticks(&start, rows, config.ticks_per_day) {
-            for (u, price) in names.iter().zip(&tick) {
-                for (source, skew) in sources {
-                    let event = Event::Quote {
-                        source: source.into(),
-                        underlying: u.clone(),
-                        price: price * skew,
-                        ts_ms: now_ms(),
-                    };
-                    if state.submit(event, "demo-feed", None).await.is_err() {
-                        return;
-                    }
-                }
+            let ts_ms = now_ms();
+            let quotes = names.iter().zip(&tick).flat_map(|(u, price)| {
+                sources.iter().map(move |(source, skew)| Event::Quote {
+                    source: (*source).into(),
+                    underlying: u.clone(),
+                    price: price * skew,
+                    ts_ms,
+                })
+            });
+            // A tick's quotes go to the writer together: one commit, one refresh of readers.
+            if state
+                .submit_all(quotes.collect(), "demo-feed")
+                .await
+                .is_err()
+            {
+                return;
             }
             tokio::time::sleep(pause).await;
         }

@@ -698,6 +698,39 @@ impl AppState {
         key_id: &str,
         idempotency: Option<(String, [u8; 32])>,
     ) -> Result<EventResult, ApiError> {
+        let rx = self.enqueue(event, key_id, idempotency)?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the engine writer has stopped"))?
+    }
+
+    /// Submits events in order and waits until all are applied and durable. Queued together,
+    /// they usually share one commit (and readers see one burst of changes, not one per event).
+    pub async fn submit_all(
+        &self,
+        events: Vec<Event>,
+        key_id: &str,
+    ) -> Result<Vec<EventResult>, ApiError> {
+        let queued: Vec<_> = events
+            .into_iter()
+            .map(|event| self.enqueue(event, key_id, None))
+            .collect::<Result<_, _>>()?;
+        let mut results = Vec::with_capacity(queued.len());
+        for rx in queued {
+            results.push(
+                rx.await
+                    .map_err(|_| ApiError::unavailable("the engine writer has stopped"))??,
+            );
+        }
+        Ok(results)
+    }
+
+    /// Hands an event to the writer thread; the receiver gets its result once it is durable.
+    fn enqueue(
+        &self,
+        event: Event,
+        key_id: &str,
+        idempotency: Option<(String, [u8; 32])>,
+    ) -> Result<oneshot::Receiver<Result<EventResult, ApiError>>, ApiError> {
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Submit(Submit {
             event,
@@ -708,8 +741,7 @@ impl AppState {
         self.writer
             .send(cmd)
             .map_err(|_| ApiError::unavailable("the engine writer has stopped"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the engine writer has stopped"))?
+        Ok(rx)
     }
 
     /// Stops the writer thread (after the commands already queued) and waits until it has

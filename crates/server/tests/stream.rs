@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
+use pmargin_engine::Event;
 use pmargin_server::Running;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -155,5 +156,39 @@ async fn a_trader_sees_only_its_accounts() {
             .all(|m| m["account"] == "dave" || m.get("account").is_none()),
         "{got:?}"
     );
+    r.stop().await.unwrap();
+}
+
+/// The demo feed hands each tick's quotes to the writer together: they are applied and logged
+/// in the order given, one after another, and each is acknowledged once durable.
+#[tokio::test]
+async fn events_submitted_together_are_applied_in_order() {
+    let r = server(64).await;
+    let before = r.state.engine().sequence();
+    let quotes: Vec<Event> = (0..12)
+        .map(|k| Event::Quote {
+            source: ["venue-a", "venue-b", "venue-c"][k % 3].into(),
+            underlying: "BTC".into(),
+            price: 91_000.0 + k as f64,
+            ts_ms: 1_000 + k as i64,
+        })
+        .collect();
+    let results = r
+        .state
+        .submit_all(quotes.clone(), "test-feed")
+        .await
+        .unwrap();
+    let sequences: Vec<u64> = results.iter().map(|x| x.sequence).collect();
+    assert_eq!(sequences, (before + 1..=before + 12).collect::<Vec<_>>());
+    let logged = r
+        .state
+        .store
+        .lock()
+        .unwrap()
+        .events_from(before + 1)
+        .unwrap();
+    let logged: Vec<(u64, Event)> = logged.into_iter().map(|e| (e.seq, e.event)).collect();
+    let expected: Vec<(u64, Event)> = sequences.into_iter().zip(quotes).collect();
+    assert_eq!(logged, expected);
     r.stop().await.unwrap();
 }
