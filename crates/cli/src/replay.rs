@@ -66,8 +66,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
     let mut out = String::new();
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut flows = 0.0;
-    for event in &events {
-        let outputs = engine.apply(event);
+    engine.apply_all(&events, |engine, event, outputs| {
         let rejected = outputs.iter().any(|o| matches!(o, Output::Rejected { .. }));
         if !rejected {
             match event {
@@ -83,7 +82,7 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
                 let _ = writeln!(out, "{line}");
             }
         }
-    }
+    });
     if args.json {
         return Ok(out);
     }

@@ -15,6 +15,8 @@
 //! - `replay_10k_accounts/2k_events_50pct_ticks`: the first 2,000 events of a log with half
 //!   the events price ticks, from the starting book.
 //!
+//! The replays go through `Engine::apply_all`, as `pmargin replay` does.
+//!
 //! Price ticks are screened (see the engine module documentation): only accounts whose
 //! status a tick could change are re-margined, and a fill that provably leaves an account
 //! healthy is applied without evaluating it.
@@ -260,9 +262,9 @@ fn replay(c: &mut Criterion) {
         let mut e = fresh.clone();
         let start = Instant::now();
         let mut rejected = 0usize;
-        for ev in &log {
-            rejected += matches!(e.apply(ev).as_slice(), [Output::Rejected { .. }]) as usize;
-        }
+        e.apply_all(&log, |_, _, out| {
+            rejected += matches!(out.as_slice(), [Output::Rejected { .. }]) as usize;
+        });
         let secs = start.elapsed().as_secs_f64();
         eprintln!(
             "replay: full {LOG} events in {secs:.2} s = {:.0} events/s ({rejected} rejected)",
@@ -274,9 +276,7 @@ fn replay(c: &mut Criterion) {
     // benches measure fixed windows, from a clone of the engine at the window's start, so that
     // every sample (and every run) times the same work.
     let mut warm = fresh.clone();
-    for ev in &log[..WARM] {
-        black_box(warm.apply(ev));
-    }
+    warm.apply_all(&log[..WARM], |_, _, out| drop(black_box(out)));
     let window = &log[WARM..WARM + CHUNK];
     let held = warm.portfolio();
     eprintln!(
@@ -293,11 +293,7 @@ fn replay(c: &mut Criterion) {
     group.bench_function("10k_events_1pct_ticks", |b| {
         b.iter_batched_ref(
             || warm.clone(),
-            |e| {
-                for ev in window {
-                    black_box(e.apply(ev));
-                }
-            },
+            |e| e.apply_all(window, |_, _, out| drop(black_box(out))),
             BatchSize::PerIteration,
         )
     });
@@ -307,11 +303,7 @@ fn replay(c: &mut Criterion) {
     group.bench_function("2k_events_50pct_ticks", |b| {
         b.iter_batched_ref(
             || fresh.clone(),
-            |e| {
-                for ev in &log50 {
-                    black_box(e.apply(ev));
-                }
-            },
+            |e| e.apply_all(&log50, |_, _, out| drop(black_box(out))),
             BatchSize::PerIteration,
         )
     });
@@ -321,9 +313,7 @@ fn replay(c: &mut Criterion) {
     let mut done = Vec::with_capacity(copies.len());
     cpu_report("replay (the window of 10,000 events)", 10, || {
         if let Some(mut e) = copies.pop() {
-            for ev in window {
-                black_box(e.apply(ev));
-            }
+            e.apply_all(window, |_, _, out| drop(black_box(out)));
             done.push(e);
         }
     });

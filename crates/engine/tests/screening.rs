@@ -222,10 +222,9 @@ proptest! {
     }
 }
 
-#[test]
-fn a_long_walk_of_small_ticks_is_screened_and_exact() {
-    // Ticks of 0.01% to 1% on every underlying between fills, with margin changes and
-    // liquidations along the way; screening on and off agree at every step.
+/// Ticks of 0.01% to 1% on every underlying between fills, with margin changes and
+/// liquidations along the way.
+fn long_walk() -> Vec<Op> {
     let mut ops = Vec::new();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = || {
@@ -252,6 +251,13 @@ fn a_long_walk_of_small_ticks_is_screened_and_exact() {
             }
         });
     }
+    ops
+}
+
+#[test]
+fn a_long_walk_of_small_ticks_is_screened_and_exact() {
+    // Screening on and off agree at every step.
+    let ops = long_walk();
     let screened = run(&ops).map_err(|e| e.to_string()).unwrap();
     eprintln!("screened events: {screened} of {}", ops.len());
     assert!(screened > 100, "only {screened} events screened");
@@ -272,5 +278,44 @@ fn a_long_walk_of_small_ticks_is_screened_and_exact() {
     assert!(
         count("margin_change") > 0 && count("liquidation_fill") > 0,
         "the walk must change statuses and liquidate"
+    );
+}
+
+#[test]
+fn a_run_of_events_applied_on_the_thread_pool_is_applied_one_by_one() {
+    let mut one = engine(true);
+    let start = one.sequence();
+    let (mut events, mut expected) = (Vec::new(), Vec::new());
+    for op in long_walk() {
+        let ev = event(&one, &op);
+        expected.push(serde_json::to_string(&one.apply(&ev)).unwrap());
+        events.push(ev);
+    }
+    let mut all = engine(true);
+    let mut got = Vec::new();
+    all.apply_all(&events, |e, ev, out| {
+        got.push((
+            e.sequence(),
+            ev.clone(),
+            serde_json::to_string(&out).unwrap(),
+        ));
+    });
+    let n = events.len() as u64;
+    assert_eq!(
+        got.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(),
+        (start + 1..=start + n).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        got.iter().map(|(_, e, _)| e.clone()).collect::<Vec<_>>(),
+        events
+    );
+    assert_eq!(
+        got.into_iter().map(|(_, _, o)| o).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(all.portfolio(), one.portfolio());
+    assert_eq!(
+        all.insurance_fund().to_bits(),
+        one.insurance_fund().to_bits()
     );
 }
