@@ -227,6 +227,9 @@ pub struct Engine {
     sequence: u64,
     /// Per account, its summed grid rows from its last re-margin (see [`RowCache`]).
     row_cache: Vec<RowCache>,
+    /// Per account, the underlyings whose cached rows fills have voided since ([`row_bit`]):
+    /// a flat array, so a fill marks them without reading the cache.
+    row_void: Vec<u64>,
     /// Per underlying, the version of its risk arrays the row caches are checked against.
     array_version: Vec<u64>,
     /// Bumped whenever holdings may have changed outside the paths that invalidate row caches
@@ -324,6 +327,7 @@ impl Engine {
             oracle: parts.oracle,
             sequence: parts.sequence,
             row_cache: Vec::new(),
+            row_void: Vec::new(),
             array_version: Vec::new(),
             generation: 0,
             version: 0,
@@ -567,8 +571,8 @@ impl Engine {
         // The fill moves holdings on its own underlying (and the settlement balance) only: the
         // account's other cached rows are the trial's too.
         let mut rows = Box::new(self.row_cache[a].clone());
-        rows.void_fill(&self.book, i, settle);
-        let risk = self.admit(a, &mut trial, Some(&mut *rows))?;
+        let void = self.row_void[a] | self.fill_bits(i, settle);
+        let risk = self.admit(a, &mut trial, Some((&mut *rows, void)))?;
         Ok((a, Trial::Evaluated(trial, risk, rows)))
     }
 
@@ -672,18 +676,18 @@ impl Engine {
     /// change strictly lowers its requirement without lowering its surplus over it. Brings the
     /// trial's exposures up to date; on acceptance returns its figures.
     ///
-    /// With `rows`, the rows still valid in that cache of the account's are reused (and on
-    /// return it holds the trial's rows).
+    /// With `rows`, the rows still valid in that cache of the account's, less those `void`
+    /// marks, are reused (and on return it holds the trial's rows).
     fn admit(
         &self,
         a: usize,
         trial: &mut BookAccount,
-        rows: Option<&mut RowCache>,
+        rows: Option<(&mut RowCache, u64)>,
     ) -> Result<AccountRisk, Output> {
         update_exposures(&self.book.assets, trial);
         let evaluator = Evaluator::new(&self.book, &self.arrays);
         let evaluated = match rows {
-            Some(rows) => self.evaluate_cached(&evaluator, trial, rows),
+            Some((rows, void)) => self.evaluate_cached(&evaluator, trial, rows, void),
             None => evaluator.requirement(trial),
         };
         let mut after = evaluated.map_err(|e| reject(e.to_string()))?;
@@ -937,6 +941,7 @@ impl Engine {
                 Trial::Evaluated(trial, risk, rows) => {
                     // The trial's rows were summed from the holdings committed, in today's book.
                     self.row_cache[a] = *rows;
+                    self.row_void[a] = 0;
                     self.commit(a, trial, risk, out);
                 }
                 Trial::Screened(fill) => {
@@ -1312,7 +1317,7 @@ impl Engine {
         let (screening, factors) = (self.config.screening, &self.slope_factors);
         let one = |(&a, cache): (&usize, &mut RowCache)| {
             let account = &self.book.accounts[a];
-            let evaluated = self.evaluate_cached(&evaluator, account, cache);
+            let evaluated = self.evaluate_cached(&evaluator, account, cache, self.row_void[a]);
             match evaluated {
                 Ok(r) => {
                     let r = AccountRisk::from(&r);
@@ -1334,6 +1339,7 @@ impl Engine {
         };
         for (&a, cache) in accounts.iter().zip(caches) {
             self.row_cache[a] = cache;
+            self.row_void[a] = 0;
         }
         for (&a, (new, screen)) in accounts.iter().zip(fresh) {
             let old = self.status[a];
@@ -1347,19 +1353,34 @@ impl Engine {
     /// A fill of instrument `i` (settled in asset `settle`) is applied to account `a`: the cached
     /// rows it moves are void.
     fn fill_voids_rows(&mut self, a: usize, i: usize, settle: usize) {
-        self.row_cache[a].void_fill(&self.book, i, settle);
+        self.row_void[a] |= self.fill_bits(i, settle);
     }
 
-    /// An account's requirement, reusing the rows of `cache` still valid and leaving the
-    /// account's rows in it (or, for a small account, without a cache).
+    /// The rows a fill of instrument `i` settled in asset `settle` moves: those of the
+    /// instrument's underlying and of the settlement asset's, if it has one (the other rows,
+    /// summed from other holdings, stay exact).
+    fn fill_bits(&self, i: usize, settle: usize) -> u64 {
+        let asset = self.book.assets[settle].underlying.map_or(0, row_bit);
+        row_bit(self.book.instruments[i].underlying) | asset
+    }
+
+    /// An account's requirement, reusing the rows of `cache` still valid and not marked in
+    /// `void`, and leaving the account's rows in it (or, for a small account, without a cache).
     fn evaluate_cached(
         &self,
         evaluator: &Evaluator<'_>,
         account: &BookAccount,
         cache: &mut RowCache,
+        void: u64,
     ) -> Result<Requirement, pmargin_core::InputError> {
         if account.positions.len() >= self.row_cache_min {
-            cache.evaluate(evaluator, account, self.generation, &self.array_version)
+            cache.evaluate(
+                evaluator,
+                account,
+                self.generation,
+                &self.array_version,
+                void,
+            )
         } else {
             *cache = RowCache::default();
             evaluator.requirement(account)
@@ -1483,6 +1504,7 @@ impl Engine {
         let n = self.book.accounts.len();
         self.bands = vec![Bands::new(n); self.book.underlyings.len()];
         self.row_cache = vec![RowCache::default(); n];
+        self.row_void = vec![0; n];
         self.void_row_caches();
         self.array_version = vec![self.generation; self.book.underlyings.len()];
         self.room = vec![f64::NEG_INFINITY; n];
@@ -1901,6 +1923,7 @@ impl Engine {
         self.room.push(f64::NEG_INFINITY);
         self.required.push(f64::NAN);
         self.row_cache.push(RowCache::default());
+        self.row_void.push(0);
         self.accounts.insert(id.to_string(), a);
         Ok(a)
     }
@@ -2038,33 +2061,23 @@ impl Default for RowCache {
     }
 }
 
+/// The bit of underlying `u` in a mask of voided rows (the last bit stands for every
+/// underlying from 63 on: voiding one of them voids them all, which is only more cautious).
+fn row_bit(u: usize) -> u64 {
+    1 << u.min(63)
+}
+
 impl RowCache {
-    /// The holdings on `u` changed: its row is void (the others, summed from other holdings,
-    /// stay exact; removing a position keeps the order of the rest).
-    fn void_underlying(&mut self, u: usize) {
-        if let Some(e) = self.exposures.iter().position(|&x| x == u) {
-            if let Some(v) = self.versions.get_mut(e) {
-                *v = u64::MAX;
-            }
-        }
-    }
-
-    /// A fill of instrument `i` settled in asset `settle` moves holdings on the instrument's
-    /// underlying (and the settlement balance) only: the other rows stay exact.
-    fn void_fill(&mut self, book: &Book, i: usize, settle: usize) {
-        self.void_underlying(book.instruments[i].underlying);
-        if let Some(v) = book.assets[settle].underlying {
-            self.void_underlying(v);
-        }
-    }
-
-    /// The account's requirement, reusing the rows still valid and keeping the new ones.
+    /// The account's requirement, reusing the rows still valid (those of the underlyings marked
+    /// in `void` are not: holdings on them changed; removing a position keeps the order of the
+    /// rest, so the other rows stay exact) and keeping the new ones.
     fn evaluate(
         &mut self,
         evaluator: &Evaluator<'_>,
         account: &BookAccount,
         generation: u64,
         versions: &[u64],
+        void: u64,
     ) -> Result<Requirement, pmargin_core::InputError> {
         let valid = self.generation == generation
             && self.exposures == account.exposures
@@ -2076,7 +2089,7 @@ impl RowCache {
                 .exposures
                 .iter()
                 .zip(&self.versions)
-                .map(|(&u, &v)| valid && v != u64::MAX && versions.get(u) == Some(&v)),
+                .map(|(&u, &v)| valid && void & row_bit(u) == 0 && versions.get(u) == Some(&v)),
         );
         let result = evaluator.requirement_reusing_rows(account, &reuse, &mut self.rows);
         self.reuse = reuse;
