@@ -78,15 +78,135 @@ impl Requirement {
 pub struct Partial {
     rows: Vec<f64>,
     fhs: Vec<f64>,
-    equity: f64,
-    margin_balance: f64,
-    short_option_notional: f64,
+    /// Stable balances (no underlying): their equity and margin balance.
+    fixed: ExposureSums,
+    /// Per exposure, what its holdings add, each summed from zero; the account's figures add
+    /// them up in exposure order ([`Evaluator::finish`]).
+    sums: Vec<ExposureSums>,
 }
 
 impl Partial {
     /// `rows[e * width + s]`: the account's P&L on its `e`-th exposure in slot `s`.
     pub fn rows(&self) -> &[f64] {
         &self.rows
+    }
+}
+
+/// What one exposure's holdings add to an account's figures, apart from its grid row and
+/// historical series: summed from zero over that underlying's holdings alone, in holding
+/// order. The account's figures add these up exposure by exposure, so sums kept from one
+/// evaluation and reused by a later one ([`Evaluator::requirement_reusing`]) give the same
+/// figures, bit for bit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ExposureSums {
+    pub equity: f64,
+    pub margin_balance: f64,
+    pub short_option_notional: f64,
+    /// The parts of the status slope bounds ([`crate::liquidation::status_slope_parts_into`]),
+    /// in today's market: signed linear notional in the scenario rows, and in the margin
+    /// balance (holdings haircut).
+    pub linear: f64,
+    pub linear_balance: f64,
+    /// Options: notional times delta bound, its signed middle, and short options' spot
+    /// notional.
+    pub options: f64,
+    pub centred: f64,
+    pub short_option_spot: f64,
+}
+
+impl ExposureSums {
+    /// Adds a position (valued at `value`, its underlying at `spot`; the slope parts at
+    /// today's forwards).
+    fn add_position(&mut self, book: &Book, p: &BookPosition, value: f64, spot: f64) {
+        let inst = &book.instruments[p.instrument];
+        let pnl = p.size * (value - p.entry_price);
+        self.equity += pnl;
+        self.margin_balance += pnl;
+        match &inst.option {
+            None => {
+                self.linear += p.size * inst.forward;
+                self.linear_balance += p.size * inst.forward;
+            }
+            Some(o) => {
+                if p.size < 0.0 {
+                    self.short_option_notional += -p.size * spot;
+                }
+                let delta_bound = if book.rate >= 0.0 || o.t <= 0.0 {
+                    1.0
+                } else {
+                    (-book.rate * o.t).exp()
+                };
+                self.options += p.size.abs() * inst.forward * delta_bound;
+                // A call's delta lies in [0, D], a put's in [-D, 0]: the middle of its range
+                // nets with the other holdings, only half the range counts in size.
+                let middle = match o.side {
+                    pmargin_pricing::OptionKind::Call => 0.5,
+                    pmargin_pricing::OptionKind::Put => -0.5,
+                };
+                self.centred += middle * p.size * inst.forward * delta_bound;
+                if p.size < 0.0 {
+                    self.short_option_spot += -p.size * book.underlyings[p.underlying].spot;
+                }
+            }
+        }
+    }
+
+    /// Adds a coin balance worth `value` (haircut `haircut`); `today` is its value in today's
+    /// market, for the slope parts.
+    fn add_coin(&mut self, value: f64, haircut: f64, today: f64) {
+        self.equity += value;
+        self.margin_balance += haircut_value(value, haircut);
+        self.linear += today;
+        self.linear_balance += haircut_value(today, haircut);
+    }
+}
+
+/// What an evaluation keeps of an account for a later one to reuse
+/// ([`Evaluator::requirement_reusing`]): per exposure its grid row and its [`ExposureSums`],
+/// and the account's positions grouped by exposure.
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    rows: Vec<f64>,
+    sums: Vec<ExposureSums>,
+    /// The positions of exposure `e` are `order[starts[e]..starts[e + 1]]`, in holding order.
+    order: Vec<u32>,
+    starts: Vec<u32>,
+}
+
+impl Kept {
+    /// `rows[e * width + s]`, as [`Partial::rows`].
+    pub fn rows(&self) -> &[f64] {
+        &self.rows
+    }
+
+    /// Per exposure.
+    pub fn sums(&self) -> &[ExposureSums] {
+        &self.sums
+    }
+
+    /// Groups the account's positions by exposure (one pass).
+    fn group(&mut self, account: &BookAccount) {
+        let k = account.exposures.len();
+        let index = account.exposure_index();
+        self.starts.clear();
+        self.starts.resize(k + 1, 0);
+        for p in &account.positions {
+            if let Some(e) = index.of(p.underlying) {
+                self.starts[e + 1] += 1;
+            }
+        }
+        for e in 0..k {
+            self.starts[e + 1] += self.starts[e];
+        }
+        self.order.clear();
+        self.order.resize(self.starts[k] as usize, 0);
+        let mut next: Vec<u32> = self.starts[..k].to_vec();
+        for (j, p) in account.positions.iter().enumerate() {
+            if let Some(e) = index.of(p.underlying) {
+                self.order[next[e] as usize] = j as u32;
+                next[e] += 1;
+            }
+        }
     }
 }
 
@@ -125,60 +245,53 @@ impl<'a> Evaluator<'a> {
         Ok(self.finish(account, &partial))
     }
 
-    /// [`Evaluator::requirement`], reusing the summed grid rows of some exposures.
+    /// [`Evaluator::requirement`], reusing what `kept` holds of some exposures.
     ///
-    /// `rows` holds `exposures.len() x width` values, exposure by exposure (as
-    /// [`Partial::rows`]): where `reuse[e]` is true, exposure `e`'s row is taken as it stands;
-    /// every other row is summed anew into `rows` (which is resized to fit). On return `rows`
-    /// holds the account's rows in today's market.
+    /// Where `reuse[e]` is true, exposure `e`'s row and sums are taken from `kept` as they
+    /// stand, and its positions are not read (unless the historical series needs them): the
+    /// caller vouches that they were summed from the same holdings on that underlying and the
+    /// same risk arrays of it. With `same_positions`, `kept`'s grouping of the positions by
+    /// exposure is the account's (no position added or removed since, the same exposures);
+    /// otherwise it is made anew. Every other exposure is summed anew. On return `kept` holds
+    /// the account's in today's market.
     ///
-    /// Each row is summed from its own underlying's holdings alone, from zero and in holding
-    /// order, so a reused row that an earlier evaluation summed from the same holdings on that
-    /// underlying and the same risk arrays of it is the very row this one would sum, bit for
-    /// bit, and so is the requirement. Every other figure (values, balances, the historical
-    /// series, the short option notional) is summed in full as in [`Evaluator::requirement`].
-    pub fn requirement_reusing_rows(
+    /// Rows and sums are each summed from zero over one underlying's holdings, in holding
+    /// order, and the figures add them up exposure by exposure, so the requirement is bit for
+    /// bit [`Evaluator::requirement`]'s.
+    pub fn requirement_reusing(
         &self,
         account: &BookAccount,
         reuse: &[bool],
-        rows: &mut Vec<f64>,
+        same_positions: bool,
+        kept: &mut Kept,
     ) -> Result<Requirement> {
         self.check_history(account)?;
         let width = self.arrays.width;
-        let mut taken = std::mem::take(rows);
-        taken.resize(account.exposures.len() * width, 0.0);
-        for (e, row) in taken.chunks_exact_mut(width.max(1)).enumerate() {
-            if !reuse.get(e).copied().unwrap_or(false) {
+        let k = account.exposures.len();
+        if !same_positions || kept.starts.len() != k + 1 {
+            kept.group(account);
+        }
+        let reused = |e: usize| reuse.get(e).copied().unwrap_or(false);
+        let mut rows = std::mem::take(&mut kept.rows);
+        rows.resize(k * width, 0.0);
+        for (e, row) in rows.chunks_exact_mut(width.max(1)).enumerate() {
+            if !reused(e) {
                 row.fill(0.0);
             }
         }
-        let mut partial = self.fixed_part_with_rows(account, taken);
-        // The positions grouped by exposure, each group in holding order (one pass, rather than
-        // one pass per exposure): the same positions in the same order as `requirement` adds.
-        let k = account.exposures.len();
-        let index = account.exposure_index();
-        let mut starts = vec![0usize; k + 1];
-        for p in &account.positions {
-            if let Some(e) = index.of(p.underlying) {
-                starts[e + 1] += 1;
-            }
-        }
-        for e in 0..k {
-            starts[e + 1] += starts[e];
-        }
-        let mut next = starts.clone();
-        let mut grouped = vec![0usize; starts[k]];
-        for (j, p) in account.positions.iter().enumerate() {
-            if let Some(e) = index.of(p.underlying) {
-                grouped[next[e]] = j;
-                next[e] += 1;
-            }
-        }
+        let mut sums = std::mem::take(&mut kept.sums);
+        sums.resize(k, ExposureSums::default());
+        let mut partial = self.fixed_part_with(account, rows, sums);
+        let history = self.arrays.fhs_shocks.as_ref();
         for (e, &u) in account.exposures.iter().enumerate() {
-            let keep = reuse.get(e).copied().unwrap_or(false);
-            let positions = grouped[starts[e]..starts[e + 1]]
+            let keep = reused(e);
+            if keep && history.is_none_or(|h| h[u].is_none()) {
+                continue;
+            }
+            let (from, to) = (kept.starts[e] as usize, kept.starts[e + 1] as usize);
+            let positions = kept.order[from..to]
                 .iter()
-                .map(|&j| &account.positions[j]);
+                .map(|&j| &account.positions[j as usize]);
             self.add_underlying_parts(
                 account,
                 positions,
@@ -191,8 +304,33 @@ impl<'a> Evaluator<'a> {
             );
         }
         let requirement = self.finish(account, &partial);
-        *rows = partial.rows;
+        kept.rows = partial.rows;
+        kept.sums = partial.sums;
         Ok(requirement)
+    }
+
+    /// Per exposure, what the account's holdings add to its figures in today's market
+    /// (values and slope parts; no scenario).
+    pub fn exposure_sums(&self, account: &BookAccount) -> Vec<ExposureSums> {
+        let mut partial = self.fixed_part_with(
+            account,
+            Vec::new(),
+            vec![ExposureSums::default(); account.exposures.len()],
+        );
+        for (e, &u) in account.exposures.iter().enumerate() {
+            let positions = account.positions.iter().filter(|p| p.underlying == u);
+            self.add_underlying_parts(
+                account,
+                positions,
+                e,
+                u,
+                1.0,
+                &mut partial,
+                &mut Vec::new(),
+                false,
+            );
+        }
+        partial.sums
     }
 
     /// The account's margin balance in today's market and the gross size of the terms summed
@@ -251,32 +389,40 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
-    /// Stable balances, which no scenario moves, with zeroed rows for every exposure.
+    /// Stable balances, which no scenario moves, with zeroed rows and sums for every
+    /// exposure.
     pub(crate) fn fixed_part(&self, account: &BookAccount) -> Partial {
-        self.fixed_part_with_rows(
+        let k = account.exposures.len();
+        self.fixed_part_with(
             account,
-            vec![0.0; account.exposures.len() * self.arrays.width],
+            vec![0.0; k * self.arrays.width],
+            vec![ExposureSums::default(); k],
         )
     }
 
-    /// [`Evaluator::fixed_part`] with the given rows (`exposures x width`) in place of zeroes.
-    fn fixed_part_with_rows(&self, account: &BookAccount, rows: Vec<f64>) -> Partial {
-        let mut p = Partial {
-            rows,
-            fhs: vec![0.0; self.arrays.fhs_count],
-            equity: 0.0,
-            margin_balance: 0.0,
-            short_option_notional: 0.0,
-        };
+    /// [`Evaluator::fixed_part`] with the given rows (`exposures x width`) and sums (one per
+    /// exposure) in place of zeroes.
+    fn fixed_part_with(
+        &self,
+        account: &BookAccount,
+        rows: Vec<f64>,
+        sums: Vec<ExposureSums>,
+    ) -> Partial {
+        let mut fixed = ExposureSums::default();
         for b in &account.balances {
             let asset = &self.book.assets[b.asset];
             if asset.underlying.is_none() {
                 let value = b.amount * asset.price;
-                p.equity += value;
-                p.margin_balance += haircut_value(value, asset.haircut);
+                fixed.equity += value;
+                fixed.margin_balance += haircut_value(value, asset.haircut);
             }
         }
-        p
+        Partial {
+            rows,
+            fhs: vec![0.0; self.arrays.fhs_count],
+            fixed,
+            sums,
+        }
     }
 
     /// Adds everything the account holds on underlying `u` (its `e`-th exposure), with `u`'s
@@ -296,7 +442,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// [`Evaluator::add_underlying`]; without `grid`, the exposure's grid row is left as it is
-    /// (everything else is added).
+    /// (everything else is summed: its sums are replaced, its historical series added).
     #[allow(clippy::too_many_arguments)]
     fn add_underlying_parts<'p>(
         &self,
@@ -316,13 +462,14 @@ impl<'a> Evaluator<'a> {
         let fhs_shocks = arrays.fhs_shocks.as_ref().and_then(|s| s[u].as_ref());
         let spot = book.underlyings[u].spot * scale;
         let Partial {
-            rows,
-            fhs,
-            equity,
-            margin_balance,
-            short_option_notional,
+            rows, fhs, sums, ..
         } = partial;
-        let row = &mut rows[e * width..(e + 1) * width];
+        let mut sum = ExposureSums::default();
+        let row: &mut [f64] = if grid {
+            &mut rows[e * width..(e + 1) * width]
+        } else {
+            &mut []
+        };
         for p in positions {
             let inst = &book.instruments[p.instrument];
             let i = p.instrument;
@@ -331,12 +478,7 @@ impl<'a> Evaluator<'a> {
             } else {
                 arrays.values[i]
             };
-            let pnl = p.size * (value - p.entry_price);
-            *equity += pnl;
-            *margin_balance += pnl;
-            if inst.option.is_some() && p.size < 0.0 {
-                *short_option_notional += -p.size * spot;
-            }
+            sum.add_position(book, p, value, spot);
             if grid {
                 let grid_row: &[f64] = if fresh {
                     scratch.resize(width, 0.0);
@@ -363,9 +505,8 @@ impl<'a> Evaluator<'a> {
             if asset.underlying != Some(u) {
                 continue;
             }
-            let value = b.amount * asset.price * scale;
-            *equity += value;
-            *margin_balance += haircut_value(value, asset.haircut);
+            let today = b.amount * asset.price;
+            sum.add_coin(today * scale, asset.haircut, today);
             let a = b.asset;
             if grid {
                 let grid_row: &[f64] = if fresh {
@@ -388,6 +529,7 @@ impl<'a> Evaluator<'a> {
                 add_scaled(fhs, fhs_row, b.amount);
             }
         }
+        sums[e] = sum;
     }
 
     /// Turns the sums into requirements and a status.
@@ -401,7 +543,14 @@ impl<'a> Evaluator<'a> {
             (0.0, 0.0)
         };
         let statistical_risk = es.max(0.0);
-        let short_option_minimum = params.som_rate * partial.short_option_notional;
+        let (mut equity, mut margin_balance) = (partial.fixed.equity, partial.fixed.margin_balance);
+        let mut short_option_notional = 0.0;
+        for sum in &partial.sums {
+            equity += sum.equity;
+            margin_balance += sum.margin_balance;
+            short_option_notional += sum.short_option_notional;
+        }
+        let short_option_minimum = params.som_rate * short_option_notional;
         let addons = 0.0;
         let initial_margin = grid
             .grid_risk
@@ -410,9 +559,9 @@ impl<'a> Evaluator<'a> {
             + addons;
         let maintenance_margin = params.mm_fraction * initial_margin;
         Requirement {
-            equity: partial.equity,
-            margin_balance: partial.margin_balance,
-            status: Status::of(partial.margin_balance, initial_margin, maintenance_margin),
+            equity,
+            margin_balance,
+            status: Status::of(margin_balance, initial_margin, maintenance_margin),
             grid,
             var,
             es,
@@ -485,33 +634,38 @@ mod tests {
         };
         for account in &book.accounts {
             let full = evaluator.requirement(account).unwrap();
-            let mut rows = Vec::new();
+            let mut kept = Kept::default();
             let none = evaluator
-                .requirement_reusing_rows(account, &[], &mut rows)
+                .requirement_reusing(account, &[], false, &mut kept)
                 .unwrap();
             assert_eq!(bits(&none), bits(&full), "account {}", account.id);
-            assert_eq!(rows, evaluator.partial(account).rows);
+            assert_eq!(kept.rows(), evaluator.partial(account).rows);
+            assert_eq!(kept.sums(), evaluator.exposure_sums(account));
             let k = account.exposures.len();
             for mask in 0..(1u32 << k) {
                 let reuse: Vec<bool> = (0..k).map(|e| mask & (1 << e) != 0).collect();
-                let mut again = rows.clone();
-                let r = evaluator
-                    .requirement_reusing_rows(account, &reuse, &mut again)
-                    .unwrap();
-                assert_eq!(bits(&r), bits(&full), "account {} mask {mask}", account.id);
-                assert_eq!(again, rows);
+                for same_positions in [true, false] {
+                    let mut again = kept.clone();
+                    let r = evaluator
+                        .requirement_reusing(account, &reuse, same_positions, &mut again)
+                        .unwrap();
+                    assert_eq!(bits(&r), bits(&full), "account {} mask {mask}", account.id);
+                    assert_eq!(again.rows(), kept.rows());
+                    assert_eq!(again.sums(), kept.sums());
+                }
             }
-            // A reused row is taken as it stands (the caller vouches for it).
+            // What is reused is taken as it stands (the caller vouches for it).
             if k > 0 {
-                let mut stale = rows.clone();
-                stale[0] += 1e9;
+                let mut stale = kept.clone();
+                stale.rows[0] += 1e9;
+                stale.sums[0].equity += 1e9;
                 let mut reuse = vec![false; k];
                 reuse[0] = true;
                 let r = evaluator
-                    .requirement_reusing_rows(account, &reuse, &mut stale)
+                    .requirement_reusing(account, &reuse, true, &mut stale)
                     .unwrap();
-                assert_eq!(stale[0], rows[0] + 1e9);
-                assert_eq!(r.equity.to_bits(), full.equity.to_bits());
+                assert_eq!(stale.rows[0], kept.rows[0] + 1e9);
+                assert!((r.equity - full.equity - 1e9).abs() < 1e-3);
             }
         }
     }

@@ -8,9 +8,9 @@
 //! 400 equal steps (down to almost zero, up to ten times today's price), stops at the first
 //! step below maintenance and bisects between it and the step before.
 
-use crate::account::Evaluator;
+use crate::account::{Evaluator, ExposureSums};
 use crate::arrays::RiskArrays;
-use crate::book::BookAccount;
+use crate::book::{Book, BookAccount};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -250,77 +250,46 @@ pub fn status_slope_parts_into(
     factors: &[(f64, f64)],
     account: &BookAccount,
     bounds: &mut Vec<f64>,
+    requirement: Option<&mut Vec<f64>>,
+) {
+    let sums = evaluator.exposure_sums(account);
+    status_slope_parts_from(
+        evaluator.book,
+        factors,
+        &account.exposures,
+        &sums,
+        bounds,
+        requirement,
+    );
+}
+
+/// [`status_slope_parts_into`] from the account's sums per exposure (as an evaluation leaves
+/// them: [`crate::account::Kept::sums`]).
+pub fn status_slope_parts_from(
+    book: &Book,
+    factors: &[(f64, f64)],
+    exposures: &[usize],
+    sums: &[ExposureSums],
+    bounds: &mut Vec<f64>,
     mut requirement: Option<&mut Vec<f64>>,
 ) {
-    let book = evaluator.book;
-    let k = account.exposures.len();
-    // Per exposure: signed linear notional in scenario rows and in the margin balance, option
-    // notional (times the delta bound), short option spot notional.
-    bounds.clear();
-    bounds.resize(5 * k, 0.0);
-    let (linear, rest) = bounds.split_at_mut(k);
-    let (linear_balance, rest) = rest.split_at_mut(k);
-    let (options, rest) = rest.split_at_mut(k);
-    let (short_option_spot, centred) = rest.split_at_mut(k);
-    let index = account.exposure_index();
-    for p in &account.positions {
-        let Some(e) = index.of(p.underlying) else {
-            continue;
-        };
-        let inst = &book.instruments[p.instrument];
-        match &inst.option {
-            None => {
-                linear[e] += p.size * inst.forward;
-                linear_balance[e] += p.size * inst.forward;
-            }
-            Some(o) => {
-                let delta_bound = if book.rate >= 0.0 || o.t <= 0.0 {
-                    1.0
-                } else {
-                    (-book.rate * o.t).exp()
-                };
-                options[e] += p.size.abs() * inst.forward * delta_bound;
-                // A call's delta lies in [0, D], a put's in [-D, 0]: the middle of its range
-                // nets with the other holdings, only half the range counts in size.
-                let middle = match o.side {
-                    pmargin_pricing::OptionKind::Call => 0.5,
-                    pmargin_pricing::OptionKind::Put => -0.5,
-                };
-                centred[e] += middle * p.size * inst.forward * delta_bound;
-                if p.size < 0.0 {
-                    short_option_spot[e] += -p.size * book.underlyings[p.underlying].spot;
-                }
-            }
-        }
-    }
-    for b in &account.balances {
-        let asset = &book.assets[b.asset];
-        if let Some(e) = asset.underlying.and_then(|u| index.of(u)) {
-            let value = b.amount * asset.price;
-            linear[e] += value;
-            linear_balance[e] += if value > 0.0 {
-                value * (1.0 - asset.haircut)
-            } else {
-                value
-            };
-        }
-    }
     let som_rate = book.params.som_rate;
+    bounds.clear();
     if let Some(r) = requirement.as_deref_mut() {
         r.clear();
     }
-    for (e, &u) in account.exposures.iter().enumerate() {
-        let (lin, opt) = (bounds[e].abs(), bounds[2 * k + e]);
+    for (&u, sum) in exposures.iter().zip(sums) {
         let (linear_factor, option_factor) = factors[u];
-        let rows = linear_factor * lin + option_factor * opt;
-        let som = som_rate * bounds[3 * k + e];
-        let balance = (bounds[k + e] + bounds[4 * k + e]).abs() + 0.5 * opt;
-        bounds[e] = balance + rows.max(som);
+        let rows = linear_factor * sum.linear.abs() + option_factor * sum.options;
+        let som = som_rate * sum.short_option_spot;
+        // The options' middles net with the linear holdings; only half their range counts in
+        // size.
+        let balance = (sum.linear_balance + sum.centred).abs() + 0.5 * sum.options;
+        bounds.push(balance + rows.max(som));
         if let Some(r) = requirement.as_deref_mut() {
             r.push(rows.max(som));
         }
     }
-    bounds.truncate(k);
 }
 
 /// Steps from 1 towards `end`; returns the crossing scale, bisected to 1e-12 relative.

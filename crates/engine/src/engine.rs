@@ -44,17 +44,20 @@
 //!
 //! ## Re-margining from cached grid rows
 //!
-//! An account's grid rows (its summed scenario P&L per exposure) are each summed from one
-//! underlying's holdings alone. An account with at least [`ROW_CACHE_MIN_POSITIONS`] positions
-//! keeps its rows from its last re-margin (`RowCache`), so re-margining it after a tick on `u`
-//! sums only its `u` row anew (and every value and balance in full, in the same order): the
-//! figures are bit for bit those of a full evaluation. A row is reused only while the account's
-//! holdings and that underlying's risk arrays are those it was summed from: a fill (a trade, or
-//! a liquidation passing a position to the liquidator) voids the row of its underlying in its
-//! two accounts' caches, any other change of holdings (close-outs, deleveraging, deposits,
-//! settlements, any event but a trade or a price tick) voids every account's, and a refresh of
-//! an underlying's arrays gives them a new version. The pre-trade check's evaluation of an
-//! account after a fill, and a liquidation step's trials, reuse the account's rows the same way.
+//! An account's grid rows (its summed scenario P&L per exposure) and its other sums per
+//! exposure (values, short option notional, the parts of its slope bounds) are each summed
+//! from one underlying's holdings alone, and its figures add them up exposure by exposure. An
+//! account with at least [`ROW_CACHE_MIN_POSITIONS`] positions keeps them from its last
+//! re-margin (`RowCache`), with its positions grouped by exposure, so re-margining it after a
+//! tick on `u` reads only its positions on `u`, if nothing else moved: the figures are bit for
+//! bit those of a full evaluation. A row is reused only while the account's holdings and that
+//! underlying's risk arrays are those it was summed from: a fill (a trade, or a liquidation
+//! passing a position to the liquidator) voids the row of its underlying in its two accounts'
+//! caches (and their grouping, if it opens or closes a position), any other change of holdings
+//! (close-outs, deleveraging, deposits, settlements, any event but a trade or a price tick)
+//! voids every account's, and a refresh of an underlying's arrays gives them a new version.
+//! The pre-trade check's evaluation of an account after a fill, and a liquidation step's
+//! trials, reuse the account's rows the same way.
 //!
 //! Value is conserved: every fill moves `size x (mark - price)` between two accounts, fees and
 //! penalties move value from accounts to the insurance fund, a deficit moves from the fund (or,
@@ -63,12 +66,12 @@
 
 use crate::event::{Event, Output};
 use crate::oracle::{Health, Oracle, OracleConfig, Quote};
-use pmargin_core::account::{Requirement, Status};
+use pmargin_core::account::{ExposureSums, Kept, Requirement, Status};
 use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Priced};
 use pmargin_core::grid::{fill_asset, fill_instrument};
 use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
-use pmargin_core::liquidation::{slope_factors, status_slope_parts_into};
+use pmargin_core::liquidation::{slope_factors, status_slope_parts_from, status_slope_parts_into};
 use pmargin_core::{Evaluator, Market, Params, RiskArrays};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -571,7 +574,12 @@ impl Engine {
         // The fill moves holdings on its own underlying (and the settlement balance) only: the
         // account's other cached rows are the trial's too.
         let mut rows = Box::new(self.row_cache[a].clone());
-        let void = self.row_void[a] | self.fill_bits(i, settle);
+        let shape = if trial.positions.len() == self.book.accounts[a].positions.len() {
+            0
+        } else {
+            SHAPE
+        };
+        let void = self.row_void[a] | self.fill_bits(i, settle) | shape;
         let risk = self.admit(a, &mut trial, Some((&mut *rows, void)))?;
         Ok((a, Trial::Evaluated(trial, risk, rows)))
     }
@@ -903,7 +911,7 @@ impl Engine {
         let mut trial = self.book.accounts[a].clone();
         add_balance(&mut trial, asset, -amount);
         let risk = self.admit(a, &mut trial, None)?;
-        self.commit(a, trial, risk, out);
+        self.commit(a, trial, risk, None, out);
         Ok(())
     }
 
@@ -938,16 +946,16 @@ impl Engine {
         for ((a, trial), q) in std::iter::once((first, size)).chain(second.map(|s| (s, -size))) {
             self.insurance_fund += fee;
             match trial {
-                Trial::Evaluated(trial, risk, rows) => {
+                Trial::Evaluated(trial, risk, mut rows) => {
                     // The trial's rows were summed from the holdings committed, in today's book.
+                    self.commit(a, trial, risk, Some(rows.kept.sums()), out);
+                    self.trim_cache(&self.book.accounts[a], &mut rows);
                     self.row_cache[a] = *rows;
                     self.row_void[a] = 0;
-                    self.commit(a, trial, risk, out);
                 }
                 Trial::Screened(fill) => {
-                    self.fill_voids_rows(a, i, settle);
+                    self.fill_account(a, i, q, price, settle);
                     let account = &mut self.book.accounts[a];
-                    apply_fill(&self.book.instruments, account, i, q, price, settle);
                     add_balance(account, settle, -fee);
                     // Only a position closed to zero can change the exposures (the fill's
                     // underlying was one already; the settlement asset is stable).
@@ -1318,14 +1326,17 @@ impl Engine {
         let one = |(&a, cache): (&usize, &mut RowCache)| {
             let account = &self.book.accounts[a];
             let evaluated = self.evaluate_cached(&evaluator, account, cache, self.row_void[a]);
-            match evaluated {
+            let fresh = match evaluated {
                 Ok(r) => {
                     let r = AccountRisk::from(&r);
-                    let screen = screen_of(&evaluator, factors, account, &r, screening);
+                    let sums = Some(cache.kept.sums());
+                    let screen = screen_of(&evaluator, factors, account, &r, screening, sums);
                     (Some(r), screen)
                 }
                 Err(_) => (None, Screen::NONE),
-            }
+            };
+            self.trim_cache(account, cache);
+            fresh
         };
         // Fanning a trade's two accounts out to the thread pool costs more than computing them.
         let fresh: Vec<(Option<AccountRisk>, Screen)> = if accounts.len() < PARALLEL_REMARGIN_MIN {
@@ -1350,10 +1361,24 @@ impl Engine {
         }
     }
 
-    /// A fill of instrument `i` (settled in asset `settle`) is applied to account `a`: the cached
-    /// rows it moves are void.
-    fn fill_voids_rows(&mut self, a: usize, i: usize, settle: usize) {
-        self.row_void[a] |= self.fill_bits(i, settle);
+    /// Applies a fill to account `a`'s holdings ([`apply_fill`]) and marks what of its cached
+    /// rows and sums the fill voids.
+    fn fill_account(&mut self, a: usize, i: usize, size: f64, price: f64, settle: usize) {
+        let before = self.book.accounts[a].positions.len();
+        apply_fill(
+            &self.book.instruments,
+            &mut self.book.accounts[a],
+            i,
+            size,
+            price,
+            settle,
+        );
+        let shape = if self.book.accounts[a].positions.len() == before {
+            0
+        } else {
+            SHAPE
+        };
+        self.row_void[a] |= self.fill_bits(i, settle) | shape;
     }
 
     /// The rows a fill of instrument `i` settled in asset `settle` moves: those of the
@@ -1364,8 +1389,8 @@ impl Engine {
         row_bit(self.book.instruments[i].underlying) | asset
     }
 
-    /// An account's requirement, reusing the rows of `cache` still valid and not marked in
-    /// `void`, and leaving the account's rows in it (or, for a small account, without a cache).
+    /// An account's requirement, reusing the rows and sums of `cache` still valid and not
+    /// marked in `void`, and leaving the account's in it.
     fn evaluate_cached(
         &self,
         evaluator: &Evaluator<'_>,
@@ -1373,17 +1398,20 @@ impl Engine {
         cache: &mut RowCache,
         void: u64,
     ) -> Result<Requirement, pmargin_core::InputError> {
-        if account.positions.len() >= self.row_cache_min {
-            cache.evaluate(
-                evaluator,
-                account,
-                self.generation,
-                &self.array_version,
-                void,
-            )
-        } else {
+        cache.evaluate(
+            evaluator,
+            account,
+            self.generation,
+            &self.array_version,
+            void,
+        )
+    }
+
+    /// Empties the cache of an account too small to keep one (summing its rows again costs
+    /// little; keeping them would only take memory).
+    fn trim_cache(&self, account: &BookAccount, cache: &mut RowCache) {
+        if account.positions.len() < self.row_cache_min {
             *cache = RowCache::default();
-            evaluator.requirement(account)
         }
     }
 
@@ -1480,7 +1508,16 @@ impl Engine {
 
     /// Replaces account `a`'s holdings by `trial`, whose exposures are up to date and whose
     /// figures in today's book are `risk` (as [`Engine::admit`] computed them).
-    fn commit(&mut self, a: usize, trial: BookAccount, risk: AccountRisk, out: &mut Vec<Output>) {
+    ///
+    /// `sums`: the trial's sums per exposure, if its evaluation kept them.
+    fn commit(
+        &mut self,
+        a: usize,
+        trial: BookAccount,
+        risk: AccountRisk,
+        sums: Option<&[ExposureSums]>,
+        out: &mut Vec<Output>,
+    ) {
         let old = std::mem::replace(&mut self.book.accounts[a], trial);
         for u in old.exposures {
             if !self.book.accounts[a].exposures.contains(&u) {
@@ -1494,6 +1531,7 @@ impl Engine {
             &self.book.accounts[a],
             &risk,
             self.config.screening,
+            sums,
         );
         let before = self.status[a];
         self.set_figures(a, risk, screen);
@@ -1532,7 +1570,7 @@ impl Engine {
             .map(|a| match evaluator.requirement(a) {
                 Ok(r) => {
                     let r = AccountRisk::from(&r);
-                    let screen = screen_of(&evaluator, factors, a, &r, screening);
+                    let screen = screen_of(&evaluator, factors, a, &r, screening, None);
                     (r, screen)
                 }
                 Err(_) => (ZERO_RISK, Screen::NONE),
@@ -1649,16 +1687,16 @@ impl Engine {
         let evaluator = Evaluator::new(&self.book, &self.arrays);
         // A step changes one position and the settlement balance: unless it closes the last
         // position on an underlying (or the settlement asset moves with one), the exposures
-        // stay, and so does every grid row but the step's underlying's, which each trial then
-        // reuses (`requirement_reusing_rows`: bit for bit a full evaluation).
+        // stay, and so does every grid row and sum but the step's underlying's, which each trial
+        // then reuses (`requirement_reusing`: bit for bit a full evaluation).
         let stable_settlement = self.book.assets[settle].underlying.is_none();
-        let mut rows = Vec::new();
+        let mut kept = Kept::default();
         let base = stable_settlement
             && evaluator
-                .requirement_reusing_rows(account, &[], &mut rows)
+                .requirement_reusing(account, &[], false, &mut kept)
                 .is_ok();
         let mut reuse = vec![false; account.exposures.len()];
-        let mut trial_rows = Vec::new();
+        let mut trial_kept = Kept::default();
         let mut trial = account.clone();
         let mut best: Option<(f64, usize, f64)> = None;
         for (j, p) in account.positions.iter().enumerate() {
@@ -1690,8 +1728,8 @@ impl Engine {
                 for (r, &u) in reuse.iter_mut().zip(&account.exposures) {
                     *r = u != p.underlying;
                 }
-                trial_rows.clone_from(&rows);
-                evaluator.requirement_reusing_rows(&trial, &reuse, &mut trial_rows)
+                trial_kept.clone_from(&kept);
+                evaluator.requirement_reusing(&trial, &reuse, true, &mut trial_kept)
             } else {
                 update_exposures(&self.book.assets, &mut trial);
                 evaluator.requirement(&trial)
@@ -1723,8 +1761,6 @@ impl Engine {
         out: &mut Vec<Output>,
     ) {
         let p = self.book.accounts[a].positions[j];
-        self.fill_voids_rows(a, p.instrument, settle);
-        self.fill_voids_rows(liquidator, p.instrument, settle);
         let price = self.arrays.values[p.instrument];
         let size = -p.size.signum() * step;
         // The penalty never takes more than the account's remaining margin balance: it must not
@@ -1735,23 +1771,9 @@ impl Engine {
         } else {
             0.0
         };
-        apply_fill(
-            &self.book.instruments,
-            &mut self.book.accounts[a],
-            p.instrument,
-            size,
-            price,
-            settle,
-        );
+        self.fill_account(a, p.instrument, size, price, settle);
         add_balance(&mut self.book.accounts[a], settle, -penalty);
-        apply_fill(
-            &self.book.instruments,
-            &mut self.book.accounts[liquidator],
-            p.instrument,
-            -size,
-            price,
-            settle,
-        );
+        self.fill_account(liquidator, p.instrument, -size, price, settle);
         self.insurance_fund += penalty;
         out.push(Output::LiquidationFill {
             account: self.book.accounts[a].id.clone(),
@@ -2027,9 +2049,9 @@ fn refresh_arrays(arrays: &mut RiskArrays, book: &Book, u: usize) {
 /// summing them costs little and the cache would only take memory).
 pub const ROW_CACHE_MIN_POSITIONS: usize = 16;
 
-/// An account's summed grid rows as of its last re-margin (exposure by exposure, as
-/// [`Evaluator::requirement_reusing_rows`] takes them), with the version of the risk arrays of
-/// each exposure they were summed from.
+/// An account's summed grid rows and sums as of its last re-margin (exposure by exposure, as
+/// [`Evaluator::requirement_reusing`] takes them), with the version of the risk arrays of each
+/// exposure they were summed from.
 ///
 /// A row is summed from its own underlying's holdings alone, so it stays exact while the
 /// account's holdings and that underlying's arrays are unchanged: re-margining the account
@@ -2044,7 +2066,9 @@ struct RowCache {
     generation: u64,
     exposures: Vec<usize>,
     versions: Vec<u64>,
-    rows: Vec<f64>,
+    /// The account's number of positions when its positions were grouped by exposure.
+    positions: usize,
+    kept: Kept,
     /// Scratch: which rows an evaluation reuses.
     reuse: Vec<bool>,
 }
@@ -2055,22 +2079,27 @@ impl Default for RowCache {
             generation: u64::MAX,
             exposures: Vec::new(),
             versions: Vec::new(),
-            rows: Vec::new(),
+            positions: 0,
+            kept: Kept::default(),
             reuse: Vec::new(),
         }
     }
 }
 
-/// The bit of underlying `u` in a mask of voided rows (the last bit stands for every
-/// underlying from 63 on: voiding one of them voids them all, which is only more cautious).
+/// The bit of underlying `u` in a mask of voided rows (bit 62 stands for every underlying
+/// from 62 on: voiding one of them voids them all, which is only more cautious).
 fn row_bit(u: usize) -> u64 {
-    1 << u.min(63)
+    1 << u.min(62)
 }
 
+/// The bit of a mask of voided rows that says a position was added or removed (so the
+/// positions' grouping by exposure is void too).
+const SHAPE: u64 = 1 << 63;
+
 impl RowCache {
-    /// The account's requirement, reusing the rows still valid (those of the underlyings marked
-    /// in `void` are not: holdings on them changed; removing a position keeps the order of the
-    /// rest, so the other rows stay exact) and keeping the new ones.
+    /// The account's requirement, reusing the rows and sums still valid (those of the
+    /// underlyings marked in `void` are not: holdings on them changed; removing a position
+    /// keeps the order of the rest, so the other rows stay exact) and keeping the new ones.
     fn evaluate(
         &mut self,
         evaluator: &Evaluator<'_>,
@@ -2081,7 +2110,9 @@ impl RowCache {
     ) -> Result<Requirement, pmargin_core::InputError> {
         let valid = self.generation == generation
             && self.exposures == account.exposures
-            && self.rows.len() == account.exposures.len() * evaluator.arrays.width;
+            && self.kept.rows().len() == account.exposures.len() * evaluator.arrays.width;
+        let same_positions =
+            valid && void & SHAPE == 0 && self.positions == account.positions.len();
         let mut reuse = std::mem::take(&mut self.reuse);
         reuse.clear();
         reuse.extend(
@@ -2091,10 +2122,11 @@ impl RowCache {
                 .zip(&self.versions)
                 .map(|(&u, &v)| valid && void & row_bit(u) == 0 && versions.get(u) == Some(&v)),
         );
-        let result = evaluator.requirement_reusing_rows(account, &reuse, &mut self.rows);
+        let result = evaluator.requirement_reusing(account, &reuse, same_positions, &mut self.kept);
         self.reuse = reuse;
         if result.is_ok() {
             self.generation = generation;
+            self.positions = account.positions.len();
             self.exposures.clone_from(&account.exposures);
             self.versions.clear();
             self.versions.extend(
@@ -2209,11 +2241,6 @@ enum Trial {
     Screened(ScreenedFill),
 }
 
-/// The account's screen after an evaluation: while every underlying's price stays within
-/// `delta = room / sum_u L_u` (relative) of today's, the margin balance and its surplus over
-/// maintenance and initial margin each move by less than the smallest of them in size, less
-/// a rounding allowance twice (today's figures and tomorrow's), so none changes sign and the
-/// status cannot change. The room is spent equally in relative moves on every exposure.
 /// The accounts a price tick on `u` (at the book's new price) may concern: each exposed
 /// account whose band the price leaves, unless re-cutting its bands ([`recut`]) still proves
 /// its status. Accounts left inside their bands, and those re-cut, only have their figures
@@ -2287,24 +2314,42 @@ fn recut(bands: &mut [Bands], book: &Book, room: f64, a: usize) -> bool {
     true
 }
 
+/// The account's screen after an evaluation: while every underlying's price stays within
+/// `delta = room / sum_u L_u` (relative) of today's, the margin balance and its surplus over
+/// maintenance and initial margin each move by less than the smallest of them in size, less
+/// a rounding allowance twice (today's figures and tomorrow's), so none changes sign and the
+/// status cannot change. The room is spent equally in relative moves on every exposure.
+///
+/// `sums`: the account's sums per exposure, as its evaluation left them (else they are summed).
 fn screen_of(
     evaluator: &Evaluator<'_>,
     factors: &[(f64, f64)],
     account: &BookAccount,
     r: &AccountRisk,
     screening: bool,
+    sums: Option<&[ExposureSums]>,
 ) -> Screen {
     if !screening || account.exposures.is_empty() {
         return Screen::NONE;
     }
     let (mut slopes, mut required) = (Vec::new(), Vec::new());
-    status_slope_parts_into(
-        evaluator,
-        factors,
-        account,
-        &mut slopes,
-        Some(&mut required),
-    );
+    match sums {
+        Some(sums) if sums.len() == account.exposures.len() => status_slope_parts_from(
+            evaluator.book,
+            factors,
+            &account.exposures,
+            sums,
+            &mut slopes,
+            Some(&mut required),
+        ),
+        _ => status_slope_parts_into(
+            evaluator,
+            factors,
+            account,
+            &mut slopes,
+            Some(&mut required),
+        ),
+    }
     let total: f64 = slopes.iter().sum();
     let mb = r.margin_balance;
     let cushion = mb
@@ -2457,6 +2502,71 @@ pub fn update_exposures(assets: &[Asset], account: &mut BookAccount) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fills_that_add_and_remove_positions_void_the_cached_grouping() {
+        // One fill opens a position and another closes one, on the same underlying, between
+        // two re-margins: as many positions as before, in another arrangement. The re-margin
+        // sums that underlying's row anew (the others are reused) and must find its positions
+        // where they are now.
+        let book = pmargin_core::synthetic::book(4, 5).unwrap();
+        let portfolio = pmargin_core::synthetic::portfolio(&book, |_, _| 5.0, |_, _| true, 1e10);
+        let (market, params) = pmargin_core::synthetic::market_and_params().unwrap();
+        let mut e = Engine::new(&portfolio, &market, &params, EngineConfig::default()).unwrap();
+        e.ensure_settlement_asset().unwrap();
+        e.set_row_cache_min_positions(0);
+        let settle = e.settlement_index().unwrap();
+        let a = 0;
+        let account = &e.book.accounts[a];
+        // The first position whose underlying holds another one, and an instrument on that
+        // underlying the account does not hold.
+        let (j, held) = account
+            .positions
+            .iter()
+            .enumerate()
+            .find(|(_, p)| {
+                account
+                    .positions
+                    .iter()
+                    .filter(|q| q.underlying == p.underlying)
+                    .count()
+                    >= 2
+            })
+            .map(|(j, p)| (j, *p))
+            .unwrap();
+        assert!(
+            j + 1 < account.positions.len(),
+            "a position after it moves down"
+        );
+        let fresh = (0..e.book.instruments.len())
+            .find(|&i| {
+                e.book.instruments[i].underlying == held.underlying
+                    && !account.positions.iter().any(|p| p.instrument == i)
+            })
+            .unwrap();
+        let count = account.positions.len();
+        e.remargin(&[a], &mut Vec::new());
+        let mark = |e: &Engine, i: usize| e.arrays.values[i];
+        e.fill_account(a, fresh, 1.0, mark(&e, fresh), settle);
+        e.fill_account(
+            a,
+            held.instrument,
+            -held.size,
+            mark(&e, held.instrument),
+            settle,
+        );
+        assert_eq!(e.book.accounts[a].positions.len(), count);
+        e.remargin(&[a], &mut Vec::new());
+        let cached = *e.figures(a);
+        let full = Evaluator::new(&e.book, &e.arrays)
+            .requirement(&e.book.accounts[a])
+            .unwrap();
+        assert_eq!(cached.equity.to_bits(), full.equity.to_bits());
+        assert_eq!(
+            cached.initial_margin.to_bits(),
+            full.initial_margin.to_bits()
+        );
+    }
 
     #[test]
     fn parallel_array_refresh_is_the_core_refresh_bit_for_bit() {
