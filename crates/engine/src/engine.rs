@@ -529,7 +529,7 @@ impl Engine {
         size: f64,
         price: f64,
         fee: f64,
-    ) -> Result<(usize, Trial), Output> {
+    ) -> Result<(usize, usize, Trial), Output> {
         // An instrument the book holds was parsed when it was added, under this very name.
         let known = self.book.instrument_index(instrument);
         let inst = match known {
@@ -560,6 +560,19 @@ impl Engine {
             }
             (None, None) => unreachable!("an unknown instrument is parsed"),
         };
+        let (a, trial) = self.trial_fill(account, i, size, price, fee)?;
+        Ok((a, i, trial))
+    }
+
+    /// [`Engine::trial_trade`] of a known instrument `i`, with the figures checked.
+    fn trial_fill(
+        &self,
+        account: &str,
+        i: usize,
+        size: f64,
+        price: f64,
+        fee: f64,
+    ) -> Result<(usize, Trial), Output> {
         let a = *self
             .accounts
             .get(account)
@@ -926,18 +939,15 @@ impl Engine {
         counterparty: Option<&str>,
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
-        let first = self.trial_trade(account, instrument, size, price, fee)?;
+        let (a, i, first) = self.trial_trade(account, instrument, size, price, fee)?;
+        let first = (a, first);
         let second = match counterparty {
             Some(c) if c == account => {
                 return Err(reject("trade: an account cannot trade with itself".into()));
             }
-            Some(c) => Some(self.trial_trade(c, instrument, -size, price, fee)?),
+            Some(c) => Some(self.trial_fill(c, i, -size, price, fee)?),
             None => None,
         };
-        let i = self
-            .book
-            .instrument_index(instrument)
-            .ok_or_else(|| reject(format!("trade: unknown instrument {instrument}")))?;
         let settle = self.settlement_index().map_err(reject)?;
         // The checks evaluated each side after the fill, against the book and risk arrays the
         // fill is applied to (the two sides are different accounts): their figures are final.
@@ -954,12 +964,11 @@ impl Engine {
                     self.row_void[a] = 0;
                 }
                 Trial::Screened(fill) => {
-                    self.fill_account(a, i, q, price, settle);
-                    let account = &mut self.book.accounts[a];
-                    add_balance(account, settle, -fee);
+                    let closed = self.fill_account(a, i, q, price, settle);
+                    add_balance(&mut self.book.accounts[a], settle, -fee);
                     // Only a position closed to zero can change the exposures (the fill's
                     // underlying was one already; the settlement asset is stable).
-                    if !account.positions.iter().any(|p| p.instrument == i) {
+                    if closed {
                         self.update_exposures_of(a);
                     }
                     self.risk[a].take();
@@ -1362,8 +1371,8 @@ impl Engine {
     }
 
     /// Applies a fill to account `a`'s holdings ([`apply_fill`]) and marks what of its cached
-    /// rows and sums the fill voids.
-    fn fill_account(&mut self, a: usize, i: usize, size: f64, price: f64, settle: usize) {
+    /// rows and sums the fill voids. Returns whether it closed a position.
+    fn fill_account(&mut self, a: usize, i: usize, size: f64, price: f64, settle: usize) -> bool {
         let before = self.book.accounts[a].positions.len();
         apply_fill(
             &self.book.instruments,
@@ -1379,6 +1388,7 @@ impl Engine {
             SHAPE
         };
         self.row_void[a] |= self.fill_bits(i, settle) | shape;
+        self.book.accounts[a].positions.len() < before
     }
 
     /// The rows a fill of instrument `i` settled in asset `settle` moves: those of the
