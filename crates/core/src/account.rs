@@ -292,16 +292,7 @@ impl<'a> Evaluator<'a> {
             let positions = kept.order[from..to]
                 .iter()
                 .map(|&j| &account.positions[j as usize]);
-            self.add_underlying_parts(
-                account,
-                positions,
-                e,
-                u,
-                1.0,
-                &mut partial,
-                &mut Vec::new(),
-                !keep,
-            );
+            self.add_today(account, positions, e, u, &mut partial, !keep);
         }
         let requirement = self.finish(account, &partial);
         kept.rows = partial.rows;
@@ -319,18 +310,32 @@ impl<'a> Evaluator<'a> {
         );
         for (e, &u) in account.exposures.iter().enumerate() {
             let positions = account.positions.iter().filter(|p| p.underlying == u);
-            self.add_underlying_parts(
-                account,
-                positions,
-                e,
-                u,
-                1.0,
-                &mut partial,
-                &mut Vec::new(),
-                false,
-            );
+            self.add_today(account, positions, e, u, &mut partial, false);
         }
         partial.sums
+    }
+
+    /// [`Evaluator::add_underlying_parts`] in today's market (the arrays read, nothing
+    /// repriced).
+    fn add_today<'p>(
+        &self,
+        account: &BookAccount,
+        positions: impl Iterator<Item = &'p BookPosition>,
+        e: usize,
+        u: usize,
+        partial: &mut Partial,
+        grid: bool,
+    ) {
+        self.add_underlying_parts(
+            account,
+            positions,
+            e,
+            u,
+            1.0,
+            partial,
+            &mut Vec::new(),
+            grid,
+        );
     }
 
     /// The account's margin balance in today's market and the gross size of the terms summed
