@@ -268,7 +268,13 @@ impl<'a> Evaluator<'a> {
         self.check_history(account)?;
         let width = self.arrays.width;
         let k = account.exposures.len();
-        if !same_positions || kept.starts.len() != k + 1 {
+        // (A grouping that cannot be this account's is made anew even if vouched for.)
+        let n = account.positions.len();
+        if !same_positions
+            || kept.starts.len() != k + 1
+            || kept.starts[k] as usize != kept.order.len()
+            || kept.order.iter().any(|&j| j as usize >= n)
+        {
             kept.group(account);
         }
         let reused = |e: usize| reuse.get(e).copied().unwrap_or(false);
@@ -308,6 +314,8 @@ impl<'a> Evaluator<'a> {
             Vec::new(),
             vec![ExposureSums::default(); account.exposures.len()],
         );
+        // No historical series either: an empty one takes no rows.
+        partial.fhs = Vec::new();
         for (e, &u) in account.exposures.iter().enumerate() {
             let positions = account.positions.iter().filter(|p| p.underlying == u);
             self.add_today(account, positions, e, u, &mut partial, false);
@@ -614,9 +622,11 @@ mod tests {
     #[test]
     fn reused_rows_give_the_full_requirement_bit_for_bit() {
         // Synthetic accounts (options, futures, perpetuals and coin collateral on five
-        // underlyings): rows summed once, then every subset of them reused after one
-        // underlying's arrays moved, give exactly the requirement of a full evaluation.
-        use crate::{synthetic, RiskArrays};
+        // underlyings): rows and sums kept once, then every subset of them reused, give
+        // exactly the requirement of a full evaluation; with a price history too (whose
+        // series an evaluation sums in full whatever it reuses).
+        use crate::fhs::FhsScenarios;
+        use crate::{synthetic, History, RiskArrays};
         let mut book = synthetic::book(40, 3).unwrap();
         let btc = book.assets.iter().position(|a| a.name == "BTC");
         if let Some(btc) = btc {
@@ -625,8 +635,34 @@ mod tests {
                 amount: 1.5,
             });
         }
-        let arrays = RiskArrays::compute(&book, None).unwrap();
-        let evaluator = Evaluator::new(&book, &arrays);
+        let names: Vec<String> = book.underlyings.iter().map(|u| u.name.clone()).collect();
+        let mut csv = format!("date,{}\n", names.join(","));
+        for day in 0..30u32 {
+            let closes: Vec<String> = (0..names.len())
+                .map(|k| {
+                    format!(
+                        "{}",
+                        100.0 * (1.0 + 0.01 * ((day * 7 + k as u32 * 3) % 11) as f64)
+                    )
+                })
+                .collect();
+            csv.push_str(&format!("2024-01-{:02},{}\n", day + 1, closes.join(",")));
+        }
+        let history = History::parse("history.csv", &csv).unwrap();
+        let scenarios = FhsScenarios::build(&history, &book.params.statistical).unwrap();
+        let mut histories = Vec::new();
+        for arrays in [
+            RiskArrays::compute(&book, None).unwrap(),
+            RiskArrays::compute(&book, Some(&scenarios)).unwrap(),
+        ] {
+            kept_sums_give_the_full_requirement(&book, &arrays);
+            histories.push(arrays.has_history());
+        }
+        assert_eq!(histories, [false, true]);
+    }
+
+    fn kept_sums_give_the_full_requirement(book: &Book, arrays: &RiskArrays) {
+        let evaluator = Evaluator::new(book, arrays);
         let bits = |r: &Requirement| {
             (
                 r.equity.to_bits(),
@@ -670,7 +706,13 @@ mod tests {
                     .requirement_reusing(account, &reuse, true, &mut stale)
                     .unwrap();
                 assert_eq!(stale.rows[0], kept.rows[0] + 1e9);
-                assert!((r.equity - full.equity - 1e9).abs() < 1e-3);
+                // With a history the exposure's holdings are read for its series anyway, and its
+                // sums summed anew.
+                if arrays.has_history() {
+                    assert_eq!(r.equity.to_bits(), full.equity.to_bits());
+                } else {
+                    assert!((r.equity - full.equity - 1e9).abs() < 1e-3);
+                }
             }
         }
     }
