@@ -1247,12 +1247,18 @@ impl Engine {
             screen()
         };
         self.arrays_changed(u);
+        // Each proof reads the book and its own account's bands only: many run on the pool.
+        let prove = |&a: &usize| screened.then(|| self.recentre_room(a)).flatten();
+        let proofs: Vec<Option<(f64, f64)>> = if left.len() < PARALLEL_REMARGIN_MIN {
+            left.iter().map(prove).collect()
+        } else {
+            left.par_iter().map(prove).collect()
+        };
         let mut due = Vec::with_capacity(left.len());
-        for a in left {
-            if screened && self.recentre(a) {
-                self.risk[a].take();
-            } else {
-                due.push(a);
+        for (a, proof) in left.into_iter().zip(proofs) {
+            match proof {
+                Some((room, delta)) => self.recentre(a, room, delta),
+                None => due.push(a),
             }
         }
         self.remargin(&due, out);
@@ -1265,13 +1271,14 @@ impl Engine {
     /// balances, no scenario). With it exact and the requirement bounded by its slope since the
     /// last evaluation (`|IM - IM_eval| <= sum_u R_u |p_u / p_u,eval - 1|`), the status is
     /// proven unchanged if every status figure stays on its side over that whole range; the
-    /// bands are then re-centred on today's prices with what is left as their room (the
-    /// requirement's spread so far is spent; later moves are covered by the full slopes).
-    /// Returns false (the account must be re-margined) otherwise.
-    fn recentre(&mut self, a: usize) -> bool {
+    /// bands can then be re-centred on today's prices ([`Engine::recentre`]) with what is left
+    /// as their room (the requirement's spread so far is spent; later moves are covered by the
+    /// full slopes). Returns that room and the relative band width, or `None` (the account must
+    /// be re-margined).
+    fn recentre_room(&self, a: usize) -> Option<(f64, f64)> {
         let required = self.required[a];
         if !(required.is_finite() && self.room[a] > 0.0) {
-            return false;
+            return None;
         }
         let account = &self.book.accounts[a];
         let (mut spread, mut total) = (0.0, 0.0);
@@ -1299,8 +1306,14 @@ impl Engine {
             && balance.is_finite()
             && Status::of(balance, required, mm * required) == self.status[a])
         {
-            return false;
+            return None;
         }
+        Some((room, delta))
+    }
+
+    /// Re-centres account `a`'s bands on today's prices with the `room` and relative width
+    /// `delta` [`Engine::recentre_room`] proved; its figures go stale.
+    fn recentre(&mut self, a: usize, room: f64, delta: f64) {
         self.room[a] = room;
         for &u in &self.book.accounts[a].exposures {
             let p = self.book.underlyings[u].spot;
@@ -1310,7 +1323,7 @@ impl Engine {
             band.lo = p - p * delta;
             band.hi = p + p * delta;
         }
-        true
+        self.risk[a].take();
     }
 
     /// The vol of every option on `u` in the book, in instrument order.
