@@ -690,6 +690,14 @@ pub fn start(
     })
 }
 
+/// The writer's answer to a submitted event, once it is durable.
+async fn answer(
+    rx: oneshot::Receiver<Result<EventResult, ApiError>>,
+) -> Result<EventResult, ApiError> {
+    rx.await
+        .map_err(|_| ApiError::unavailable("the engine writer has stopped"))?
+}
+
 impl AppState {
     /// Submits an event and waits until it is applied and durable.
     pub async fn submit(
@@ -698,9 +706,7 @@ impl AppState {
         key_id: &str,
         idempotency: Option<(String, [u8; 32])>,
     ) -> Result<EventResult, ApiError> {
-        let rx = self.enqueue(event, key_id, idempotency)?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the engine writer has stopped"))?
+        answer(self.enqueue(event, key_id, idempotency)?).await
     }
 
     /// Submits events in order and waits until all are applied and durable. Queued together,
@@ -716,10 +722,7 @@ impl AppState {
             .collect::<Result<_, _>>()?;
         let mut results = Vec::with_capacity(queued.len());
         for rx in queued {
-            results.push(
-                rx.await
-                    .map_err(|_| ApiError::unavailable("the engine writer has stopped"))??,
-            );
+            results.push(answer(rx).await?);
         }
         Ok(results)
     }
