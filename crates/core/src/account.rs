@@ -184,6 +184,18 @@ impl Kept {
         &self.sums
     }
 
+    /// The account's positions on its `e`-th exposure, in holding order (as grouped).
+    fn positions<'p>(
+        &self,
+        account: &'p BookAccount,
+        e: usize,
+    ) -> impl Iterator<Item = &'p BookPosition> + use<'_, 'p> {
+        let (from, to) = (self.starts[e] as usize, self.starts[e + 1] as usize);
+        self.order[from..to]
+            .iter()
+            .map(|&j| &account.positions[j as usize])
+    }
+
     /// Groups the account's positions by exposure (one pass).
     fn group(&mut self, account: &BookAccount) {
         let k = account.exposures.len();
@@ -294,11 +306,14 @@ impl<'a> Evaluator<'a> {
             if keep && history.is_none_or(|h| h[u].is_none()) {
                 continue;
             }
-            let (from, to) = (kept.starts[e] as usize, kept.starts[e + 1] as usize);
-            let positions = kept.order[from..to]
-                .iter()
-                .map(|&j| &account.positions[j as usize]);
-            self.add_today(account, positions, e, u, &mut partial, !keep);
+            self.add_today(
+                account,
+                kept.positions(account, e),
+                e,
+                u,
+                &mut partial,
+                !keep,
+            );
         }
         let requirement = self.finish(account, &partial);
         kept.rows = partial.rows;
@@ -316,9 +331,17 @@ impl<'a> Evaluator<'a> {
         );
         // No historical series either: an empty one takes no rows.
         partial.fhs = Vec::new();
+        let mut kept = Kept::default();
+        kept.group(account);
         for (e, &u) in account.exposures.iter().enumerate() {
-            let positions = account.positions.iter().filter(|p| p.underlying == u);
-            self.add_today(account, positions, e, u, &mut partial, false);
+            self.add_today(
+                account,
+                kept.positions(account, e),
+                e,
+                u,
+                &mut partial,
+                false,
+            );
         }
         partial.sums
     }

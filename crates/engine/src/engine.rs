@@ -71,7 +71,7 @@ use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Pr
 use pmargin_core::grid::{fill_asset, fill_instrument};
 use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
-use pmargin_core::liquidation::{slope_factors, status_slope_parts_from, status_slope_parts_into};
+use pmargin_core::liquidation::{slope_factors, status_slope_parts_from};
 use pmargin_core::{Evaluator, Market, Params, RiskArrays};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -587,13 +587,9 @@ impl Engine {
         // The fill moves holdings on its own underlying (and the settlement balance) only: the
         // account's other cached rows are the trial's too.
         let mut rows = Box::new(self.row_cache[a].clone());
-        let shape = if trial.positions.len() == self.book.accounts[a].positions.len() {
-            0
-        } else {
-            SHAPE
-        };
-        let void = self.row_void[a] | self.fill_bits(i, settle) | shape;
-        let risk = self.admit(a, &mut trial, Some((&mut *rows, void)))?;
+        let before = self.book.accounts[a].positions.len();
+        let void = self.row_void[a] | self.fill_bits(i, settle, before, trial.positions.len());
+        let risk = self.admit(a, &mut trial, &mut rows, void)?;
         Ok((a, Trial::Evaluated(trial, risk, rows)))
     }
 
@@ -697,21 +693,20 @@ impl Engine {
     /// change strictly lowers its requirement without lowering its surplus over it. Brings the
     /// trial's exposures up to date; on acceptance returns its figures.
     ///
-    /// With `rows`, the rows still valid in that cache of the account's, less those `void`
-    /// marks, are reused (and on return it holds the trial's rows).
+    /// The rows still valid in `rows` (a cache of the account's), less those `void` marks, are
+    /// reused; on return it holds the trial's rows and sums.
     fn admit(
         &self,
         a: usize,
         trial: &mut BookAccount,
-        rows: Option<(&mut RowCache, u64)>,
+        rows: &mut RowCache,
+        void: u64,
     ) -> Result<AccountRisk, Output> {
         update_exposures(&self.book.assets, trial);
         let evaluator = Evaluator::new(&self.book, &self.arrays);
-        let evaluated = match rows {
-            Some((rows, void)) => self.evaluate_cached(&evaluator, trial, rows, void),
-            None => evaluator.requirement(trial),
-        };
-        let mut after = evaluated.map_err(|e| reject(e.to_string()))?;
+        let mut after = self
+            .evaluate_cached(&evaluator, trial, rows, void)
+            .map_err(|e| reject(e.to_string()))?;
         let figures = AccountRisk::from(&after);
         // With a stable price, collateral cannot be borrowed against a sudden print: the
         // margin balance counted for initial margin is the lower of its value at the index and
@@ -923,8 +918,10 @@ impl Engine {
             .ok_or_else(|| reject(format!("withdrawal: account `{account}` holds no {asset}")))?;
         let mut trial = self.book.accounts[a].clone();
         add_balance(&mut trial, asset, -amount);
-        let risk = self.admit(a, &mut trial, None)?;
-        self.commit(a, trial, risk, None, out);
+        // (Every event but a trade or a tick voids the row caches: nothing to reuse or keep.)
+        let mut rows = RowCache::default();
+        let risk = self.admit(a, &mut trial, &mut rows, 0)?;
+        self.commit(a, trial, risk, rows.kept.sums(), out);
         Ok(())
     }
 
@@ -958,7 +955,7 @@ impl Engine {
             match trial {
                 Trial::Evaluated(trial, risk, mut rows) => {
                     // The trial's rows were summed from the holdings committed, in today's book.
-                    self.commit(a, trial, risk, Some(rows.kept.sums()), out);
+                    self.commit(a, trial, risk, rows.kept.sums(), out);
                     self.trim_cache(&self.book.accounts[a], &mut rows);
                     self.row_cache[a] = *rows;
                     self.row_void[a] = 0;
@@ -1248,8 +1245,10 @@ impl Engine {
         };
         self.arrays_changed(u);
         // Each proof reads the book and its own account's bands only: many run on the pool.
-        let prove = |&a: &usize| screened.then(|| self.recentre_room(a)).flatten();
-        let proofs: Vec<Option<(f64, f64)>> = if left.len() < PARALLEL_REMARGIN_MIN {
+        let prove = |&a: &usize| self.recentre_room(a);
+        let proofs: Vec<Option<(f64, f64)>> = if !screened {
+            vec![None; left.len()]
+        } else if left.len() < PARALLEL_REMARGIN_MIN {
             left.iter().map(prove).collect()
         } else {
             left.par_iter().map(prove).collect()
@@ -1351,7 +1350,7 @@ impl Engine {
             let fresh = match evaluated {
                 Ok(r) => {
                     let r = AccountRisk::from(&r);
-                    let sums = Some(cache.kept.sums());
+                    let sums = cache.kept.sums();
                     let screen = screen_of(&evaluator, factors, account, &r, screening, sums);
                     (Some(r), screen)
                 }
@@ -1395,21 +1394,19 @@ impl Engine {
             price,
             settle,
         );
-        let shape = if self.book.accounts[a].positions.len() == before {
-            0
-        } else {
-            SHAPE
-        };
-        self.row_void[a] |= self.fill_bits(i, settle) | shape;
-        self.book.accounts[a].positions.len() < before
+        let after = self.book.accounts[a].positions.len();
+        self.row_void[a] |= self.fill_bits(i, settle, before, after);
+        after < before
     }
 
-    /// The rows a fill of instrument `i` settled in asset `settle` moves: those of the
-    /// instrument's underlying and of the settlement asset's, if it has one (the other rows,
-    /// summed from other holdings, stay exact).
-    fn fill_bits(&self, i: usize, settle: usize) -> u64 {
+    /// What a fill of instrument `i` settled in asset `settle`, which took the account from
+    /// `before` to `after` positions, voids: the rows of the instrument's underlying and of the
+    /// settlement asset's, if it has one (the other rows, summed from other holdings, stay
+    /// exact), and the grouping of the positions if it opened or closed one.
+    fn fill_bits(&self, i: usize, settle: usize, before: usize, after: usize) -> u64 {
         let asset = self.book.assets[settle].underlying.map_or(0, row_bit);
-        row_bit(self.book.instruments[i].underlying) | asset
+        let shape = if after == before { 0 } else { SHAPE };
+        row_bit(self.book.instruments[i].underlying) | asset | shape
     }
 
     /// An account's requirement, reusing the rows and sums of `cache` still valid and not
@@ -1531,14 +1528,13 @@ impl Engine {
 
     /// Replaces account `a`'s holdings by `trial`, whose exposures are up to date and whose
     /// figures in today's book are `risk` (as [`Engine::admit`] computed them).
-    ///
-    /// `sums`: the trial's sums per exposure, if its evaluation kept them.
+    /// `sums`: the trial's sums per exposure, as its evaluation kept them.
     fn commit(
         &mut self,
         a: usize,
         trial: BookAccount,
         risk: AccountRisk,
-        sums: Option<&[ExposureSums]>,
+        sums: &[ExposureSums],
         out: &mut Vec<Output>,
     ) {
         let old = std::mem::replace(&mut self.book.accounts[a], trial);
@@ -1590,13 +1586,16 @@ impl Engine {
             .book
             .accounts
             .par_iter()
-            .map(|a| match evaluator.requirement(a) {
-                Ok(r) => {
-                    let r = AccountRisk::from(&r);
-                    let screen = screen_of(&evaluator, factors, a, &r, screening, None);
-                    (r, screen)
+            .map(|a| {
+                let mut kept = Kept::default();
+                match evaluator.requirement_reusing(a, &[], false, &mut kept) {
+                    Ok(r) => {
+                        let r = AccountRisk::from(&r);
+                        let screen = screen_of(&evaluator, factors, a, &r, screening, kept.sums());
+                        (r, screen)
+                    }
+                    Err(_) => (ZERO_RISK, Screen::NONE),
                 }
-                Err(_) => (ZERO_RISK, Screen::NONE),
             })
             .collect();
         self.risk = vec![OnceLock::new(); n];
@@ -2343,36 +2342,27 @@ fn recut(bands: &mut [Bands], book: &Book, room: f64, a: usize) -> bool {
 /// a rounding allowance twice (today's figures and tomorrow's), so none changes sign and the
 /// status cannot change. The room is spent equally in relative moves on every exposure.
 ///
-/// `sums`: the account's sums per exposure, as its evaluation left them (else they are summed).
+/// `sums`: the account's sums per exposure, as its evaluation left them.
 fn screen_of(
     evaluator: &Evaluator<'_>,
     factors: &[(f64, f64)],
     account: &BookAccount,
     r: &AccountRisk,
     screening: bool,
-    sums: Option<&[ExposureSums]>,
+    sums: &[ExposureSums],
 ) -> Screen {
     if !screening || account.exposures.is_empty() {
         return Screen::NONE;
     }
     let (mut slopes, mut required) = (Vec::new(), Vec::new());
-    match sums {
-        Some(sums) if sums.len() == account.exposures.len() => status_slope_parts_from(
-            evaluator.book,
-            factors,
-            &account.exposures,
-            sums,
-            &mut slopes,
-            Some(&mut required),
-        ),
-        _ => status_slope_parts_into(
-            evaluator,
-            factors,
-            account,
-            &mut slopes,
-            Some(&mut required),
-        ),
-    }
+    status_slope_parts_from(
+        evaluator.book,
+        factors,
+        &account.exposures,
+        sums,
+        &mut slopes,
+        Some(&mut required),
+    );
     let total: f64 = slopes.iter().sum();
     let mb = r.margin_balance;
     let cushion = mb
