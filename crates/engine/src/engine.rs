@@ -242,6 +242,8 @@ pub struct Engine {
     version: u64,
     /// Fewest positions for an account's rows to be cached ([`ROW_CACHE_MIN_POSITIONS`]).
     row_cache_min: usize,
+    /// Per account, [`Held`]: the instruments it may hold.
+    held: Held,
 }
 
 impl Engine {
@@ -335,6 +337,7 @@ impl Engine {
             generation: 0,
             version: 0,
             row_cache_min: ROW_CACHE_MIN_POSITIONS,
+            held: Held::default(),
         };
         engine.full_recompute();
         Ok(engine)
@@ -582,7 +585,16 @@ impl Engine {
             return Ok((a, Trial::Screened(fill)));
         }
         let mut trial = clone_for_fill(&self.book.accounts[a]);
-        apply_fill(&self.book.instruments, &mut trial, i, size, price, settle);
+        let held = self.held.may_hold(a, i);
+        apply_fill(
+            &self.book.instruments,
+            &mut trial,
+            i,
+            size,
+            price,
+            settle,
+            held,
+        );
         add_balance(&mut trial, settle, -fee);
         // The fill moves holdings on its own underlying (and the settlement balance) only: the
         // account's other cached rows are the trial's too.
@@ -954,8 +966,12 @@ impl Engine {
             self.insurance_fund += fee;
             match trial {
                 Trial::Evaluated(trial, risk, mut rows) => {
+                    let opened = trial.positions.len() > self.book.accounts[a].positions.len();
                     // The trial's rows were summed from the holdings committed, in today's book.
                     self.commit(a, trial, risk, rows.kept.sums(), out);
+                    if opened {
+                        self.held.mark(&self.book, a, i);
+                    }
                     self.trim_cache(&self.book.accounts[a], &mut rows);
                     self.row_cache[a] = *rows;
                     self.row_void[a] = 0;
@@ -1393,8 +1409,12 @@ impl Engine {
             size,
             price,
             settle,
+            self.held.may_hold(a, i),
         );
         let after = self.book.accounts[a].positions.len();
+        if after > before {
+            self.held.mark(&self.book, a, i);
+        }
         self.row_void[a] |= self.fill_bits(i, settle, before, after);
         after < before
     }
@@ -1562,6 +1582,7 @@ impl Engine {
         self.bands = vec![Bands::new(n); self.book.underlyings.len()];
         self.row_cache = vec![RowCache::default(); n];
         self.row_void = vec![0; n];
+        self.held = Held::of(&self.book);
         self.void_row_caches();
         self.array_version = vec![self.generation; self.book.underlyings.len()];
         self.room = vec![f64::NEG_INFINITY; n];
@@ -1742,6 +1763,7 @@ impl Engine {
                 -p.size.signum() * step,
                 price,
                 settle,
+                true,
             );
             add_balance(&mut trial, settle, -penalty);
             let same_holdings_shape =
@@ -1968,6 +1990,7 @@ impl Engine {
         self.required.push(f64::NAN);
         self.row_cache.push(RowCache::default());
         self.row_void.push(0);
+        self.held.push();
         self.accounts.insert(id.to_string(), a);
         Ok(a)
     }
@@ -2255,6 +2278,64 @@ struct ScreenedFill {
     slopes: Vec<(usize, f64)>,
 }
 
+/// Per account, a bit per instrument of the book, set for every instrument it holds (and
+/// perhaps some it held once; a closed position keeps its bit). A fill of an instrument
+/// whose bit is clear opens a position without searching the account's positions: in a
+/// long replay, where accounts come to hold many instruments, that is about half the fills,
+/// and the search, a walk through memory, is the larger part of applying one.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    /// `words` words per account, account after account.
+    bits: Vec<u64>,
+    words: usize,
+}
+
+impl Held {
+    fn of(book: &Book) -> Held {
+        let words = book.instruments.len().div_ceil(64).max(1);
+        let mut held = Held {
+            bits: vec![0; words * book.accounts.len()],
+            words,
+        };
+        for (a, account) in book.accounts.iter().enumerate() {
+            for p in &account.positions {
+                held.set(a, p.instrument);
+            }
+        }
+        held
+    }
+
+    /// Room for a new account, holding nothing.
+    fn push(&mut self) {
+        self.bits.extend(std::iter::repeat_n(0, self.words));
+    }
+
+    /// Whether account `a` may hold instrument `i` (when unsure: yes).
+    fn may_hold(&self, a: usize, i: usize) -> bool {
+        i / 64 >= self.words
+            || self
+                .bits
+                .get(a * self.words + i / 64)
+                .is_none_or(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    /// Account `a` has opened a position in instrument `i` (an instrument added to the book
+    /// since the bits were laid out lays them out again).
+    fn mark(&mut self, book: &Book, a: usize, i: usize) {
+        if i / 64 < self.words {
+            self.set(a, i);
+        } else {
+            *self = Held::of(book);
+        }
+    }
+
+    fn set(&mut self, a: usize, i: usize) {
+        if let Some(w) = self.bits.get_mut(a * self.words + i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+}
+
 /// The outcome of an accepted pre-trade check.
 enum Trial {
     /// The account after the fill, evaluated, with its grid rows.
@@ -2416,6 +2497,9 @@ fn add_balance(account: &mut BookAccount, asset: usize, amount: f64) {
 /// entry price and realise P&L into the settlement balance when reduced; option premiums move
 /// through the settlement balance. Either way the account's equity changes by exactly
 /// `size x (mark - price)`.
+///
+/// `held`: whether the account may hold the instrument; if not, its positions are not
+/// searched.
 pub fn apply_fill(
     instruments: &[Priced],
     account: &mut BookAccount,
@@ -2423,17 +2507,26 @@ pub fn apply_fill(
     size: f64,
     price: f64,
     settle: usize,
+    held: bool,
 ) {
     let priced = &instruments[instrument];
     let is_option = priced.option.is_some();
     if is_option {
         add_balance(account, settle, -size * price);
     }
-    let Some(j) = account
-        .positions
-        .iter()
-        .position(|p| p.instrument == instrument)
-    else {
+    debug_assert!(
+        held || account.positions.iter().all(|p| p.instrument != instrument),
+        "an account holds an instrument it is not marked as holding"
+    );
+    let found = if held {
+        account
+            .positions
+            .iter()
+            .position(|p| p.instrument == instrument)
+    } else {
+        None
+    };
+    let Some(j) = found else {
         account.positions.push(BookPosition {
             instrument,
             underlying: priced.underlying,
@@ -2515,6 +2608,43 @@ pub fn update_exposures(assets: &[Asset], account: &mut BookAccount) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_marks_every_instrument_an_account_holds_and_is_unsure_beyond_its_bits() {
+        let mut book = pmargin_core::synthetic::book(3, 7).unwrap();
+        let n = book.instruments.len();
+        let mut held = Held::of(&book);
+        for (a, account) in book.accounts.iter().enumerate() {
+            for i in 0..n {
+                let holds = account.positions.iter().any(|p| p.instrument == i);
+                // Built from the book, the bits are exact.
+                assert_eq!(held.may_hold(a, i), holds, "account {a}, instrument {i}");
+            }
+        }
+        // An instrument past the bits laid out, and an account past them: unsure, so yes.
+        let beyond = held.words * 64;
+        assert!(held.may_hold(0, beyond));
+        assert!(held.may_hold(book.accounts.len(), 0));
+        // A new account holds nothing; marking an instrument sets its bit alone.
+        held.push();
+        let new = book.accounts.len();
+        assert!((0..n).all(|i| !held.may_hold(new, i)));
+        held.mark(&book, new, 1);
+        assert!(held.may_hold(new, 1) && !held.may_hold(new, 0) && !held.may_hold(new, 2));
+        // Marking an instrument added past the bits lays them out again from the book's
+        // holdings.
+        let copy = book.instruments[0].clone();
+        book.instruments.resize(beyond + 1, copy);
+        let p = book.accounts[0].positions[0];
+        book.accounts[0].positions.push(BookPosition {
+            instrument: beyond,
+            ..p
+        });
+        held.mark(&book, 0, beyond);
+        assert!(held.words * 64 > beyond);
+        assert!(held.may_hold(0, beyond) && held.may_hold(0, p.instrument));
+        assert!(!held.may_hold(1, beyond));
+    }
 
     #[test]
     fn fills_that_add_and_remove_positions_void_the_cached_grouping() {
