@@ -273,19 +273,20 @@ impl Book {
     /// Re-marks underlying `u` (spot, every instrument's forward and vol, coin collateral prices)
     /// from `market`, and moves every option's clock to `market.as_of`.
     pub fn remark_underlying(&mut self, market: &Market, u: usize) -> Result<()> {
-        let name = self.underlyings[u].name.clone();
-        let spot = market.prices.get(&name).copied().ok_or_else(|| {
+        let name = &self.underlyings[u].name;
+        let spot = market.prices.get(name).copied().ok_or_else(|| {
             InputError::new(
                 &market.source,
-                key_path("prices", &name),
+                key_path("prices", name),
                 format!("no price for underlying {name}"),
             )
         })?;
         self.underlyings[u].spot = spot;
         self.as_of = market.as_of;
         self.rate = market.rate;
+        // (In place: a tick re-marks every instrument of its underlying.)
         for priced in self.instruments.iter_mut().filter(|p| p.underlying == u) {
-            *priced = price_instrument(market, &priced.instrument, u, spot)?;
+            (priced.forward, priced.option) = marks(market, &priced.instrument, spot)?;
         }
         for asset in self.assets.iter_mut().filter(|a| a.underlying == Some(u)) {
             if let Some(p) = market.prices.get(&asset.name) {
@@ -434,7 +435,19 @@ impl Builder<'_> {
 
 /// Marks one instrument: its forward (or perpetual mark) and, for an option, vol and time.
 fn price_instrument(market: &Market, inst: &Instrument, u: usize, spot: f64) -> Result<Priced> {
-    let (forward, option) = match (inst.kind, inst.expiry) {
+    let (forward, option) = marks(market, inst, spot)?;
+    Ok(Priced {
+        instrument: inst.clone(),
+        underlying: u,
+        forward,
+        option,
+    })
+}
+
+/// An instrument's mark (perpetual or future) or forward (option), and an option's terms,
+/// with its underlying at `spot`.
+fn marks(market: &Market, inst: &Instrument, spot: f64) -> Result<(f64, Option<OptionMark>)> {
+    Ok(match (inst.kind, inst.expiry) {
         (Kind::Option { strike, side }, Some(expiry)) => {
             let forward = market.forward(&inst.underlying, expiry, spot);
             let vol = market.option_vol(inst, strike, forward).ok_or_else(|| {
@@ -467,11 +480,5 @@ fn price_instrument(market: &Market, inst: &Instrument, u: usize, spot: f64) -> 
                 .unwrap_or(spot),
             None,
         ),
-    };
-    Ok(Priced {
-        instrument: inst.clone(),
-        underlying: u,
-        forward,
-        option,
     })
 }
