@@ -2281,7 +2281,7 @@ struct ScreenedFill {
 /// Per account, a bit per instrument of the book, set for every instrument it holds (and
 /// perhaps some it held once; a closed position keeps its bit). A fill of an instrument
 /// whose bit is clear opens a position without searching the account's positions: in a
-/// long replay, where accounts come to hold many instruments, that is about half the fills,
+/// long replay, where accounts come to hold many instruments, that is two fills in three,
 /// and the search, a walk through memory, is the larger part of applying one.
 #[derive(Debug, Clone, Default)]
 struct Held {
