@@ -36,6 +36,7 @@
 pub mod engine;
 pub mod event;
 pub mod oracle;
+mod prefetch;
 
 pub use engine::{AccountRisk, Engine, EngineConfig, EngineError, EngineSnapshot};
 pub use event::{Event, Output};

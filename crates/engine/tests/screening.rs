@@ -318,4 +318,23 @@ fn a_run_of_events_applied_on_the_thread_pool_is_applied_one_by_one() {
         all.insurance_fund().to_bits(),
         one.insurance_fund().to_bits()
     );
+    // Runs shorter than the events it looks ahead at, and none: each event once, in order.
+    for n in [0, 1, 3, 9] {
+        let mut short = engine(true);
+        let mut handed = Vec::new();
+        short.apply_all(&events[..n], |e, ev, out| {
+            handed.push((
+                e.sequence(),
+                ev.clone(),
+                serde_json::to_string(&out).unwrap(),
+            ))
+        });
+        let want: Vec<_> = (1..=n as u64)
+            .map(|k| start + k)
+            .zip(events[..n].iter().cloned())
+            .zip(expected[..n].iter().cloned())
+            .map(|((s, e), o)| (s, e, o))
+            .collect();
+        assert_eq!(handed, want, "a run of {n} events");
+    }
 }
