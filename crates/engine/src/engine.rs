@@ -784,8 +784,8 @@ impl Engine {
     /// outside the pool, each of them would hand all its work over and sleep until woken
     /// (about a tenth of a tick's time in the replay benchmark).
     ///
-    /// It also asks the memory for the data of the trades a few events ahead (see
-    /// [`crate::prefetch`]): in the replay benchmark, about 8% of its time.
+    /// It also asks the memory for the data of the trades a few events ahead (prefetch
+    /// hints): in the replay benchmark, about 8% of its time.
     pub fn apply_all<'e>(
         &mut self,
         events: impl IntoIterator<Item = &'e Event> + Send,
