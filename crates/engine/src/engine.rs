@@ -836,23 +836,32 @@ impl Engine {
                 .as_deref()
                 .and_then(|c| self.accounts.get(c).copied()),
         ];
+        // (A hint never panics: what is not there is not asked for.)
         for &a in accounts.iter().flatten() {
-            let account = &self.book.accounts[a];
+            let Some(account) = self.book.accounts.get(a) else {
+                continue;
+            };
             prefetch(account);
             prefetch_slice(&account.exposures);
             prefetch_slice(&account.balances);
-            prefetch(&self.room[a]);
-            prefetch(&self.status[a]);
-            prefetch(&self.row_void[a]);
+            prefetch_slice(self.room.get(a..=a).unwrap_or_default());
+            prefetch_slice(self.status.get(a..=a).unwrap_or_default());
+            prefetch_slice(self.row_void.get(a..=a).unwrap_or_default());
         }
         accounts
     }
 
-    /// Asks the memory for the accounts' bands of each of their exposures.
+    /// Asks the memory for the accounts' bands of each of their exposures (the events between
+    /// may have changed them: a hint).
     fn prefetch_bands(&self, accounts: &[Option<usize>; 2]) {
         for &a in accounts.iter().flatten() {
-            for &u in &self.book.accounts[a].exposures {
-                prefetch(&self.bands[u].0[a]);
+            let Some(account) = self.book.accounts.get(a) else {
+                continue;
+            };
+            for &u in &account.exposures {
+                if let Some(band) = self.bands.get(u).and_then(|b| b.0.get(a)) {
+                    prefetch(band);
+                }
             }
         }
     }
