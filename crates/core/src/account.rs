@@ -324,13 +324,14 @@ impl<'a> Evaluator<'a> {
     /// Per exposure, what the account's holdings add to its figures in today's market
     /// (values and slope parts; no scenario).
     pub fn exposure_sums(&self, account: &BookAccount) -> Vec<ExposureSums> {
-        let mut partial = self.fixed_part_with(
-            account,
-            Vec::new(),
-            vec![ExposureSums::default(); account.exposures.len()],
-        );
-        // No historical series either: an empty one takes no rows.
-        partial.fhs = Vec::new();
+        // No rows, no historical series (empty ones take nothing) and no stable balances: only
+        // the sums are read.
+        let mut partial = Partial {
+            rows: Vec::new(),
+            fhs: Vec::new(),
+            fixed: ExposureSums::default(),
+            sums: vec![ExposureSums::default(); account.exposures.len()],
+        };
         let mut kept = Kept::default();
         kept.group(account);
         for (e, &u) in account.exposures.iter().enumerate() {
