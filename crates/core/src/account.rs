@@ -11,7 +11,7 @@ use crate::arrays::RiskArrays;
 use crate::book::{Book, BookAccount, BookPosition};
 use crate::error::{InputError, Result};
 use crate::fhs::var_es;
-use crate::grid::{self, fill_asset, fill_instrument, GridOutcome};
+use crate::grid::{self, fill_asset, fill_instrument, GridOutcome, WindowSlope};
 use serde::Serialize;
 
 /// Where an account stands against its requirements.
@@ -112,12 +112,25 @@ pub struct ExposureSums {
     pub options: f64,
     pub centred: f64,
     pub short_option_spot: f64,
+    /// Options again, by their bounds near today's prices ([`WindowSlope`]): scenario rows,
+    /// signed middle and half range of the value's slope, summed over contracts. NaN when
+    /// summed away from today's prices (a repriced evaluation), where they do not hold.
+    pub window_rows: f64,
+    pub window_centred: f64,
+    pub window_half: f64,
 }
 
 impl ExposureSums {
     /// Adds a position (valued at `value`, its underlying at `spot`; the slope parts at
     /// today's forwards).
-    fn add_position(&mut self, book: &Book, p: &BookPosition, value: f64, spot: f64) {
+    fn add_position(
+        &mut self,
+        book: &Book,
+        p: &BookPosition,
+        value: f64,
+        spot: f64,
+        window: &WindowSlope,
+    ) {
         let inst = &book.instruments[p.instrument];
         let pnl = p.size * (value - p.entry_price);
         self.equity += pnl;
@@ -131,11 +144,7 @@ impl ExposureSums {
                 if p.size < 0.0 {
                     self.short_option_notional += -p.size * spot;
                 }
-                let delta_bound = if book.rate >= 0.0 || o.t <= 0.0 {
-                    1.0
-                } else {
-                    (-book.rate * o.t).exp()
-                };
+                let delta_bound = crate::grid::delta_bound(o, book.rate);
                 self.options += p.size.abs() * inst.forward * delta_bound;
                 // A call's delta lies in [0, D], a put's in [-D, 0]: the middle of its range
                 // nets with the other holdings, only half the range counts in size.
@@ -144,6 +153,9 @@ impl ExposureSums {
                     pmargin_pricing::OptionKind::Put => -0.5,
                 };
                 self.centred += middle * p.size * inst.forward * delta_bound;
+                self.window_rows += p.size.abs() * window.rows;
+                self.window_centred += p.size * window.centre;
+                self.window_half += p.size.abs() * window.half;
                 if p.size < 0.0 {
                     self.short_option_spot += -p.size * book.underlyings[p.underlying].spot;
                 }
@@ -510,12 +522,12 @@ impl<'a> Evaluator<'a> {
         for p in positions {
             let inst = &book.instruments[p.instrument];
             let i = p.instrument;
-            let value = if fresh {
-                inst.value_at(scale, rate)
+            let (value, window) = if fresh {
+                (inst.value_at(scale, rate), &AWAY)
             } else {
-                arrays.values[i]
+                (arrays.values[i], &arrays.slopes[i])
             };
-            sum.add_position(book, p, value, spot);
+            sum.add_position(book, p, value, spot, window);
             if grid {
                 let grid_row: &[f64] = if fresh {
                     scratch.resize(width, 0.0);
@@ -610,6 +622,13 @@ impl<'a> Evaluator<'a> {
         }
     }
 }
+
+/// The window bounds of an option repriced away from today's prices: unknown.
+const AWAY: WindowSlope = WindowSlope {
+    rows: f64::NAN,
+    centre: f64::NAN,
+    half: f64::NAN,
+};
 
 /// A positive holding counts for its value less the haircut; a borrow counts in full.
 #[inline]

@@ -7,7 +7,7 @@
 use crate::book::Book;
 use crate::error::Result;
 use crate::fhs::FhsScenarios;
-use crate::grid::{fill_asset, fill_instrument, GridShape};
+use crate::grid::{fill_asset, fill_instrument, fill_instrument_windowed, GridShape, WindowSlope};
 use rayon::prelude::*;
 
 /// Shocks `(price move, vol shift)` that every instrument of an underlying is revalued under.
@@ -29,6 +29,10 @@ pub struct RiskArrays {
     pub grid: Vec<f64>,
     /// `asset_grid[a * width + s]`: P&L of one unit of asset `a` (zero for stable assets).
     pub asset_grid: Vec<f64>,
+    /// Each slot's weight (the extremes' cover, 1 elsewhere).
+    pub slot_weights: Vec<f64>,
+    /// Each instrument's slope bounds near today's prices (options only; zero otherwise).
+    pub slopes: Vec<WindowSlope>,
     /// `fhs[i * fhs_count + t]`, zero rows for instruments the history does not cover.
     pub fhs: Vec<f64>,
     pub asset_fhs: Vec<f64>,
@@ -56,11 +60,15 @@ impl RiskArrays {
             .map(|i| i.value_at(1.0, rate))
             .collect();
 
+        let slot_weights: Vec<f64> = (0..width).map(|s| shape.slot(s).weight).collect();
         let mut grid = vec![0.0; book.instruments.len() * width];
+        let mut slopes = vec![WindowSlope::default(); book.instruments.len()];
         grid.par_chunks_mut(width)
+            .zip(&mut slopes)
             .zip(&book.instruments)
-            .for_each(|(row, inst)| {
-                fill_instrument(inst, 1.0, &grid_shocks[inst.underlying], rate, row)
+            .for_each(|((row, slope), inst)| {
+                let shocks = &grid_shocks[inst.underlying];
+                *slope = fill_instrument_windowed(inst, shocks, &slot_weights, rate, row);
             });
         let mut asset_grid = vec![0.0; book.assets.len() * width];
         for (row, asset) in asset_grid.chunks_mut(width).zip(&book.assets) {
@@ -72,10 +80,12 @@ impl RiskArrays {
         let mut asset_fhs = vec![0.0; book.assets.len() * fhs_count];
         if let (Some(shocks), true) = (&fhs_shocks, fhs_count > 0) {
             fhs.par_chunks_mut(fhs_count)
+                .zip(&mut slopes)
                 .zip(&book.instruments)
-                .for_each(|(row, inst)| {
+                .for_each(|((row, slope), inst)| {
                     if let Some(s) = &shocks[inst.underlying] {
                         fill_instrument(inst, 1.0, s, rate, row);
+                        *slope = slope.covering(inst, s, rate);
                     }
                 });
             for (row, asset) in asset_fhs.chunks_mut(fhs_count).zip(&book.assets) {
@@ -93,6 +103,8 @@ impl RiskArrays {
             values,
             grid,
             asset_grid,
+            slot_weights,
+            slopes,
             fhs,
             asset_fhs,
         })
@@ -123,6 +135,7 @@ impl RiskArrays {
         let (width, n_fhs, rate) = (self.width, self.fhs_count, book.rate);
         for i in self.values.len()..book.instruments.len() {
             self.values.push(0.0);
+            self.slopes.push(WindowSlope::default());
             self.grid.extend(std::iter::repeat_n(0.0, width));
             self.fhs.extend(std::iter::repeat_n(0.0, n_fhs));
             self.fill_instrument_rows(i, &book.instruments[i], rate, width, n_fhs);
@@ -164,10 +177,10 @@ impl RiskArrays {
     ) {
         self.values[i] = inst.value_at(1.0, rate);
         let u = inst.underlying;
-        fill_instrument(
+        self.slopes[i] = fill_instrument_windowed(
             inst,
-            1.0,
             &self.grid_shocks[u],
+            &self.slot_weights,
             rate,
             &mut self.grid[i * width..(i + 1) * width],
         );
@@ -179,6 +192,7 @@ impl RiskArrays {
                 rate,
                 &mut self.fhs[i * n_fhs..(i + 1) * n_fhs],
             );
+            self.slopes[i] = self.slopes[i].covering(inst, s, rate);
         }
     }
 

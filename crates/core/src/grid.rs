@@ -10,9 +10,9 @@
 //! - decoupling: one underlying moves up (down) by the decoupling fraction while the others
 //!   move the other way, i.e. one row's `dec+` slot plus every other row's `dec-` slot.
 
-use crate::book::{Asset, Priced, Underlying};
+use crate::book::{Asset, OptionMark, Priced, Underlying};
 use crate::input::params::GridParams;
-use pmargin_pricing::black76;
+use pmargin_pricing::{black76, black76_value_delta, OptionKind};
 
 /// Floor on a shocked vol, so a vol-down scenario never prices with a zero or negative vol.
 pub const MIN_SCENARIO_VOL: f64 = 0.01;
@@ -172,6 +172,133 @@ pub fn fill_instrument(
     }
 }
 
+/// Half-width, relative, of the price window over which [`WindowSlope`] bounds hold: while
+/// an underlying's prices stay within 4% of those the risk arrays were computed at, an
+/// option's delta moves little, and its slopes are bounded far tighter than over every price.
+pub const SLOPE_WINDOW: f64 = 0.04;
+
+/// Bounds on how fast one contract of an option moves, per unit of relative move `x` of its
+/// underlying's prices (spot, forwards and marks together, vols held), for every `x` within
+/// [`SLOPE_WINDOW`] of 1 (today's prices):
+/// - its value moves by `F (centre + d)` with `|d| <= half` (`F` today's forward);
+/// - each scenario P&L, times its slot's weight, moves by at most `rows`.
+///
+/// From the deltas: `d/dx V(xF) = F delta(xF)`, and a slot's P&L `V_s(xF(1 + m)) - V(xF)`
+/// (`V_s` at the slot's vol) moves by `F ((1 + m) delta_s(xF(1 + m)) - delta(xF))`. Delta
+/// rises with the forward, by at most `D / (sqrt(2 pi) sigma sqrt t)` per unit of log
+/// forward, so over the window each delta lies within that times `-ln(1 - SLOPE_WINDOW)` of
+/// its value at `x = 1` (and within its range, `[0, D]` for a call, `[-D, 0]` for a put).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WindowSlope {
+    pub rows: f64,
+    pub centre: f64,
+    pub half: f64,
+}
+
+impl WindowSlope {
+    /// The bound widened to cover scenario P&Ls under `shocks` too (the historical ones),
+    /// by the cruder bound that holds at every price.
+    pub fn covering(self, inst: &Priced, shocks: &[(f64, f64)], rate: f64) -> WindowSlope {
+        let Some(opt) = &inst.option else {
+            return self;
+        };
+        let factor = shocks
+            .iter()
+            .fold(0.0f64, |f, &(m, _)| f.max(option_row_factor(m)));
+        WindowSlope {
+            rows: self
+                .rows
+                .max(inst.forward * delta_bound(opt, rate) * factor),
+            ..self
+        }
+    }
+}
+
+/// How fast a scenario P&L `V(xF(1 + m)) - V(xF)` of an option can move per unit of `x` and
+/// of `F D` (`D` its largest delta), at any price: its two deltas have the same sign, so by at
+/// most `max(1 + m, 1)` (`|1 + m| + 1` below -100%).
+pub fn option_row_factor(m: f64) -> f64 {
+    if 1.0 + m >= 0.0 {
+        (1.0 + m).max(1.0)
+    } else {
+        1.0 + (1.0 + m).abs()
+    }
+}
+
+/// An option's largest delta in size: 1, or its discount factor under a negative rate.
+pub fn delta_bound(opt: &OptionMark, rate: f64) -> f64 {
+    if rate >= 0.0 || opt.t <= 0.0 {
+        1.0
+    } else {
+        (-rate * opt.t).exp()
+    }
+}
+
+/// [`fill_instrument`] at today's prices (`scale` 1, the same values bit for bit), returning
+/// the option's [`WindowSlope`] (zero for a perpetual or future: their slopes are exact and
+/// summed apart). `weights` are the slots' weights (the extremes' cover).
+pub fn fill_instrument_windowed(
+    inst: &Priced,
+    shocks: &[(f64, f64)],
+    weights: &[f64],
+    rate: f64,
+    out: &mut [f64],
+) -> WindowSlope {
+    let Some(opt) = &inst.option else {
+        fill_instrument(inst, 1.0, shocks, rate, out);
+        return WindowSlope::default();
+    };
+    let forward = inst.forward;
+    let d = delta_bound(opt, rate);
+    // Delta's range, and the interval around `delta` it keeps to over the window.
+    let (lowest, highest) = match opt.side {
+        OptionKind::Call => (0.0, d),
+        OptionKind::Put => (-d, 0.0),
+    };
+    let log_window = -(1.0 - SLOPE_WINDOW).ln() * (1.0 + 1e-6);
+    let spread = |vol: f64| {
+        let s = vol * opt.t.max(0.0).sqrt();
+        let most = d * log_window / ((2.0 * std::f64::consts::PI).sqrt() * s);
+        // (Not finite or not positive: delta may jump; only its range is known.)
+        if most.is_finite() && most > 0.0 {
+            most
+        } else {
+            d
+        }
+    };
+    let around = |delta: f64, vol: f64| {
+        let w = spread(vol);
+        ((delta - w).max(lowest), (delta + w).min(highest))
+    };
+    let (base, base_delta) =
+        black76_value_delta(opt.side, forward, opt.strike, opt.t, opt.vol, rate);
+    let (b_lo, b_hi) = around(base_delta, opt.vol);
+    let mut rows = 0.0f64;
+    for ((o, &(m, dv)), &w) in out.iter_mut().zip(shocks).zip(weights) {
+        let vol = (opt.vol + dv).max(MIN_SCENARIO_VOL);
+        let (value, delta) =
+            black76_value_delta(opt.side, forward * (1.0 + m), opt.strike, opt.t, vol, rate);
+        *o = value - base;
+        // The cruder bound, which holds at every price, caps it.
+        let crude = d * option_row_factor(m);
+        let tight = if 1.0 + m > 0.0 {
+            let (a_lo, a_hi) = around(delta, vol);
+            let (a_lo, a_hi) = ((1.0 + m) * a_lo, (1.0 + m) * a_hi);
+            (a_hi - b_lo).max(b_hi - a_lo)
+        } else {
+            crude
+        };
+        rows = rows.max(w * tight.min(crude));
+    }
+    // Rounding allowance: the deltas are computed to about 1e-15.
+    let slack = 1e-9 * d;
+    WindowSlope {
+        rows: forward * (rows + slack),
+        centre: forward * 0.5 * (b_lo + b_hi),
+        half: forward * (0.5 * (b_hi - b_lo) + slack),
+    }
+}
+
 /// P&L of one unit of a non-stable asset in every slot.
 pub fn fill_asset(asset: &Asset, scale: f64, shocks: &[(f64, f64)], out: &mut [f64]) {
     for (o, (m, _)) in out.iter_mut().zip(shocks) {
@@ -304,9 +431,111 @@ pub fn evaluate(shape: &GridShape, exposures: &[usize], rows: &[f64]) -> GridOut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::book::OptionMark;
+    use crate::instrument::Instrument;
+    use pmargin_pricing::black76_greeks;
+    use proptest::prelude::*;
 
     fn shape() -> GridShape {
         GridShape::new(&GridParams::default())
+    }
+
+    fn option(side: OptionKind, forward: f64, strike: f64, t: f64, vol: f64) -> Priced {
+        Priced {
+            instrument: Instrument::parse("BTC-27DEC26-60000-C").unwrap(),
+            underlying: 0,
+            forward,
+            option: Some(OptionMark {
+                strike,
+                side,
+                vol,
+                t,
+            }),
+        }
+    }
+
+    fn scan(range: f64) -> Underlying {
+        Underlying {
+            name: "BTC".into(),
+            spot: 1.0,
+            price_scan_range: range,
+            vol_scan_up: 0.1,
+            vol_scan_down: 0.1,
+            standard_im_rate: 0.1,
+            standard_mm_rate: 0.05,
+        }
+    }
+
+    fn weights(g: &GridShape) -> Vec<f64> {
+        (0..g.width()).map(|s| g.slot(s).weight).collect()
+    }
+
+    proptest! {
+        /// At every price within the window, the option's value and every slot's P&L move
+        /// (per unit of relative move) within the bounds, by the closed-form deltas there;
+        /// and the row filled beside them is `fill_instrument`'s, bit for bit.
+        #[test]
+        fn window_slopes_bound_the_deltas_anywhere_in_the_window(
+            call in any::<bool>(),
+            forward in 100.0f64..100_000.0,
+            moneyness in -1.0f64..1.0,
+            t in prop_oneof![Just(0.0), 0.002f64..2.0],
+            vol in 0.05f64..2.0,
+            rate in -0.05f64..0.1,
+            range in 0.05f64..0.5,
+            x in (1.0 - SLOPE_WINDOW)..(1.0 + SLOPE_WINDOW),
+        ) {
+            let side = if call { OptionKind::Call } else { OptionKind::Put };
+            let inst = option(side, forward, forward * moneyness.exp(), t, vol);
+            let g = shape();
+            let shocks = g.shocks(&scan(range));
+            let mut row = vec![0.0; g.width()];
+            let slope = fill_instrument_windowed(&inst, &shocks, &weights(&g), rate, &mut row);
+            let mut plain = vec![0.0; g.width()];
+            fill_instrument(&inst, 1.0, &shocks, rate, &mut plain);
+            prop_assert_eq!(
+                row.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+            let strike = forward * moneyness.exp();
+            let delta = |f: f64, v: f64| black76_greeks(side, f, strike, t, v, rate).delta;
+            let tolerance = 1e-12 * forward;
+            let value_slope = forward * delta(x * forward, vol);
+            prop_assert!(
+                (value_slope - slope.centre).abs() <= slope.half + tolerance,
+                "value slope {} outside {} +- {}", value_slope, slope.centre, slope.half
+            );
+            for (s, &(m, dv)) in shocks.iter().enumerate() {
+                let shocked = delta(x * forward * (1.0 + m), (vol + dv).max(MIN_SCENARIO_VOL));
+                let moved = forward * ((1.0 + m) * shocked - delta(x * forward, vol));
+                prop_assert!(
+                    g.slot(s).weight * moved.abs() <= slope.rows + tolerance,
+                    "slot {} moves {} beyond {}", s, moved, slope.rows
+                );
+            }
+        }
+    }
+
+    /// A one-month at-the-money call, vol 60%, scan range 15%: by hand, its delta near today
+    /// is N(0.086) = 0.534 and moves by at most -ln(0.96) / (sqrt(2 pi) 0.6 sqrt(30/365)) =
+    /// 0.095 over the window, so the value's half range is 0.095 F (0.5 F at every price);
+    /// the widest slot is +15% with vol 50% (delta N(1.047) = 0.852, moving by at most
+    /// 0.114), so the rows are bounded by 1.15 x (0.852 + 0.114) - (0.534 - 0.095) = 0.671 F
+    /// (1.15 F at every price).
+    #[test]
+    fn window_slopes_of_an_at_the_money_call_are_well_inside_the_crude_ones() {
+        let inst = option(OptionKind::Call, 60_000.0, 60_000.0, 30.0 / 365.0, 0.6);
+        let g = shape();
+        let shocks = g.shocks(&scan(0.15));
+        let mut row = vec![0.0; g.width()];
+        let slope = fill_instrument_windowed(&inst, &shocks, &weights(&g), 0.0, &mut row);
+        let per_forward = |v: f64| v / 60_000.0;
+        assert!((per_forward(slope.half) - 0.095).abs() < 0.002, "{slope:?}");
+        assert!(
+            (per_forward(slope.centre) - 0.534).abs() < 0.002,
+            "{slope:?}"
+        );
+        assert!((per_forward(slope.rows) - 0.671).abs() < 0.002, "{slope:?}");
     }
 
     #[test]

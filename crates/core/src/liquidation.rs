@@ -195,13 +195,7 @@ pub fn status_slope_bounds(evaluator: &Evaluator<'_>, account: &BookAccount) -> 
 /// historical scenarios of `|m|` and of `max(1 + m, 1)` (`|1 + m| + 1` below -100%). They
 /// depend on the risk arrays' shocks only: compute them once per parameter set.
 pub fn slope_factors(arrays: &RiskArrays) -> Vec<(f64, f64)> {
-    let option = |m: f64| {
-        if 1.0 + m >= 0.0 {
-            (1.0 + m).max(1.0)
-        } else {
-            1.0 + (1.0 + m).abs()
-        }
-    };
+    let option = crate::grid::option_row_factor;
     let shape = &arrays.shape;
     let scan = shape.scan_width();
     let weight = |s: usize| if s < scan { shape.slot(s).weight } else { 1.0 };
@@ -258,6 +252,7 @@ pub fn status_slope_parts_into(
         factors,
         &account.exposures,
         &sums,
+        false,
         bounds,
         requirement,
     );
@@ -265,11 +260,17 @@ pub fn status_slope_parts_into(
 
 /// [`status_slope_parts_into`] from the account's sums per exposure (as an evaluation leaves
 /// them: [`crate::account::Kept::sums`]).
+///
+/// With `near_today`, the options' bounds are those near today's prices
+/// ([`crate::grid::WindowSlope`]): they hold only while every exposure's prices stay within
+/// [`crate::grid::SLOPE_WINDOW`] (relative) of those the sums were taken at, and are NaN for
+/// sums not taken at today's prices.
 pub fn status_slope_parts_from(
     book: &Book,
     factors: &[(f64, f64)],
     exposures: &[usize],
     sums: &[ExposureSums],
+    near_today: bool,
     bounds: &mut Vec<f64>,
     mut requirement: Option<&mut Vec<f64>>,
 ) {
@@ -280,11 +281,16 @@ pub fn status_slope_parts_from(
     }
     for (&u, sum) in exposures.iter().zip(sums) {
         let (linear_factor, option_factor) = factors[u];
-        let rows = linear_factor * sum.linear.abs() + option_factor * sum.options;
+        let (option_rows, centred, half) = if near_today {
+            (sum.window_rows, sum.window_centred, sum.window_half)
+        } else {
+            (option_factor * sum.options, sum.centred, 0.5 * sum.options)
+        };
+        let rows = linear_factor * sum.linear.abs() + option_rows;
         let som = som_rate * sum.short_option_spot;
         // The options' middles net with the linear holdings; only half their range counts in
         // size.
-        let balance = (sum.linear_balance + sum.centred).abs() + 0.5 * sum.options;
+        let balance = (sum.linear_balance + centred).abs() + half;
         bounds.push(balance + rows.max(som));
         if let Some(r) = requirement.as_deref_mut() {
             r.push(rows.max(som));

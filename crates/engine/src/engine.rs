@@ -13,9 +13,12 @@
 //! it is exposed to, a *safe band* around that underlying's current price: the figures that
 //! decide its status (margin balance, and its surplus over maintenance and over initial
 //! margin) move by at most `L_u x |p_u / p_u,ref - 1|` per underlying
-//! ([`pmargin_core::liquidation::status_slope_bounds`]), so while every price stays within
+//! ([`pmargin_core::liquidation::status_slope_parts_from`]), so while every price stays within
 //! `delta = (cushion - rounding allowance) / sum_u L_u` of its reference (relative), none of
-//! them can change sign and the status cannot change. A tick on `u` re-margins the accounts
+//! them can change sign and the status cannot change. Options count in `L_u` by their deltas
+//! ([`pmargin_core::grid::WindowSlope`]), a bound that holds only within
+//! [`SLOPE_WINDOW`] of the prices of the account's last evaluation: every band is cut to that
+//! window, and no proof below is made at a price outside it (the account is re-margined). A tick on `u` re-margins the accounts
 //! whose band on `u` the new price leaves (a scan of one flat array per underlying); the other
 //! exposed accounts keep their status, exact, and only their figures go stale. An account
 //! whose band was left is first re-cut: if the moves of all its prices since the reference
@@ -69,7 +72,7 @@ use crate::oracle::{Health, Oracle, OracleConfig, Quote};
 use crate::prefetch::{prefetch, prefetch_slice};
 use pmargin_core::account::{ExposureSums, Kept, Requirement, Status};
 use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Priced};
-use pmargin_core::grid::{fill_asset, fill_instrument};
+use pmargin_core::grid::{self, fill_asset, fill_instrument, SLOPE_WINDOW};
 use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
 use pmargin_core::liquidation::{slope_factors, status_slope_parts_from};
@@ -224,8 +227,6 @@ pub struct Engine {
     /// its bands ([`Band::required_slope`]) bounds the moves of; NaN after a screened fill (then
     /// unknown until the next evaluation).
     required: Vec<f64>,
-    /// Weight of each grid slot in the grid risk (1 for the decoupling slots).
-    slot_weights: Vec<f64>,
     insurance_fund: f64,
     suspended: BTreeSet<usize>,
     /// Accounts left with a deficit after a close-out that neither the fund nor
@@ -331,7 +332,6 @@ impl Engine {
             failing: BTreeSet::new(),
             room: Vec::new(),
             required: Vec::new(),
-            slot_weights: Vec::new(),
             insurance_fund: parts.insurance_fund,
             suspended: parts.suspended,
             bad_debt: parts.bad_debt,
@@ -652,7 +652,11 @@ impl Engine {
         let mut slopes = Vec::with_capacity(account.exposures.len());
         for &u in &account.exposures {
             let band = &self.bands[u].0[a];
-            let x = self.book.underlyings[u].spot / band.reference;
+            let p = self.book.underlyings[u].spot;
+            if !band.holds_at(p) {
+                return None;
+            }
+            let x = p / band.reference;
             moved += band.slope * (x - 1.0).abs();
             // The slope per unit of relative move from today's price.
             slopes.push((u, band.slope * x));
@@ -661,7 +665,7 @@ impl Engine {
         let (width, n_fhs) = (arrays.width, arrays.fhs_count);
         let grid = arrays.grid[i * width..(i + 1) * width]
             .iter()
-            .zip(&self.slot_weights)
+            .zip(&arrays.slot_weights)
             .fold(0.0f64, |m, (pnl, w)| m.max(w * pnl.abs()));
         let history = arrays.fhs[i * n_fhs..(i + 1) * n_fhs]
             .iter()
@@ -684,11 +688,7 @@ impl Engine {
         let fill_slope = match &inst.option {
             None => size.abs() * inst.forward * (1.0 + linear_factor),
             Some(o) => {
-                let delta_bound = if self.book.rate >= 0.0 || o.t <= 0.0 {
-                    1.0
-                } else {
-                    (-self.book.rate * o.t).exp()
-                };
+                let delta_bound = grid::delta_bound(o, self.book.rate);
                 size.abs() * inst.forward * delta_bound * (1.0 + option_factor)
                     + som_rate * size.abs() * spot
             }
@@ -1371,6 +1371,9 @@ impl Engine {
         for &u in &account.exposures {
             let band = &self.bands[u].0[a];
             let p = self.book.underlyings[u].spot;
+            if !band.holds_at(p) {
+                return None;
+            }
             spread += band.required_slope * (p / band.evaluated_at - 1.0).abs();
             total += band.slope * (p / band.reference);
         }
@@ -1406,8 +1409,7 @@ impl Engine {
             let band = &mut self.bands[u].0[a];
             band.slope *= p / band.reference;
             band.reference = p;
-            band.lo = p - p * delta;
-            band.hi = p + p * delta;
+            band.set_edges(p - p * delta, p + p * delta);
         }
         self.risk[a].take();
     }
@@ -1539,6 +1541,12 @@ impl Engine {
                 self.failing.insert(a);
             }
         }
+        // The slopes hold near today's prices: the bands' windows are centred on them.
+        for (e, &u) in self.book.accounts[a].exposures.iter().enumerate() {
+            let band = &mut self.bands[u].0[a];
+            band.evaluated_at = self.book.underlyings[u].spot;
+            band.required_slope = screen.required.get(e).copied().unwrap_or(f64::INFINITY);
+        }
         let slopes = self.book.accounts[a]
             .exposures
             .iter()
@@ -1548,11 +1556,6 @@ impl Engine {
         self.set_screen(a, screen.room, slopes);
         if self.room[a] > 0.0 {
             self.required[a] = risk.initial_margin;
-            for (&u, &l) in self.book.accounts[a].exposures.iter().zip(&screen.required) {
-                let band = &mut self.bands[u].0[a];
-                band.evaluated_at = band.reference;
-                band.required_slope = l;
-            }
         }
     }
 
@@ -1568,10 +1571,10 @@ impl Engine {
             let p = self.book.underlyings[u].spot;
             let slope = slopes.iter().find(|(v, _)| *v == u).map(|(_, l)| *l);
             let band = &mut self.bands[u].0[a];
-            (band.lo, band.hi) = match slope {
-                Some(_) if screened => (p - p * delta, p + p * delta),
-                _ => ALWAYS,
-            };
+            match slope {
+                Some(_) if screened => band.set_edges(p - p * delta, p + p * delta),
+                _ => (band.lo, band.hi) = ALWAYS,
+            }
             band.reference = p;
             band.slope = slope.unwrap_or(f64::INFINITY);
         }
@@ -1663,16 +1666,6 @@ impl Engine {
             update_exposures(&self.book.assets, &mut self.book.accounts[a]);
         }
         self.slope_factors = slope_factors(&self.arrays);
-        let scan = self.arrays.shape.scan_width();
-        self.slot_weights = (0..self.arrays.width)
-            .map(|s| {
-                if s < scan {
-                    self.arrays.shape.slot(s).weight
-                } else {
-                    1.0
-                }
-            })
-            .collect();
         let evaluator = Evaluator::new(&self.book, &self.arrays);
         let (screening, factors) = (self.config.screening, &self.slope_factors);
         let fresh: Vec<(AccountRisk, Screen)> = self
@@ -2299,8 +2292,9 @@ struct Band {
     reference: f64,
     /// The account's slope bound on this underlying, per unit of relative move from there.
     slope: f64,
-    /// The price at the account's last evaluation, and the part of `slope` that bounds the
-    /// requirement alone, per unit of relative move from that price.
+    /// The price at the account's last evaluation (the centre of the window where `slope`
+    /// holds), and the part of `slope` that bounds the requirement alone, per unit of relative
+    /// move from that price.
     evaluated_at: f64,
     required_slope: f64,
 }
@@ -2313,6 +2307,28 @@ const UNEXPOSED: Band = Band {
     evaluated_at: f64::NAN,
     required_slope: f64::INFINITY,
 };
+
+impl Band {
+    /// Whether the band's slopes hold at price `p`: they were summed from options' bounds
+    /// near the prices of the account's last evaluation ([`grid::WindowSlope`]), within
+    /// [`SLOPE_WINDOW`] of them. (False for a NaN.)
+    fn holds_at(&self, p: f64) -> bool {
+        let e = self.evaluated_at;
+        e - e * SLOPE_WINDOW <= p && p <= e + e * SLOPE_WINDOW
+    }
+
+    /// Sets the band's edges to `[lo, hi]`, cut to where its slopes hold (anything NaN: an
+    /// empty band).
+    fn set_edges(&mut self, lo: f64, hi: f64) {
+        let e = self.evaluated_at;
+        let (from, to) = (e - e * SLOPE_WINDOW, e + e * SLOPE_WINDOW);
+        (self.lo, self.hi) = if from <= to && lo <= hi {
+            (lo.max(from), hi.min(to))
+        } else {
+            ALWAYS
+        };
+    }
+}
 
 impl Bands {
     fn new(n: usize) -> Bands {
@@ -2472,8 +2488,11 @@ fn recut(bands: &mut [Bands], book: &Book, room: f64, a: usize) -> bool {
     let (mut used, mut total) = (0.0, 0.0);
     for &u in exposures {
         let band = &bands[u].0[a];
-        let x = book.underlyings[u].spot / band.reference;
-        used += band.slope * (x - 1.0).abs();
+        let p = book.underlyings[u].spot;
+        if !band.holds_at(p) {
+            return false;
+        }
+        used += band.slope * (p / band.reference - 1.0).abs();
         total += band.slope;
     }
     let free = room - used;
@@ -2487,8 +2506,7 @@ fn recut(bands: &mut [Bands], book: &Book, room: f64, a: usize) -> bool {
         let reference = band.reference;
         let x = book.underlyings[u].spot / reference;
         let delta = ((x - 1.0).abs() + share).min(MAX_BAND);
-        band.lo = reference - reference * delta;
-        band.hi = reference + reference * delta;
+        band.set_edges(reference - reference * delta, reference + reference * delta);
     }
     true
 }
@@ -2517,6 +2535,7 @@ fn screen_of(
         factors,
         &account.exposures,
         sums,
+        true,
         &mut slopes,
         Some(&mut required),
     );
@@ -2684,6 +2703,65 @@ pub fn update_exposures(assets: &[Asset], account: &mut BookAccount) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every account whose figures a tick or fill left stale (screened) has every price inside
+    /// its bands, and every band inside the window where its slopes hold: a drift of 20% in
+    /// steps of 0.7% (five windows' width) on each underlying in turn, with fills between.
+    #[test]
+    fn screened_accounts_keep_their_prices_inside_bands_inside_their_windows() {
+        use pmargin_core::synthetic;
+        let book = synthetic::book(40, 17).unwrap();
+        let cut = |i: usize, _: &str| 0.4 + 0.1 * (i % 8) as f64;
+        let portfolio = synthetic::portfolio(&book, cut, |_, _| true, 1e10);
+        let (market, params) = synthetic::market_and_params().unwrap();
+        let mut e = Engine::new(&portfolio, &market, &params, EngineConfig::default()).unwrap();
+        e.ensure_settlement_asset().unwrap();
+        let names: Vec<String> = e.book.underlyings.iter().map(|u| u.name.clone()).collect();
+        let mut stale_seen = 0;
+        for (k, name) in names.iter().cycle().take(5 * 30).enumerate() {
+            let price = e.market.prices[name] * 1.007;
+            e.apply(&Event::Price {
+                underlying: name.clone(),
+                price,
+            });
+            if k % 7 == 0 {
+                let i = &e.book.instruments[(31 * k) % e.book.instruments.len()];
+                e.apply(&Event::Trade {
+                    account: e.book.accounts[k % 40].id.clone(),
+                    instrument: i.instrument.name.clone(),
+                    size: 0.01,
+                    price: e.arrays.values[(31 * k) % e.book.instruments.len()],
+                    fee: 0.0,
+                    counterparty: Some(e.book.accounts[(k + 3) % 40].id.clone()),
+                });
+            }
+            for (a, account) in e.book.accounts.iter().enumerate() {
+                if e.risk[a].get().is_some() {
+                    continue;
+                }
+                stale_seen += 1;
+                assert!(e.room[a] > 0.0, "account {a} stale without room");
+                for &u in &account.exposures {
+                    let band = &e.bands[u].0[a];
+                    let p = e.book.underlyings[u].spot;
+                    let at = band.evaluated_at;
+                    let window = (at - at * SLOPE_WINDOW, at + at * SLOPE_WINDOW);
+                    assert!(
+                        band.lo <= p && p <= band.hi,
+                        "tick {k}, account {a}: {p} outside {band:?}"
+                    );
+                    assert!(
+                        window.0 <= band.lo && band.hi <= window.1,
+                        "tick {k}, account {a}: {band:?} beyond {window:?}"
+                    );
+                }
+            }
+        }
+        assert!(
+            stale_seen > 1000,
+            "only {stale_seen} account-ticks screened"
+        );
+    }
 
     #[test]
     fn held_marks_every_instrument_an_account_holds_and_is_unsure_beyond_its_bits() {

@@ -338,3 +338,35 @@ fn a_run_of_events_applied_on_the_thread_pool_is_applied_one_by_one() {
         assert_eq!(handed, want, "a run of {n} events");
     }
 }
+
+/// Every underlying drifts 40% one way and back in steps of 0.5%, with fills between: far past
+/// the window where the options' tighter slope bounds hold (4%), so accounts whose bands would
+/// reach beyond it (those with room to spare) are re-margined when the price leaves it, and
+/// the two engines agree throughout.
+#[test]
+fn a_drift_far_beyond_the_slope_window_is_screened_and_exact() {
+    let mut ops = Vec::new();
+    for (k, up) in [true, false, false, true].into_iter().enumerate() {
+        for step in 0..70 {
+            for u in 0..5 {
+                ops.push(Op::Tick {
+                    u,
+                    exponent: 2.0 + (2.0f64).log10(),
+                    up,
+                });
+            }
+            if step % 10 == 0 {
+                let a = (7 * step + k) % ACCOUNTS;
+                ops.push(Op::Trade {
+                    a,
+                    b: (a + 1 + step % 5) % ACCOUNTS,
+                    instrument: 31 * step + k,
+                    notional: 2_000.0,
+                    off: 0.0,
+                });
+            }
+        }
+    }
+    let screened = run(&ops).map_err(|e| e.to_string()).unwrap();
+    assert!(screened > 100, "only {screened} events screened");
+}

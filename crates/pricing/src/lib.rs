@@ -19,7 +19,7 @@ mod black76;
 mod implied;
 mod normal;
 
-pub use black76::{black76, black76_greeks, Greeks};
+pub use black76::{black76, black76_greeks, black76_value_delta, Greeks};
 pub use implied::{implied_vol, ImpliedVolError};
 pub use normal::{norm_cdf, norm_pdf};
 
