@@ -256,9 +256,10 @@ pub fn fill_instrument_windowed(
         OptionKind::Put => (-d, 0.0),
     };
     let log_window = -(1.0 - SLOPE_WINDOW).ln() * (1.0 + 1e-6);
+    // (Once per option: a slot only divides it by its vol.)
+    let per_vol = d * log_window / ((2.0 * std::f64::consts::PI).sqrt() * opt.t.max(0.0).sqrt());
     let spread = |vol: f64| {
-        let s = vol * opt.t.max(0.0).sqrt();
-        let most = d * log_window / ((2.0 * std::f64::consts::PI).sqrt() * s);
+        let most = per_vol / vol;
         // (Not finite or not positive: delta may jump; only its range is known.)
         if most.is_finite() && most > 0.0 {
             most

@@ -72,7 +72,9 @@ use crate::oracle::{Health, Oracle, OracleConfig, Quote};
 use crate::prefetch::{prefetch, prefetch_slice};
 use pmargin_core::account::{ExposureSums, Kept, Requirement, Status};
 use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Priced};
-use pmargin_core::grid::{self, fill_asset, fill_instrument, SLOPE_WINDOW};
+use pmargin_core::grid::{
+    self, fill_asset, fill_instrument, fill_instrument_windowed, SLOPE_WINDOW,
+};
 use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
 use pmargin_core::liquidation::{slope_factors, status_slope_parts_from};
@@ -2116,6 +2118,8 @@ fn refresh_arrays(arrays: &mut RiskArrays, book: &Book, u: usize) {
         values,
         grid,
         asset_grid,
+        slot_weights,
+        slopes,
         fhs,
         asset_fhs,
         ..
@@ -2124,20 +2128,25 @@ fn refresh_arrays(arrays: &mut RiskArrays, book: &Book, u: usize) {
     values
         .par_iter_mut()
         .zip(grid.par_chunks_mut(width))
+        .zip(slopes.par_iter_mut())
         .zip(&book.instruments)
         .with_min_len(16)
         .filter(|(_, inst)| inst.underlying == u)
-        .for_each(|((value, row), inst)| {
+        .for_each(|(((value, row), slope), inst)| {
             *value = inst.value_at(1.0, rate);
-            fill_instrument(inst, 1.0, shocks, rate, row);
+            *slope = fill_instrument_windowed(inst, shocks, slot_weights, rate, row);
         });
     let fhs_u = fhs_shocks.as_ref().and_then(|s| s[u].as_ref());
     if let (Some(history), true) = (fhs_u, n_fhs > 0) {
         fhs.par_chunks_mut(n_fhs)
+            .zip(slopes.par_iter_mut())
             .zip(&book.instruments)
             .with_min_len(16)
             .filter(|(_, inst)| inst.underlying == u)
-            .for_each(|(row, inst)| fill_instrument(inst, 1.0, history, rate, row));
+            .for_each(|((row, slope), inst)| {
+                fill_instrument(inst, 1.0, history, rate, row);
+                *slope = slope.covering(inst, history, rate);
+            });
     }
     for (a, asset) in book.assets.iter().enumerate() {
         if asset.underlying == Some(u) {
@@ -2890,6 +2899,14 @@ mod tests {
             assert_eq!(bits(&ours.grid), bits(&core.grid));
             assert_eq!(bits(&ours.asset_grid), bits(&core.asset_grid));
             assert_eq!(bits(&ours.fhs), bits(&core.fhs));
+            let slope_bits = |a: &RiskArrays| {
+                let parts = a.slopes.iter().flat_map(|s| [s.rows, s.centre, s.half]);
+                bits(&parts.collect::<Vec<_>>())
+            };
+            assert_eq!(slope_bits(&ours), slope_bits(&core));
         }
+        // The slopes are today's: those of arrays computed afresh from the book.
+        let fresh = RiskArrays::compute(&book, None).unwrap();
+        assert_eq!(ours.slopes, fresh.slopes);
     }
 }
