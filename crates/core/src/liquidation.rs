@@ -287,7 +287,12 @@ pub fn status_slope_parts_from(
             (option_factor * sum.options, sum.centred, 0.5 * sum.options)
         };
         let rows = linear_factor * sum.linear.abs() + option_rows;
-        let som = som_rate * sum.short_option_spot;
+        // (`max` would pass a NaN over: bounds that do not hold stay NaN.)
+        let som = if rows.is_nan() {
+            f64::NAN
+        } else {
+            som_rate * sum.short_option_spot
+        };
         // The options' middles net with the linear holdings; only half their range counts in
         // size.
         let balance = (sum.linear_balance + centred).abs() + half;
