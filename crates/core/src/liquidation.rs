@@ -196,9 +196,7 @@ pub fn status_slope_bounds(evaluator: &Evaluator<'_>, account: &BookAccount) -> 
 /// depend on the risk arrays' shocks only: compute them once per parameter set.
 pub fn slope_factors(arrays: &RiskArrays) -> Vec<(f64, f64)> {
     let option = crate::grid::option_row_factor;
-    let shape = &arrays.shape;
-    let scan = shape.scan_width();
-    let weight = |s: usize| if s < scan { shape.slot(s).weight } else { 1.0 };
+    let weight = |s: usize| arrays.slot_weights[s];
     arrays
         .grid_shocks
         .iter()

@@ -16,10 +16,10 @@
 //! ([`pmargin_core::liquidation::status_slope_parts_from`]), so while every price stays within
 //! `delta = (cushion - rounding allowance) / sum_u L_u` of its reference (relative), none of
 //! them can change sign and the status cannot change. Options count in `L_u` by their deltas
-//! ([`pmargin_core::grid::WindowSlope`]), a bound that holds only within
-//! [`SLOPE_WINDOW`] of the prices of the account's last evaluation: every band is cut to that
-//! window, and no proof below is made at a price outside it (the account is re-margined). A tick on `u` re-margins the accounts
-//! whose band on `u` the new price leaves (a scan of one flat array per underlying); the other
+//! ([`pmargin_core::grid::WindowSlope`]), a bound that holds only within [`SLOPE_WINDOW`] of
+//! the prices of the account's last evaluation: every band is cut to that window, and no proof
+//! below is made at a price outside it (the account is re-margined). A tick on `u` re-margins
+//! the accounts whose band on `u` the new price leaves (a scan of one flat array per underlying); the other
 //! exposed accounts keep their status, exact, and only their figures go stale. An account
 //! whose band was left is first re-cut: if the moves of all its prices since the reference
 //! still fit (`sum_u L_u |x_u - 1| < room`), each band becomes its current move plus an equal
@@ -2322,15 +2322,20 @@ impl Band {
     /// near the prices of the account's last evaluation ([`grid::WindowSlope`]), within
     /// [`SLOPE_WINDOW`] of them. (False for a NaN.)
     fn holds_at(&self, p: f64) -> bool {
+        let (from, to) = self.window();
+        from <= p && p <= to
+    }
+
+    /// The prices where the band's slopes hold.
+    fn window(&self) -> (f64, f64) {
         let e = self.evaluated_at;
-        e - e * SLOPE_WINDOW <= p && p <= e + e * SLOPE_WINDOW
+        (e - e * SLOPE_WINDOW, e + e * SLOPE_WINDOW)
     }
 
     /// Sets the band's edges to `[lo, hi]`, cut to where its slopes hold (anything NaN: an
     /// empty band).
     fn set_edges(&mut self, lo: f64, hi: f64) {
-        let e = self.evaluated_at;
-        let (from, to) = (e - e * SLOPE_WINDOW, e + e * SLOPE_WINDOW);
+        let (from, to) = self.window();
         (self.lo, self.hi) = if from <= to && lo <= hi {
             (lo.max(from), hi.min(to))
         } else {
@@ -2734,12 +2739,12 @@ mod tests {
                 price,
             });
             if k % 7 == 0 {
-                let i = &e.book.instruments[(31 * k) % e.book.instruments.len()];
+                let i = (31 * k) % e.book.instruments.len();
                 e.apply(&Event::Trade {
                     account: e.book.accounts[k % 40].id.clone(),
-                    instrument: i.instrument.name.clone(),
+                    instrument: e.book.instruments[i].instrument.name.clone(),
                     size: 0.01,
-                    price: e.arrays.values[(31 * k) % e.book.instruments.len()],
+                    price: e.arrays.values[i],
                     fee: 0.0,
                     counterparty: Some(e.book.accounts[(k + 3) % 40].id.clone()),
                 });
@@ -2753,8 +2758,7 @@ mod tests {
                 for &u in &account.exposures {
                     let band = &e.bands[u].0[a];
                     let p = e.book.underlyings[u].spot;
-                    let at = band.evaluated_at;
-                    let window = (at - at * SLOPE_WINDOW, at + at * SLOPE_WINDOW);
+                    let window = band.window();
                     assert!(
                         band.lo <= p && p <= band.hi,
                         "tick {k}, account {a}: {p} outside {band:?}"
