@@ -426,27 +426,43 @@ fn snapshot(
     Ok((engine.sequence(), cached, portfolio, market, params))
 }
 
-/// Heavy computations (what-if, scenario tables, report misses) run at most this many at once,
-/// leaving a core for the cheap reads and the writer: without the bound, a burst of what-ifs
-/// takes every core and the cached reads wait behind them.
-fn heavy_permits() -> &'static tokio::sync::Semaphore {
-    static SEM: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SEM.get_or_init(|| {
+/// Heavy computations (what-if, scenario tables, report refreshes, impact reports) run on a
+/// pool of their own with one thread per core but one. Their parallel parts (the grid, the
+/// liquidation-price searches) fan out over that pool only: on rayon's global pool they would
+/// take every core at once, and the cached reads in flight would wait behind them (and behind
+/// its idle threads' spinning). Jobs beyond the pool's threads queue in it.
+fn heavy_pool() -> Result<&'static rayon::ThreadPool, ApiError> {
+    static POOL: std::sync::OnceLock<Result<rayon::ThreadPool, String>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cores.saturating_sub(1).max(1))
+            .thread_name(|i| format!("pmargin-heavy-{i}"))
+            .build()
+            .map_err(|e| e.to_string())
     })
+    .as_ref()
+    .map_err(|e| ApiError::internal(format!("cannot start the worker pool: {e}")))
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs a heavy computation on the heavy pool (see [`heavy_pool`]) and waits for it without
+/// holding an async worker.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let _permit = heavy_permits()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::internal(format!("worker pool closed: {e}")))?;
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    heavy_pool()?.spawn(move || {
+        // A panic in a pool job would abort the process: it becomes this request's 500.
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ApiError::internal(
+            "worker failed: the computation panicked",
+        )),
+        Err(_) => Err(ApiError::internal("worker pool closed")),
+    }
 }
 
 async fn get_account(
@@ -830,5 +846,34 @@ pub(crate) async fn session(
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn heavy_work_fans_out_over_all_cores_but_one() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (threads, name) = blocking(|| {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            // What a report's parallel searches would spread over.
+            Ok((rayon::current_num_threads(), name))
+        })
+        .await
+        .expect("the job runs");
+        assert_eq!(threads, cores.saturating_sub(1).max(1));
+        assert!(name.starts_with("pmargin-heavy-"), "ran on thread `{name}`");
+    }
+
+    #[tokio::test]
+    async fn a_heavy_job_that_panics_is_an_internal_error_and_the_pool_goes_on() {
+        let failed = blocking::<()>(|| panic!("a bug in a computation")).await;
+        let e = failed.expect_err("a panic is an error");
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(e.message.contains("panicked"), "{}", e.message);
+        let after = blocking(|| Ok(6 * 7)).await.expect("the pool still serves");
+        assert_eq!(after, 42);
     }
 }

@@ -382,12 +382,11 @@ async fn impact(
             engine.params().clone(),
         )
     };
-    let report = tokio::task::spawn_blocking(move || {
+    let report = crate::api::blocking(move || {
         pmargin_governance::impact_report(&portfolio, &market, &active, &proposed)
+            .map_err(crate::governance::gov_error)
     })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(crate::governance::gov_error)?;
+    .await?;
     Ok(Json(
         json!({ "sequence": sequence, "proposal": id, "impact": report }),
     ))

@@ -249,11 +249,10 @@ pub async fn post_proposal(
         )
     };
     let proposed = proposal.params.clone();
-    let impact =
-        tokio::task::spawn_blocking(move || impact_report(&portfolio, &market, &active, &proposed))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(gov_error)?;
+    let impact = crate::api::blocking(move || {
+        impact_report(&portfolio, &market, &active, &proposed).map_err(gov_error)
+    })
+    .await?;
     let mut next = g.clone();
     next.submit(proposal, now).map_err(gov_error)?;
     let body = record_json(&next, id)?;
