@@ -474,7 +474,7 @@ async fn get_account(
     caller.require_account(&id)?;
     // The engine's own figures are read fresh; the full report (with the liquidation-price
     // search) is kept serialized until an event affecting this account is applied (see
-    // `ReportCache`).
+    // `ReportCache`), and the whole response until any event is.
     let (sequence, risk, version, found) = {
         let engine = state.engine();
         let risk = engine
@@ -506,6 +506,9 @@ async fn get_account(
             (report_flight(&state, &id, &cell).await?, false)
         }
     };
+    if let Some(body) = entry.body_at(sequence, stale) {
+        return Ok(([(CONTENT_TYPE, JSON)], body).into_response());
+    }
     let mut body = Vec::with_capacity(entry.tail.len() + 256);
     let _ = write!(
         body,
@@ -515,6 +518,8 @@ async fn get_account(
     serde_json::to_writer(&mut body, &risk).map_err(|e| ApiError::internal(e.to_string()))?;
     body.push(b',');
     body.extend_from_slice(&entry.tail);
+    let body = Bytes::from(body);
+    entry.keep_body(sequence, stale, body.clone());
     Ok(([(CONTENT_TYPE, JSON)], body).into_response())
 }
 

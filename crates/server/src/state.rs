@@ -151,6 +151,10 @@ pub struct ReportEntry {
     pub version: Version,
     pub computed: Instant,
     pub tail: Bytes,
+    /// The last whole response built on this report: the engine sequence it was read at,
+    /// whether it was served stale, and the body. The engine's figures change only with an
+    /// event, and every event moves the sequence, so reads in between serve these bytes.
+    body: Mutex<Option<(u64, bool, Bytes)>>,
 }
 
 impl ReportEntry {
@@ -165,7 +169,20 @@ impl ReportEntry {
             version,
             computed: Instant::now(),
             tail: Bytes::from(tail),
+            body: Mutex::new(None),
         })
+    }
+
+    /// The response body last built at engine sequence `sequence` with this staleness.
+    pub fn body_at(&self, sequence: u64, stale: bool) -> Option<Bytes> {
+        match &*self.body.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((s, st, body)) if *s == sequence && *st == stale => Some(body.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn keep_body(&self, sequence: u64, stale: bool, body: Bytes) {
+        *self.body.lock().unwrap_or_else(|p| p.into_inner()) = Some((sequence, stale, body));
     }
 }
 
