@@ -46,9 +46,7 @@ pub struct ServeArgs {
 /// gets a core of its own, and requests are not preempted by it (on 2 cores this also gave
 /// the lowest read latency: 1 worker answered more GETs than 2, with a shorter tail).
 fn default_workers() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
-        .max(1)
+    pmargin_server::cores_but_one()
 }
 
 fn read(path: &Option<PathBuf>, default: &str) -> Result<String, String> {

@@ -144,7 +144,7 @@ impl ExposureSums {
                 if p.size < 0.0 {
                     self.short_option_notional += -p.size * spot;
                 }
-                let delta_bound = crate::grid::delta_bound(o, book.rate);
+                let delta_bound = grid::delta_bound(o, book.rate);
                 self.options += p.size.abs() * inst.forward * delta_bound;
                 // A call's delta lies in [0, D], a put's in [-D, 0]: the middle of its range
                 // nets with the other holdings, only half the range counts in size.

@@ -60,7 +60,7 @@ impl RiskArrays {
             .map(|i| i.value_at(1.0, rate))
             .collect();
 
-        let slot_weights: Vec<f64> = (0..width).map(|s| shape.slot(s).weight).collect();
+        let slot_weights = shape.weights();
         let mut grid = vec![0.0; book.instruments.len() * width];
         let mut slopes = vec![WindowSlope::default(); book.instruments.len()];
         grid.par_chunks_mut(width)

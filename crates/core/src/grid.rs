@@ -106,6 +106,11 @@ impl GridShape {
         }
     }
 
+    /// Each slot's weight in the grid risk (the extremes' cover, 1 elsewhere).
+    pub fn weights(&self) -> Vec<f64> {
+        (0..self.width()).map(|s| self.slot(s).weight).collect()
+    }
+
     /// Price move `m` and vol shift `dv` of every slot for one underlying.
     pub fn shocks(&self, u: &Underlying) -> Vec<(f64, f64)> {
         (0..self.width())
@@ -467,10 +472,6 @@ mod tests {
         }
     }
 
-    fn weights(g: &GridShape) -> Vec<f64> {
-        (0..g.width()).map(|s| g.slot(s).weight).collect()
-    }
-
     proptest! {
         /// At every price within the window, the option's value and every slot's P&L move
         /// (per unit of relative move) within the bounds, by the closed-form deltas there;
@@ -491,7 +492,7 @@ mod tests {
             let g = shape();
             let shocks = g.shocks(&scan(range));
             let mut row = vec![0.0; g.width()];
-            let slope = fill_instrument_windowed(&inst, &shocks, &weights(&g), rate, &mut row);
+            let slope = fill_instrument_windowed(&inst, &shocks, &g.weights(), rate, &mut row);
             let mut plain = vec![0.0; g.width()];
             fill_instrument(&inst, 1.0, &shocks, rate, &mut plain);
             prop_assert_eq!(
@@ -529,7 +530,7 @@ mod tests {
         let g = shape();
         let shocks = g.shocks(&scan(0.15));
         let mut row = vec![0.0; g.width()];
-        let slope = fill_instrument_windowed(&inst, &shocks, &weights(&g), 0.0, &mut row);
+        let slope = fill_instrument_windowed(&inst, &shocks, &g.weights(), 0.0, &mut row);
         let per_forward = |v: f64| v / 60_000.0;
         assert!((per_forward(slope.half) - 0.095).abs() < 0.002, "{slope:?}");
         assert!(

@@ -19,8 +19,9 @@
 //! ([`pmargin_core::grid::WindowSlope`]), a bound that holds only within [`SLOPE_WINDOW`] of
 //! the prices of the account's last evaluation: every band is cut to that window, and no proof
 //! below is made at a price outside it (the account is re-margined). A tick on `u` re-margins
-//! the accounts whose band on `u` the new price leaves (a scan of one flat array per underlying); the other
-//! exposed accounts keep their status, exact, and only their figures go stale. An account
+//! the accounts whose band on `u` the new price leaves (a scan of one flat array per
+//! underlying); the other exposed accounts keep their status, exact, and only their figures go
+//! stale. An account
 //! whose band was left is first re-cut: if the moves of all its prices since the reference
 //! still fit (`sum_u L_u |x_u - 1| < room`), each band becomes its current move plus an equal
 //! share of what is left, without evaluating it. Failing that, it is re-centred: most of

@@ -435,9 +435,8 @@ fn heavy_pool() -> Result<&'static rayon::ThreadPool, ApiError> {
     static POOL: std::sync::OnceLock<Result<rayon::ThreadPool, String>> =
         std::sync::OnceLock::new();
     POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         rayon::ThreadPoolBuilder::new()
-            .num_threads(cores.saturating_sub(1).max(1))
+            .num_threads(crate::cores_but_one())
             .thread_name(|i| format!("pmargin-heavy-{i}"))
             .build()
             .map_err(|e| e.to_string())

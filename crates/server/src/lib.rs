@@ -29,6 +29,15 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// One thread per core but one (at least one): the default of the HTTP workers, and the size
+/// of the heavy computations' pool, so that neither takes the core of the writer thread that
+/// applies and commits every event.
+pub fn cores_but_one() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
 /// Messages kept in memory for stream resumption.
 pub const DEFAULT_RING: usize = 65_536;
 
