@@ -4,7 +4,7 @@
 //!
 //! **Conversion.** `pmargin_stats::calibration::calibrate_range` gives a range `x` in
 //! log-return units: `m * sigma * sqrt(h)` with the tools applied, `m` the quantile at the
-//! coverage (per direction). The grid scans simple moves `+/- R` (MODEL.md section 4), and a
+//! coverage (per direction). The grid scans simple moves `+/- R` (docs/MODEL.md section 4), and a
 //! log move `+x` is the simple move `exp(x) - 1`, a log move `-x` the simple move
 //! `-(1 - exp(-x))`. A symmetric range must cover the larger of the two, the up move, so
 //! `R = exp(x) - 1` (which also covers the down move: `exp(x) - 1 >= 1 - exp(-x)`). `R` is

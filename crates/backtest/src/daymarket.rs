@@ -1,6 +1,8 @@
 //! The market snapshot of one history row: spot = close, perpetual mark = spot, every
-//! forward = spot, rate 0, and a flat option vol from the vol rule (crate documentation).
+//! forward = spot, rate 0, and a flat option vol from the vol rule (crate documentation):
+//! the implied vol index of the row's date where one is given (DVOL), else the EWMA rule.
 
+use crate::data::ImpliedVols;
 use chrono::{DateTime, NaiveDate, Utc};
 use pmargin_core::fhs::{ewma_variances, EWMA_SEED_RETURNS};
 use pmargin_core::input::market::{Market, VolSurface};
@@ -22,6 +24,8 @@ pub struct DayMarkets {
     pub closes: Vec<(String, Vec<f64>)>,
     /// (underlying, flat annualised vol on each row).
     pub vols: Vec<(String, Vec<f64>)>,
+    /// (underlying, rows whose vol is the implied vol index rather than the EWMA rule).
+    pub implied_rows: Vec<(String, usize)>,
     /// Prices of the collateral assets: (asset, Some(underlying)) or (asset, None) for stable.
     pub assets: Vec<(String, Option<String>)>,
 }
@@ -50,17 +54,41 @@ pub fn vol_path(closes: &[f64], lambda: f64, floor: f64) -> Vec<f64> {
 }
 
 impl DayMarkets {
-    pub fn new(history: &History, params: &Params, vol_floor: f64) -> DayMarkets {
+    /// `implied`: where it has an underlying's vol on a row's date, that vol (flat across
+    /// strikes and tenors) replaces the EWMA rule's; the index is published for the day, so it
+    /// is known on the row's date and adds no look-ahead.
+    pub fn new(
+        history: &History,
+        params: &Params,
+        vol_floor: f64,
+        implied: Option<&ImpliedVols>,
+    ) -> DayMarkets {
         let lambda = params.statistical.ewma_lambda;
+        let mut implied_rows = Vec::new();
+        let vols = history
+            .columns
+            .iter()
+            .map(|(n, c)| {
+                let mut path = vol_path(c, lambda, vol_floor);
+                let mut count = 0;
+                if let Some(iv) = implied {
+                    for (v, date) in path.iter_mut().zip(&history.dates) {
+                        if let Some(x) = iv.get(n, *date) {
+                            *v = x;
+                            count += 1;
+                        }
+                    }
+                }
+                implied_rows.push((n.clone(), count));
+                (n.clone(), path)
+            })
+            .collect();
         DayMarkets {
             source: history.source.clone(),
             dates: history.dates.clone(),
             closes: history.columns.clone(),
-            vols: history
-                .columns
-                .iter()
-                .map(|(n, c)| (n.clone(), vol_path(c, lambda, vol_floor)))
-                .collect(),
+            vols,
+            implied_rows,
             assets: params
                 .collateral
                 .iter()
@@ -125,6 +153,7 @@ impl DayMarkets {
                 })
                 .collect(),
             ivs: BTreeMap::new(),
+            confidence: BTreeMap::new(),
         }
     }
 }

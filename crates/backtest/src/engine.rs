@@ -6,6 +6,7 @@
 //! from the history truncated to rows `0..=t`. The test `no_look_ahead` corrupts every later
 //! row and checks that nothing changes.
 
+use crate::data::ImpliedVols;
 use crate::daymarket::{DayMarkets, DEFAULT_VOL_FLOOR};
 use crate::portfolios::BacktestPortfolio;
 use crate::report::{self, BacktestReport, Observation};
@@ -61,6 +62,8 @@ pub struct BacktestConfig {
     pub warmup_returns: usize,
     /// Floor of the flat option vol.
     pub vol_floor: f64,
+    /// Implied vols that replace the EWMA rule on the dates they cover (e.g. DVOL).
+    pub implied_vols: Option<ImpliedVols>,
 }
 
 impl Default for BacktestConfig {
@@ -72,6 +75,7 @@ impl Default for BacktestConfig {
             horizon_days: None,
             warmup_returns: 250,
             vol_floor: DEFAULT_VOL_FLOOR,
+            implied_vols: None,
         }
     }
 }
@@ -112,7 +116,12 @@ impl<'a> Setup<'a> {
         }
         Ok(Setup {
             history,
-            markets: DayMarkets::new(history, &params, config.vol_floor),
+            markets: DayMarkets::new(
+                history,
+                &params,
+                config.vol_floor,
+                config.implied_vols.as_ref(),
+            ),
             params,
             portfolios,
             horizon,
@@ -158,7 +167,7 @@ pub fn params_for(params: &Params, model: Model) -> Result<Params> {
     Ok(out)
 }
 
-/// Equity of an account in a book (MODEL.md section 2): balances at price, perpetuals and
+/// Equity of an account in a book (docs/MODEL.md section 2): balances at price, perpetuals and
 /// futures at `size * (mark - entry)`, options at their value (intrinsic at or past expiry).
 pub fn account_value(book: &Book, account: &BookAccount) -> f64 {
     let positions: f64 = account
@@ -341,5 +350,73 @@ pub fn run_backtest(
             .collect::<Vec<_>>();
         series.push((p, models));
     }
-    report::build(history, &setup.params, setup.horizon, config, series)
+    report::build(
+        history,
+        &setup.params,
+        setup.horizon,
+        config,
+        &setup.markets.implied_rows,
+        series,
+    )
+}
+
+/// Runs the backtest of each portfolio on the first of `histories` that has all its
+/// underlyings (so BTC alone runs on a longer history than a BTC/ETH pair), and merges the
+/// reports: portfolios in the given order, each with its own history and dates.
+pub fn run_backtest_on(
+    histories: &[History],
+    params: &Params,
+    portfolios: &[BacktestPortfolio],
+    config: &BacktestConfig,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<BacktestReport> {
+    if histories.is_empty() {
+        return err("no history to backtest on");
+    }
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); histories.len()];
+    for (i, p) in portfolios.iter().enumerate() {
+        let needs = p.underlyings();
+        match histories
+            .iter()
+            .position(|h| needs.iter().all(|u| h.column(u).is_some()))
+        {
+            Some(g) => groups[g].push(i),
+            None => {
+                return err(format!(
+                    "no history has every underlying of portfolio {} ({}): {}",
+                    p.id,
+                    needs.join(", "),
+                    histories
+                        .iter()
+                        .map(|h| h.source.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }
+        }
+    }
+    let horizon = config
+        .horizon_days
+        .unwrap_or(params.statistical.horizon_days) as usize;
+    // Totals of every group up front, so that progress counts over the whole run.
+    let mut offsets = Vec::with_capacity(histories.len());
+    let mut total = 0;
+    for (h, g) in histories.iter().zip(&groups) {
+        offsets.push(total);
+        if !g.is_empty() {
+            total += observation_rows(h, config, horizon)?.len() * (config.models.len() + 1);
+        }
+    }
+    let mut reports = Vec::new();
+    for ((h, g), offset) in histories.iter().zip(&groups).zip(offsets) {
+        if g.is_empty() {
+            continue;
+        }
+        let list: Vec<BacktestPortfolio> = g.iter().map(|&i| portfolios[i].clone()).collect();
+        let r = run_backtest(h, params, &list, config, &|done, _| {
+            progress(offset + done, total)
+        })?;
+        reports.push((g.clone(), r));
+    }
+    Ok(report::merge(reports, portfolios.len()))
 }

@@ -145,7 +145,7 @@ pub fn round_significant(x: f64, digits: i32) -> f64 {
     (x * scale).round() / scale
 }
 
-/// An option instrument named as MODEL.md section 1 does (`BTC-6SEP15-305.5-C`); the strike
+/// An option instrument named as docs/MODEL.md section 1 does (`BTC-6SEP15-305.5-C`); the strike
 /// is printed in full so that two strikes never share a name.
 pub fn option_instrument(
     underlying: &str,

@@ -41,6 +41,13 @@ pub struct BacktestReport {
 pub struct PortfolioResult {
     pub id: String,
     pub description: String,
+    /// The history this portfolio ran on, and its first and last requirement dates.
+    pub history: String,
+    pub first_date: String,
+    pub last_date: String,
+    /// Per underlying of the portfolio: days of its history whose option vol is the implied
+    /// vol index (the rest follow the EWMA rule).
+    pub implied_vol_days: BTreeMap<String, usize>,
     /// Keyed by model name: `grid`, `fhs`, `mc`.
     pub models: BTreeMap<String, ModelResult>,
 }
@@ -176,11 +183,85 @@ pub fn model_result(series: Vec<Observation>, confidence: f64) -> Result<ModelRe
 /// Each portfolio with its daily observations per model.
 pub(crate) type Series<'a> = Vec<(&'a BacktestPortfolio, Vec<(Model, Vec<Observation>)>)>;
 
+/// The option vol rule in words, naming the implied vol source.
+pub fn vol_rule(config: &BacktestConfig, params: &Params) -> String {
+    let ewma = format!(
+        "flat option vol = max({:.0}%, sqrt(365) x EWMA(lambda {}) daily vol of returns up to the day)",
+        config.vol_floor * 100.0,
+        params.statistical.ewma_lambda
+    );
+    match &config.implied_vols {
+        None => ewma,
+        Some(iv) => format!(
+            "implied vol: {}, {}; every option of the underlying at the day's index level, flat \
+             across strikes and tenors (no skew, no term structure); on days without it: {ewma}",
+            iv.source,
+            iv.series
+                .iter()
+                .map(|(u, d)| format!(
+                    "{u} {} .. {}",
+                    d.dates.first().map(|x| x.to_string()).unwrap_or_default(),
+                    d.dates.last().map(|x| x.to_string()).unwrap_or_default()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Joins reports of groups of portfolios (`(indices into the original list, report)`) into
+/// one, portfolios back in their original order.
+pub(crate) fn merge(reports: Vec<(Vec<usize>, BacktestReport)>, count: usize) -> BacktestReport {
+    let mut slots: Vec<Option<PortfolioResult>> = vec![None; count];
+    let mut histories = Vec::new();
+    let mut rules: Vec<String> = Vec::new();
+    let mut first: Option<String> = None;
+    let mut last: Option<String> = None;
+    let mut base = None;
+    for (indices, r) in reports {
+        histories.push(r.history.clone());
+        if !rules.contains(&r.vol_rule) {
+            rules.push(r.vol_rule.clone());
+        }
+        if first.as_ref().is_none_or(|f| r.first_date < *f) {
+            first = Some(r.first_date.clone());
+        }
+        if last.as_ref().is_none_or(|l| r.last_date > *l) {
+            last = Some(r.last_date.clone());
+        }
+        for (i, p) in indices.into_iter().zip(r.portfolios.iter().cloned()) {
+            slots[i] = Some(p);
+        }
+        base.get_or_insert(r);
+    }
+    let Some(mut out) = base else {
+        return BacktestReport {
+            history: String::new(),
+            params: String::new(),
+            params_version: 0,
+            confidence: 0.0,
+            horizon_days: 0,
+            first_date: String::new(),
+            last_date: String::new(),
+            vol_rule: String::new(),
+            portfolios: Vec::new(),
+        };
+    };
+    out.history = histories.join(" + ");
+    out.first_date = first.unwrap_or_default();
+    out.last_date = last.unwrap_or_default();
+    // Every group runs with the same config and parameters: one rule unless a caller mixes.
+    out.vol_rule = rules.join(" | ");
+    out.portfolios = slots.into_iter().flatten().collect();
+    out
+}
+
 pub(crate) fn build(
     history: &History,
     params: &Params,
     horizon: usize,
     config: &BacktestConfig,
+    implied_rows: &[(String, usize)],
     series: Series<'_>,
 ) -> Result<BacktestReport> {
     let confidence = params.statistical.confidence;
@@ -189,14 +270,31 @@ pub(crate) fn build(
     let mut portfolios = Vec::with_capacity(series.len());
     for (p, models) in series {
         let mut out = BTreeMap::new();
+        let (mut p_first, mut p_last) = (None, None);
         for (model, obs) in models {
-            first = first.or(obs.first().map(|o| o.date));
-            last = last.or(obs.last().map(|o| o.date));
+            p_first = p_first.or(obs.first().map(|o| o.date));
+            p_last = p_last.or(obs.last().map(|o| o.date));
             out.insert(model.name().to_string(), model_result(obs, confidence)?);
         }
+        first = first.or(p_first);
+        last = last.or(p_last);
         portfolios.push(PortfolioResult {
             id: p.id.clone(),
             description: p.description.clone(),
+            history: history.source.clone(),
+            first_date: p_first.map(|d| d.to_string()).unwrap_or_default(),
+            last_date: p_last.map(|d| d.to_string()).unwrap_or_default(),
+            implied_vol_days: p
+                .underlyings()
+                .into_iter()
+                .map(|u| {
+                    let n = implied_rows
+                        .iter()
+                        .find(|(x, _)| *x == u)
+                        .map_or(0, |(_, n)| *n);
+                    (u, n)
+                })
+                .collect(),
             models: out,
         });
     }
@@ -208,11 +306,7 @@ pub(crate) fn build(
         horizon_days: horizon,
         first_date: first.map(|d| d.to_string()).unwrap_or_default(),
         last_date: last.map(|d| d.to_string()).unwrap_or_default(),
-        vol_rule: format!(
-            "flat option vol = max({:.0}%, sqrt(365) x EWMA(lambda {}) daily vol of returns up to the day)",
-            config.vol_floor * 100.0,
-            params.statistical.ewma_lambda
-        ),
+        vol_rule: vol_rule(config, params),
         portfolios,
     })
 }
@@ -241,6 +335,33 @@ impl BacktestReport {
             self.confidence * 100.0
         );
         let _ = writeln!(s, "Option vol rule: {}", self.vol_rule);
+        if self.portfolios.iter().any(|p| p.history != self.history) {
+            let _ = writeln!(
+                s,
+                "Each portfolio on the first history with all its underlyings:"
+            );
+            for p in &self.portfolios {
+                let iv: Vec<String> = p
+                    .implied_vol_days
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(u, n)| format!("{u} {n}"))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {} .. {} on {}{}",
+                    p.id,
+                    p.first_date,
+                    p.last_date,
+                    p.history,
+                    if iv.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (days at implied vol: {})", iv.join(", "))
+                    }
+                );
+            }
+        }
         let _ = writeln!(s);
         let header = [
             "portfolio",

@@ -228,3 +228,98 @@ fn bad_inputs_are_named() {
     )
     .is_ok());
 }
+
+/// Calendar spread on a flat price with a known implied vol path: short 30-day ATM call, long
+/// 90-day ATM call. The index halves from 80% to 40% overnight; the long 90-day leg, with
+/// about 1.7 times the vega of the short one, loses far more than the grid's vol scan (7.8
+/// points down at 30 days) allows for. Under the EWMA rule the same prices give a constant
+/// 20% floor vol, so the spread only earns its theta and never breaches.
+#[test]
+fn calendar_spread_breaches_on_an_implied_vol_collapse() {
+    use pmargin_backtest::data::{Daily, ImpliedVols};
+    use std::collections::BTreeMap;
+    let start = chrono::NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+    let days: Vec<_> = (0..12).map(|i| start + chrono::Days::new(i)).collect();
+    let mut csv = String::from("date,BTC\n");
+    for d in &days {
+        csv.push_str(&format!("{d},50000\n"));
+    }
+    let history = History::parse("flat.csv", &csv).unwrap();
+    let vols: Vec<f64> = (0..12).map(|i| if i < 8 { 0.8 } else { 0.4 }).collect();
+    let implied = ImpliedVols {
+        source: "test index".into(),
+        series: BTreeMap::from([(
+            "BTC".to_string(),
+            Daily {
+                source: "test".into(),
+                dates: days.clone(),
+                values: vols,
+            },
+        )]),
+    };
+    let calendar: Vec<BacktestPortfolio> = reference_portfolios()
+        .into_iter()
+        .filter(|p| p.id == "calendar_spread")
+        .collect();
+    let params = data::params().unwrap();
+    let with_iv = BacktestConfig {
+        warmup_returns: 0,
+        implied_vols: Some(implied),
+        ..BacktestConfig::default()
+    };
+    let r = run_backtest(&history, &params, &calendar, &with_iv, &no_progress).unwrap();
+    let grid = &r.portfolios[0].models["grid"];
+    let dates: Vec<&str> = grid.breaches.iter().map(|b| b.date.as_str()).collect();
+    assert_eq!(dates, ["2024-01-08"], "the day before the collapse, only");
+    // The loss is the vega gap: V90(80%) - V90(40%) - (V30(80%) - V30(40%)) per contract,
+    // 20 contracts (1m / 50,000), less a day of theta: at least 10,000 USD.
+    assert!(grid.breaches[0].loss > 10_000.0, "{:?}", grid.breaches[0]);
+    assert!(r.vol_rule.contains("test index"), "{}", r.vol_rule);
+    let ewma = BacktestConfig {
+        warmup_returns: 0,
+        ..BacktestConfig::default()
+    };
+    let r = run_backtest(&history, &params, &calendar, &ewma, &no_progress).unwrap();
+    assert!(r.portfolios[0].models["grid"].breaches.is_empty());
+    assert!(!r.vol_rule.contains("implied"), "{}", r.vol_rule);
+}
+
+/// The default run: each portfolio on the longest bundled history with its underlyings, options
+/// at DVOL where it exists; over the FTX week the calendar spread breaches on real implied vol.
+#[test]
+fn default_histories_and_dvol_over_the_ftx_week() {
+    let config = BacktestConfig {
+        from: chrono::NaiveDate::from_ymd_opt(2022, 11, 1),
+        to: chrono::NaiveDate::from_ymd_opt(2022, 11, 20),
+        implied_vols: Some(data::bundled_dvol().unwrap()),
+        ..BacktestConfig::default()
+    };
+    let histories = data::backtest_histories().unwrap();
+    let r = pmargin_backtest::run_backtest_on(
+        &histories,
+        &data::params().unwrap(),
+        &reference_portfolios(),
+        &config,
+        &no_progress,
+    )
+    .unwrap();
+    let ids: Vec<&str> = r.portfolios.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "long_spot",
+            "short_perp",
+            "short_strangle",
+            "risk_reversal",
+            "calendar_spread",
+            "btc_eth_pair"
+        ]
+    );
+    assert!(r.portfolios[0].history.contains("btc_long"));
+    assert!(r.portfolios[5].history.contains("btc_eth"));
+    assert!(r.vol_rule.contains("DVOL"), "{}", r.vol_rule);
+    let cal = &r.portfolios[4].models["grid"];
+    assert_eq!(cal.observations, 20);
+    let dates: Vec<&str> = cal.breaches.iter().map(|b| b.date.as_str()).collect();
+    assert!(dates.contains(&"2022-11-09"), "{dates:?}");
+}

@@ -160,13 +160,7 @@ pub fn what_if(
 }
 
 pub fn demo(json: bool) -> Result<String> {
-    let l = demo::inputs()?;
-    let mut out = String::new();
-    if !json {
-        out.push_str("pmargin demo: the bundled book (6 accounts on BTC, ETH and SOL)\n\n");
-    }
-    out.push_str(&run_margin(&l, json)?);
-    Ok(out)
+    demo::run(json)
 }
 
 pub fn bench(accounts: usize, threads: Option<usize>, repeat: usize, seed: u64) -> Result<String> {

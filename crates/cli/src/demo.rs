@@ -1,17 +1,245 @@
 //! The bundled demo book, compiled into the binary so `pmargin demo` needs no files.
+//!
+//! The demo shows the three parts of initial margin side by side: the version 2 grid (tenor-
+//! scaled vol shocks, extended moves), filtered historical simulation on the bundled BTC/ETH
+//! closes, and the contingency add-ons; and what the recommended version 2 set asks against
+//! the version 1 set it was derived from (`demo/params_v1.json`).
 
 use crate::commands::{CliError, Loaded};
-use pmargin_core::{Market, Params, Portfolio};
+use crate::table;
+use pmargin_core::report::{AccountReport, MarginReport, ReportOptions};
+use pmargin_core::{margin_report, History, Market, Params, Portfolio};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 pub const PORTFOLIO: &str = include_str!("../demo/portfolio.json");
 pub const MARKET: &str = include_str!("../demo/market.json");
+/// The recommended version 2 set (`pmargin calibrate --recommend --params
+/// demo/params_v1.json`): the demo's default.
 pub const PARAMS: &str = include_str!("../demo/params.json");
+/// The version 1 set the recommended one was derived from, for the comparison.
+pub const PARAMS_V1: &str = include_str!("../demo/params_v1.json");
+/// Daily BTC and ETH closes 2015-08-07 .. 2023-08-29 (provenance in data/README.md).
+pub const HISTORY: &str = include_str!("../../../data/btc_eth.csv");
+pub const HISTORY_NAME: &str = "bundled data/btc_eth.csv";
 
 pub fn inputs() -> Result<Loaded, CliError> {
     Ok(Loaded {
         portfolio: Portfolio::parse("demo/portfolio.json", PORTFOLIO)?,
         market: Market::parse("demo/market.json", MARKET)?,
         params: Params::parse("demo/params.json", PARAMS)?,
-        history: None,
+        history: Some(History::parse(HISTORY_NAME, HISTORY)?),
     })
+}
+
+/// The underlyings an account is exposed to: its positions' and its non-stable balances'.
+fn exposure(
+    account: &pmargin_core::input::portfolio::Account,
+    params: &Params,
+) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = account
+        .positions
+        .iter()
+        .map(|p| p.instrument.underlying.clone())
+        .collect();
+    for (asset, amount) in &account.balances {
+        if *amount != 0.0 {
+            if let Some(u) = params
+                .collateral
+                .get(asset)
+                .and_then(|c| c.underlying.clone())
+            {
+                out.insert(u);
+            }
+        }
+    }
+    out
+}
+
+/// The margin report of `portfolio`, with filtered historical simulation on `history` for
+/// every account whose underlyings it covers, and without for the others (MODEL.md section 5
+/// forbids a silent zero: an account on an underlying the history lacks is left to the grid,
+/// and [`uncovered`] names it).
+pub fn report_with_history(
+    portfolio: &Portfolio,
+    market: &Market,
+    params: &Params,
+    history: Option<&History>,
+) -> Result<MarginReport, CliError> {
+    let options = ReportOptions::default();
+    let Some(history) = history else {
+        return Ok(margin_report(portfolio, market, params, None, options)?);
+    };
+    let (covered, rest): (Vec<_>, Vec<_>) = portfolio.accounts.iter().cloned().partition(|a| {
+        exposure(a, params)
+            .iter()
+            .all(|u| history.column(u).is_some())
+    });
+    let part = |accounts: Vec<_>, h: Option<&History>| -> Result<Vec<AccountReport>, CliError> {
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = Portfolio {
+            source: portfolio.source.clone(),
+            accounts,
+        };
+        Ok(margin_report(&p, market, params, h, options)?.accounts)
+    };
+    let mut with = part(covered, Some(history))?;
+    with.extend(part(rest, None)?);
+    let mut accounts = Vec::with_capacity(with.len());
+    for a in &portfolio.accounts {
+        if let Some(i) = with.iter().position(|r| r.id == a.id) {
+            accounts.push(with.swap_remove(i));
+        }
+    }
+    let base = margin_report(
+        &Portfolio {
+            source: portfolio.source.clone(),
+            accounts: Vec::new(),
+        },
+        market,
+        params,
+        None,
+        options,
+    )?;
+    Ok(MarginReport {
+        as_of: base.as_of,
+        params_version: base.params_version,
+        accounts,
+    })
+}
+
+/// Accounts exposed to an underlying the history lacks.
+pub fn uncovered(portfolio: &Portfolio, params: &Params, history: &History) -> Vec<String> {
+    portfolio
+        .accounts
+        .iter()
+        .filter(|a| {
+            exposure(a, params)
+                .iter()
+                .any(|u| history.column(u).is_none())
+        })
+        .map(|a| a.id.clone())
+        .collect()
+}
+
+/// `pmargin demo`: the version 2 report (with FHS), then what each part adds over version 1.
+/// With `json`, the report alone.
+pub fn run(json: bool) -> Result<String, CliError> {
+    let l = inputs()?;
+    let history = l.history.as_ref();
+    let v2 = report_with_history(&l.portfolio, &l.market, &l.params, history)?;
+    if json {
+        return serde_json::to_string_pretty(&v2)
+            .map(|s| s + "\n")
+            .map_err(|e| CliError::Internal(format!("cannot serialise the report: {e}")));
+    }
+    let v1_params = Params::parse("demo/params_v1.json", PARAMS_V1)?;
+    let v1 = margin_report(
+        &l.portfolio,
+        &l.market,
+        &v1_params,
+        None,
+        ReportOptions::default(),
+    )?;
+    let mut out = String::from(
+        "pmargin demo: the bundled book (6 accounts on BTC, ETH and SOL), recommended version 2 \
+         parameters (demo/params.json)\n\n",
+    );
+    out.push_str(&table::margin_table(&v2));
+    out.push_str(&comparison(&v1, &v2));
+    if let Some(h) = history {
+        let missing = uncovered(&l.portfolio, &l.params, h);
+        let _ = writeln!(
+            out,
+            "\nstatistical: filtered historical simulation (99% ES, 1 day) on {} ({} .. {}){}.",
+            h.source,
+            h.dates.first().map(|d| d.to_string()).unwrap_or_default(),
+            h.dates.last().map(|d| d.to_string()).unwrap_or_default(),
+            if missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; no SOL history is bundled, so {} is margined without it",
+                    missing.join(", ")
+                )
+            }
+        );
+    }
+    out.push_str(
+        "grid v2: vol shocks scaled by tenor, extended moves; add-ons: option, basis, oracle, \
+         liquidity contingencies (docs/METHODOLOGY.md). Each value of the set, with its data and \
+         rule: demo/params.rationale.json.\n",
+    );
+    Ok(out)
+}
+
+/// What each part adds: v1 IM, then the v2 grid (with the short option minimum), then the max
+/// with the statistical risk, then the add-ons: the v2 IM.
+fn comparison(v1: &MarginReport, v2: &MarginReport) -> String {
+    let mut rows = vec![vec![
+        "account".to_string(),
+        "v1 IM".into(),
+        "v2 grid".into(),
+        "FHS ES".into(),
+        "max(grid, FHS, SOM)".into(),
+        "add-ons".into(),
+        "v2 IM".into(),
+        "v2 - v1".into(),
+    ]];
+    for a in &v2.accounts {
+        let old = v1
+            .accounts
+            .iter()
+            .find(|o| o.id == a.id)
+            .map_or(0.0, |o| o.initial_margin);
+        let base = a.initial_margin - a.addons;
+        let b = &a.addon_breakdown;
+        let mut addons = table::money(a.addons);
+        for (name, v) in [
+            ("option", b.option),
+            ("basis", b.basis),
+            ("oracle", b.oracle),
+            ("liquidity", b.liquidity),
+        ] {
+            if v != 0.0 {
+                let _ = write!(addons, " ({name})");
+            }
+        }
+        rows.push(vec![
+            a.id.clone(),
+            table::money(old),
+            table::money(a.grid_risk),
+            table::money(a.statistical_risk),
+            table::money(base),
+            addons,
+            table::money(a.initial_margin),
+            format!(
+                "{}{}",
+                if a.initial_margin >= old { "+" } else { "" },
+                table::money(a.initial_margin - old)
+            ),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out =
+        String::from("\nWhat version 2 adds over version 1 (demo/params_v1.json, no history):\n\n");
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if c == 0 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
 }

@@ -41,7 +41,7 @@ struct Cli {
 /// The three inputs every margin computation needs, plus the optional history.
 #[derive(Args, Clone)]
 pub struct Inputs {
-    /// Portfolio file (JSON, FORMATS.md)
+    /// Portfolio file (JSON, docs/FORMATS.md)
     #[arg(long, value_name = "FILE")]
     pub portfolio: PathBuf,
     /// Market snapshot (JSON)
@@ -64,7 +64,7 @@ enum Command {
     Margin {
         #[command(flatten)]
         inputs: Inputs,
-        /// Print the JSON margin report of FORMATS.md instead of a table
+        /// Print the JSON margin report of docs/FORMATS.md instead of a table
         #[arg(long)]
         json: bool,
     },

@@ -24,13 +24,16 @@ pub enum ModelArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct BacktestArgs {
-    /// Daily close history (CSV, date,BTC,ETH,...); default: the bundled BTC/ETH 2015-2021
+    /// Daily close history (CSV, date,BTC,ETH,...); default: the bundled histories, each
+    /// portfolio on the longest that has its underlyings (BTC 2011-2025 from data/btc_long.csv,
+    /// BTC with ETH 2015-2023 from data/btc_eth.csv)
     #[arg(long, value_name = "FILE")]
     pub history: Option<PathBuf>,
-    /// Risk parameter set (JSON or TOML); default: the bundled BTC/ETH reference set
+    /// Risk parameter set (JSON or TOML); default: the bundled recommended version 2 set
+    /// (data/params/recommended.json)
     #[arg(long, value_name = "FILE")]
     pub params: Option<PathBuf>,
-    /// Extra portfolios (FORMATS.md portfolio JSON), each account held constant, added to
+    /// Extra portfolios (docs/FORMATS.md portfolio JSON), each account held constant, added to
     /// the six reference portfolios
     #[arg(long, value_name = "FILE")]
     pub portfolios: Option<PathBuf>,
@@ -55,6 +58,10 @@ pub struct BacktestArgs {
     /// Floor of the flat option vol (annualised EWMA vol of the history up to each day)
     #[arg(long, value_name = "VOL", default_value_t = 0.20)]
     pub vol_floor: f64,
+    /// Value options with the EWMA vol rule on every day, instead of Deribit's DVOL (bundled,
+    /// BTC and ETH from 2021-03-24) on the days it covers
+    #[arg(long)]
+    pub no_implied_vol: bool,
     /// Print the JSON report instead of the summary table
     #[arg(long)]
     pub json: bool,
@@ -67,13 +74,27 @@ pub struct BacktestArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(
+    after_help = "Examples:\n  pmargin calibrate --out proposal.json --floor --buffer 0.25\n  \
+        pmargin calibrate --recommend --out recommended.json\n  \
+        pmargin calibrate --recommend --params crates/cli/demo/params_v1.json --out demo.json\n\n\
+        --recommend derives the version 2 set from the bundled real data (data/real: DVOL, \
+        funding, the\nDeribit perpetual, stablecoins; data/btc_long.csv, data/btc_eth.csv): \
+        scan ranges, vol scans\nand tenor powers, basis contingency, extended moves and \
+        stablecoin haircuts, each with its data\nand rule in <stem>.rationale.json."
+)]
 pub struct CalibrateArgs {
     /// Daily close history (CSV); default: the bundled BTC/ETH 2015-2021
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "recommend")]
     pub history: Option<PathBuf>,
-    /// The live parameter set (JSON or TOML); never modified; default: the bundled reference set
+    /// The live parameter set (JSON or TOML); never modified; default: the bundled recommended
+    /// set (with --recommend: the bundled version 1 reference set)
     #[arg(long, value_name = "FILE")]
     pub params: Option<PathBuf>,
+    /// Derive the whole version 2 set from the bundled real data (see below) instead of
+    /// today's EWMA scan ranges
+    #[arg(long)]
+    pub recommend: bool,
     /// Proposal file to write (a full JSON parameter set, version + 1); the rationale goes
     /// beside it as <stem>.rationale.json
     #[arg(long, value_name = "FILE")]
@@ -136,7 +157,10 @@ fn date(flag: &str, text: &Option<String>) -> Result<Option<chrono::NaiveDate>, 
 
 /// Runs `pmargin backtest`; returns the report (table or JSON) to print on stdout.
 pub fn backtest(args: &BacktestArgs) -> Result<String, String> {
-    let history = load_history(args.history.as_deref())?;
+    let histories = match &args.history {
+        Some(p) => vec![load_history(Some(p))?],
+        None => data::backtest_histories().map_err(|e| e.to_string())?,
+    };
     let params = load_params(args.params.as_deref())?;
     let mut list = if args.no_reference {
         Vec::new()
@@ -167,6 +191,11 @@ pub fn backtest(args: &BacktestArgs) -> Result<String, String> {
         horizon_days: args.horizon,
         warmup_returns: args.warmup,
         vol_floor: args.vol_floor,
+        implied_vols: if args.no_implied_vol {
+            None
+        } else {
+            Some(data::bundled_dvol().map_err(|e| e.to_string())?)
+        },
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -186,7 +215,7 @@ pub fn backtest(args: &BacktestArgs) -> Result<String, String> {
             b.set_position(done as u64);
         }
     };
-    let result = pmargin_backtest::run_backtest(&history, &params, &list, &config, &progress);
+    let result = pmargin_backtest::run_backtest_on(&histories, &params, &list, &config, &progress);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -213,6 +242,34 @@ pub fn backtest(args: &BacktestArgs) -> Result<String, String> {
 /// Runs `pmargin calibrate`: writes the proposal and its rationale, returns the side-by-side
 /// table to print. The input parameter set is never written.
 pub fn calibrate(args: &CalibrateArgs) -> Result<String, String> {
+    if args
+        .out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+    {
+        return Err(format!(
+            "{}: --out: the proposal is written as JSON; give a .json file",
+            args.out.display()
+        ));
+    }
+    if args.recommend {
+        let base = match &args.params {
+            Some(p) => load_params(Some(p))?,
+            None => data::params_v1().map_err(|e| e.to_string())?,
+        };
+        let real = data::real_data().map_err(|e| e.to_string())?;
+        let r = pmargin_backtest::recommend(&real, &base).map_err(|e| e.to_string())?;
+        let (params_file, rationale_file) = r
+            .write(&args.out, args.params.as_deref())
+            .map_err(|e| e.to_string())?;
+        return Ok(format!(
+            "{}\nRecommended set written to {} (rationale: {}). The base {} is unchanged.\n",
+            r.table(),
+            params_file.display(),
+            rationale_file.display(),
+            base.source
+        ));
+    }
     let history = load_history(args.history.as_deref())?;
     let params = load_params(args.params.as_deref())?;
     if args

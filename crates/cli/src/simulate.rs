@@ -8,7 +8,7 @@
 
 use clap::Args;
 use pmargin_core::{Market, Params, Portfolio};
-use pmargin_sim::demo::{DEMO_INSURANCE_FUND, DEMO_SEED};
+use pmargin_sim::demo::{demo_book, demo_path, DEMO_INSURANCE_FUND, DEMO_SEED};
 use pmargin_sim::{
     build_engine, plot, report, run, run_demo, DemoOptions, EngineConfig, PricePath,
 };
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
         insurance fund $2m: total value before and after agree to rounding."
 )]
 pub struct SimulateArgs {
-    /// Portfolio file (JSON, FORMATS.md), with the liquidator account (created empty if absent)
+    /// Portfolio (JSON, docs/FORMATS.md), with the liquidator account (created empty if absent)
     #[arg(
         long,
         value_name = "FILE",
@@ -64,9 +64,13 @@ pub struct SimulateArgs {
         conflicts_with = "demo"
     )]
     pub path: Option<PathBuf>,
-    /// Replay the bundled 2020-03-12 crash on a synthetic closed book of 10,000 accounts
+    /// Replay the bundled 2020-03-12 crash on a synthetic closed book of 10,000 accounts, under
+    /// the recommended version 2 rules on the book's own scan ranges (see below)
     #[arg(long)]
     pub demo: bool,
+    /// With --demo: the book's own version 1 parameter set instead
+    #[arg(long, requires = "demo")]
+    pub demo_v1: bool,
     /// Market impact K (>= 0): liquidations selling a fraction f of the open interest move the
     /// later prices by -K x f; 0 replays the path unchanged
     #[arg(long, value_name = "K", default_value_t = 0.0)]
@@ -113,6 +117,26 @@ fn check_fund(fund: f64) -> Result<f64, String> {
     }
 }
 
+/// The bundled cascade under the recommended version 2 rules. The demo book's leverage (up to
+/// 25x) is built on its own scan ranges (BTC 4%, ETH 5%), so those stay; the tenor powers,
+/// basis contingency, extended moves (cover from those ranges) and stablecoin haircuts come
+/// from `pmargin calibrate --recommend`'s rules on the bundled data.
+fn run_demo_v2(options: &DemoOptions) -> Result<pmargin_sim::SimReport, String> {
+    let mut book = demo_book(options.accounts, options.seed, options.insurance_fund)?;
+    let real = pmargin_backtest::data::real_data().map_err(|e| e.to_string())?;
+    book.params = pmargin_backtest::recommend_with(&real, &book.params, true)
+        .map_err(|e| e.to_string())?
+        .params;
+    let path = demo_path(options.steps_per_day, options.seed)?;
+    let mut engine = build_engine(&book.portfolio, &book.market, &book.params, book.config)?;
+    let scenario = format!(
+        "demo: the 2020-03-12 crash on a synthetic closed book of {} accounts (seed {}), \
+         recommended version 2 rules on the book's scan ranges",
+        options.accounts, options.seed
+    );
+    run(&mut engine, &path, options.impact, &scenario)
+}
+
 pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
     if !(args.impact.is_finite() && args.impact >= 0.0) {
         return Err(format!(
@@ -127,7 +151,11 @@ pub fn simulate(args: &SimulateArgs) -> Result<String, String> {
             insurance_fund: check_fund(args.insurance_fund.unwrap_or(DEMO_INSURANCE_FUND))?,
             ..DemoOptions::default()
         };
-        run_demo(&options)?
+        if args.demo_v1 {
+            run_demo(&options)?
+        } else {
+            run_demo_v2(&options)?
+        }
     } else {
         let (p, m, r, x) = (
             required(&args.portfolio, "--portfolio")?,
@@ -258,6 +286,28 @@ mod tests {
         let err = simulate(&args).unwrap_err();
         assert!(err.contains("path.csv:3: column 2 (BTC)"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The demo under the recommended version 2 rules: a closed book still conserves value, and
+    /// the 2.99% USDC haircut of the recommended set leaves every trader's margin balance below
+    /// its version 1 value, so the cascade differs from the version 1 run.
+    #[test]
+    fn demo_v2_conserves_value_and_differs_from_v1() {
+        let options = DemoOptions {
+            accounts: 400,
+            steps_per_day: 8,
+            ..DemoOptions::default()
+        };
+        let v2 = run_demo_v2(&options).unwrap();
+        let v1 = run_demo(&options).unwrap();
+        let t = &v2.totals;
+        assert!(
+            (t.value_before - t.value_after).abs() < 1e-6 * t.value_before,
+            "{t:?}"
+        );
+        assert_eq!(v1.totals.value_before, t.value_before);
+        assert_ne!(format!("{:?}", v1.totals), format!("{t:?}"));
+        assert!(v2.scenario.contains("version 2"), "{}", v2.scenario);
     }
 
     #[test]

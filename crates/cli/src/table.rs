@@ -108,6 +108,17 @@ fn account_detail(a: &AccountReport) -> String {
         money(a.short_option_minimum),
         money(a.addons)
     );
+    if a.addons != 0.0 {
+        let b = &a.addon_breakdown;
+        let _ = write!(
+            out,
+            " (option {}, basis {}, oracle {}, liquidity {})",
+            money(b.option),
+            money(b.basis),
+            money(b.oracle),
+            money(b.liquidity)
+        );
+    }
     if let Some(w) = &a.worst_scenario {
         let _ = write!(out, "; worst scenario: {w}");
     }
@@ -151,8 +162,13 @@ pub fn scenario_table(t: &ScenarioTable) -> String {
             None => families.push((key, vec![s])),
         }
     }
-    for (name, scenarios) in families {
+    for (name, all) in families {
         let _ = writeln!(out, "\n{name}");
+        // Extended moves (absolute fractions of the price, one vol direction each) get a row
+        // each after the grid's pairs.
+        let (extended, scenarios): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|s| s.label.contains(" extended "));
         if name == "decoupling" {
             let mut rows = vec![vec!["scenario".to_string(), "loss".into()]];
             rows.extend(
@@ -200,6 +216,27 @@ pub fn scenario_table(t: &ScenarioTable) -> String {
                 ]);
             }
         }
+        for s in extended {
+            let mut row = vec![
+                format!(
+                    "{:+.2}% (extended, cover {})",
+                    s.price_move * 100.0,
+                    s.weight
+                ),
+                String::new(),
+                String::new(),
+                String::new(),
+            ];
+            let column = if s.vol_shift < 0.0 {
+                1
+            } else if s.vol_shift > 0.0 {
+                2
+            } else {
+                3
+            };
+            row[column] = cell(s.loss, s.worst);
+            rows.push(row);
+        }
         out.push_str(&columns(&rows));
     }
     out
@@ -242,6 +279,12 @@ pub fn what_if_table(w: &WhatIf) -> String {
             money(b.initial_margin),
             money(a.initial_margin),
             money(a.initial_margin - b.initial_margin),
+        ],
+        vec![
+            "  of which add-ons".into(),
+            money(b.addons),
+            money(a.addons),
+            money(a.addons - b.addons),
         ],
         vec![
             "maintenance margin".into(),

@@ -34,7 +34,7 @@ const EXAMPLE_INPUTS: [&str; 6] = [
 ];
 
 /// Compares two JSON documents: same shape and keys, numbers within 1e-9 relative or 1e-6
-/// absolute (MODEL.md's tolerance), so the golden survives last-digit float formatting.
+/// absolute (docs/MODEL.md's tolerance), so the golden survives last-digit float formatting.
 fn assert_json_close(actual: &Value, expected: &Value, path: &str) {
     match (actual, expected) {
         (Value::Number(a), Value::Number(e)) => {
@@ -101,33 +101,53 @@ fn demo_json_matches_golden_and_hand_figures() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report = check_golden("demo.json", &stdout(&out));
     assert_eq!(report["accounts"].as_array().map(Vec::len), Some(6));
-    // retail-btc: 32,000 USDC, long 3 BTC-PERPETUAL entered at 93,000, mark 91,540, range 12%.
+    // The demo runs the recommended version 2 set (demo/params.json: BTC range 13.13%, USDC
+    // haircut 2.99%, basis contingency 7.13%) with FHS on the bundled BTC/ETH history.
+    // retail-btc: 32,000 USDC, long 3 BTC-PERPETUAL entered at 93,000, mark 91,540.
     //   equity = 32,000 + 3 x (91,540 - 93,000) = 27,620
-    //   grid risk = full range down: 3 x 91,540 x 0.12 = 32,954.4 (the extreme, 2 x 12% x 0.35 = 8.4%, is smaller)
-    //   IM = 32,954.4; MM = 0.75 x IM = 24,715.8 -> restricted (MM <= 27,620 < IM)
+    //   margin balance = 32,000 x (1 - 0.0299) - 4,380 = 26,663.2
+    //   grid risk = full range down: 3 x 91,540 x 0.1313 = 36,057.606 (the extreme row,
+    //   2 x 0.35 = 0.7 of it, and the extended rows, at most 0.35 x 2 x 0.1313 of notional by
+    //   their cover rule, are smaller); FHS ES is below it (checked against the report).
+    //   IM = 36,057.606; MM = 0.75 x IM = 27,043.2045 > 26,663.2 -> liquidatable, and an
+    //   account already below maintenance has no liquidation prices.
     //   standard IM = 3 x 91,540 x 0.10 = 27,462
-    //   liquidation down: spot scale x with 32,000 + 3 (91,540 x - 93,000) = 0.75 x 32,954.4 x
-    //   -> x = 247,000 / 249,904.2, price = 91,500 x.
     let r = account(&report, "retail-btc");
     close(&r["equity"], 27_620.0);
-    close(&r["grid_risk"], 32_954.4);
-    close(&r["initial_margin"], 32_954.4);
-    close(&r["maintenance_margin"], 24_715.8);
-    close(&r["standard_initial_margin"], 27_462.0);
-    close(
-        &r["liquidation_prices"]["BTC"]["down"],
-        91_500.0 * 247_000.0 / 249_904.2,
+    close(&r["margin_balance"], 26_663.2);
+    close(&r["grid_risk"], 36_057.606);
+    assert!(
+        r["statistical_risk"].as_f64().unwrap() > 0.0,
+        "FHS from the bundled history"
     );
+    assert!(r["statistical_risk"].as_f64().unwrap() < 36_057.606);
+    close(&r["initial_margin"], 36_057.606);
+    close(&r["maintenance_margin"], 27_043.204_5);
+    close(&r["standard_initial_margin"], 27_462.0);
+    assert!(r["liquidation_prices"]["BTC"]["down"].is_null());
     assert!(r["liquidation_prices"]["BTC"]["up"].is_null());
-    assert_eq!(r["status"], "restricted");
+    assert_eq!(r["status"], "liquidatable");
     assert_eq!(r["worst_scenario"], "single BTC -1/1 vol+");
     // basis-fund holds 20 BTC and 400 ETH against short perps: equity is hand-summable.
     //   2,000,000 + 20 x 91,500 + 400 x 3,050 + (-20) x (91,540 - 90,800) + (-400) x (3,051.5 - 3,020)
     //   = 2,000,000 + 1,830,000 + 1,220,000 - 14,800 - 12,600 = 5,022,600
-    //   margin balance takes 5% off BTC and 8% off ETH: 5,022,600 - 91,500 - 97,600 = 4,833,500
+    //   margin balance takes 2.99% off USDC, 5% off BTC and 8% off ETH:
+    //   5,022,600 - 59,800 - 91,500 - 97,600 = 4,773,700
+    //   basis contingency (MODEL.md section 11), min(long, short) units per underlying:
+    //   0.0713 x 91,500 x 20 + 0.0713 x 3,050 x 400 = 130,479 + 86,986 = 217,465
     let b = account(&report, "basis-fund");
     close(&b["equity"], 5_022_600.0);
-    close(&b["margin_balance"], 4_833_500.0);
+    close(&b["margin_balance"], 4_773_700.0);
+    close(&b["addon_breakdown"]["basis"], 217_465.0);
+    close(&b["addons"], 217_465.0);
+    close(
+        &b["initial_margin"],
+        217_465.0
+            + b["grid_risk"]
+                .as_f64()
+                .unwrap()
+                .max(b["statistical_risk"].as_f64().unwrap()),
+    );
 }
 
 #[test]
@@ -406,4 +426,74 @@ fn calibrate_writes_a_proposal_and_leaves_the_live_set_alone() {
         "side-by-side table names the underlyings"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn calibrate_recommend_reproduces_the_shipped_sets() {
+    let dir = std::env::temp_dir().join(format!("pmargin-recommend-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (base, shipped) in [
+        (None, "data/params/recommended.json"),
+        (
+            Some("crates/cli/demo/params_v1.json"),
+            "crates/cli/demo/params.json",
+        ),
+    ] {
+        let out_file = dir.join("set.json");
+        let out_name = out_file.to_string_lossy().to_string();
+        let mut args = vec!["calibrate", "--recommend", "--out", out_name.as_str()];
+        if let Some(b) = base {
+            args.extend(["--params", b]);
+        }
+        let out = pmargin(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            std::fs::read_to_string(&out_file).expect("written"),
+            std::fs::read_to_string(repo().join(shipped)).expect("shipped"),
+            "{shipped}"
+        );
+        let rationale: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("set.rationale.json")).expect("rationale"),
+        )
+        .expect("json");
+        let d = rationale["derivations"].as_array().expect("derivations");
+        assert!(d
+            .iter()
+            .any(|x| x["parameter"] == "underlyings.BTC.basis_contingency"
+                && x["detail"].as_str().unwrap_or("").contains("2021-05-19")));
+        assert!(stdout(&out).contains("grid.extended_moves[0].move"));
+    }
+    // The base set is never written over.
+    let out = pmargin(&[
+        "calibrate",
+        "--recommend",
+        "--params",
+        "crates/cli/demo/params_v1.json",
+        "--out",
+        "crates/cli/demo/params_v1.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn demo_shows_fhs_addons_and_what_v2_adds() {
+    let out = pmargin(&["demo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("What version 2 adds over version 1"),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .rfind(|l| l.starts_with("basis-fund"))
+        .expect("comparison row");
+    // v1 IM 186.00 (the grid moves both legs together), v2 adds the basis contingency.
+    assert!(
+        row.contains("186.00") && row.contains("217,465.00 (basis)"),
+        "{row}"
+    );
+    assert!(text.contains("filtered historical simulation"), "{text}");
+    assert!(text.contains("sol-trader is margined without it"), "{text}");
 }

@@ -1,4 +1,4 @@
-//! An account's requirement (MODEL.md sections 2, 4, 5 and 6): equity, margin balance,
+//! An account's requirement (docs/MODEL.md sections 2, 4, 5 and 6): equity, margin balance,
 //! grid and statistical risk, the short option minimum, initial and maintenance margin, and
 //! the status that follows.
 //!
@@ -8,7 +8,7 @@
 //! underlying at a scaled price), so the two can never disagree on what a requirement is.
 
 use crate::arrays::RiskArrays;
-use crate::book::{Book, BookAccount, BookPosition};
+use crate::book::{AddonRates, Book, BookAccount, BookPosition};
 use crate::error::{InputError, Result};
 use crate::fhs::var_es;
 use crate::grid::{self, fill_asset, fill_instrument, GridOutcome, WindowSlope};
@@ -30,6 +30,11 @@ pub enum Status {
 
 impl Status {
     pub fn of(margin_balance: f64, initial_margin: f64, maintenance_margin: f64) -> Status {
+        // Fail closed: a figure that could not be computed never reads as healthy (every
+        // comparison with NaN is false, which would fall through to `Healthy`).
+        if margin_balance.is_nan() || initial_margin.is_nan() || maintenance_margin.is_nan() {
+            return Status::Bankrupt;
+        }
         if margin_balance < 0.0 {
             Status::Bankrupt
         } else if margin_balance < maintenance_margin {
@@ -62,6 +67,8 @@ pub struct Requirement {
     pub statistical_risk: f64,
     pub short_option_minimum: f64,
     pub addons: f64,
+    /// The add-ons apart (docs/MODEL.md section 11); `addons` is their sum.
+    pub addon_breakdown: AddonBreakdown,
     pub initial_margin: f64,
     pub maintenance_margin: f64,
     pub status: Status,
@@ -71,6 +78,131 @@ impl Requirement {
     pub fn below_maintenance(&self) -> bool {
         self.margin_balance < self.maintenance_margin
     }
+}
+
+/// The four contingency add-ons of docs/MODEL.md section 11, in USD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AddonBreakdown {
+    pub option: f64,
+    pub basis: f64,
+    pub oracle: f64,
+    pub liquidity: f64,
+}
+
+impl AddonBreakdown {
+    pub fn total(&self) -> f64 {
+        self.option + self.basis + self.oracle + self.liquidity
+    }
+
+    fn add(&mut self, other: &AddonBreakdown) {
+        self.option += other.option;
+        self.basis += other.basis;
+        self.oracle += other.oracle;
+        self.liquidity += other.liquidity;
+    }
+}
+
+/// What one underlying's holdings count for in the add-ons: short option contracts, long and
+/// short linear units (perpetuals, futures and coin balances in units `b`), gross units and
+/// net delta; and, for the liquidity add-on's slope, its options' bound on how fast their
+/// deltas move.
+#[derive(Debug, Clone, Copy, Default)]
+struct AddonTally {
+    short_options: f64,
+    long_linear: f64,
+    short_linear: f64,
+    gross: f64,
+    delta: f64,
+    has_options: bool,
+    /// The most the net delta can be in size: linear units, and options' sizes times their
+    /// largest delta.
+    gross_delta: f64,
+    /// Sum over options of [`grid::delta_slope_bound`]: the most the net delta moves per unit
+    /// of log price.
+    gamma: f64,
+}
+
+impl AddonTally {
+    fn linear(&mut self, units: f64) {
+        if units > 0.0 {
+            self.long_linear += units;
+        } else {
+            self.short_linear -= units;
+        }
+        self.gross += units.abs();
+        self.gross_delta += units.abs();
+        self.delta += units;
+    }
+
+    /// The add-ons with the underlying at `spot`, and bounds on how fast they move per unit of
+    /// relative move of its prices: near today's (within [`grid::SLOPE_WINDOW`]) and anywhere.
+    ///
+    /// The option and basis add-ons are `spot` times units that do not move (a coin balance's
+    /// units `b` do not: its price and the spot scale together), so each moves by its own value
+    /// per unit of relative move; the oracle add-on does not move. The liquidity add-on
+    /// `L(x) = k S x |Delta(x)|^1.5 / sqrt(adv)`, with `Delta` fixed when the underlying has no
+    /// option, moves the same way. With options, `dL/dx = k S / sqrt(adv) (|Delta|^1.5 +
+    /// 1.5 |Delta|^0.5 x dDelta/dx)` and `|x dDelta/dx| <= Gamma` (the `gamma` above) at any
+    /// price, so `L` moves by at most `k S / sqrt(adv) (Dmax^1.5 + 1.5 Dmax^0.5 Gamma)`, with
+    /// `Dmax` the most `|Delta|` can be: anywhere, `gross_delta`; within the window,
+    /// `|Delta(1)| + Gamma w / (1 - w)` (and `x <= 1 + w`).
+    fn finish(&self, rates: &AddonRates, spot: f64, confidence: f64) -> (AddonBreakdown, f64, f64) {
+        let magnitude = self.delta.abs();
+        let liquidity = if rates.liquidity > 0.0 {
+            rates.liquidity * spot * magnitude * (magnitude / rates.adv).sqrt()
+        } else {
+            0.0
+        };
+        let addons = AddonBreakdown {
+            option: rates.option * spot * self.short_options,
+            basis: rates.basis * spot * self.long_linear.min(self.short_linear),
+            oracle: rates.oracle_multiple * confidence * self.gross,
+            liquidity,
+        };
+        let moving = addons.option + addons.basis;
+        if rates.liquidity > 0.0 && self.has_options {
+            let w = grid::SLOPE_WINDOW;
+            let per_unit = rates.liquidity * spot / rates.adv.sqrt();
+            let bound = |most: f64, scale: f64| {
+                per_unit * (most * most.sqrt() + scale * 1.5 * most.sqrt() * self.gamma)
+            };
+            let anywhere = bound(self.gross_delta, 1.0);
+            let g = self.gamma / (1.0 - w);
+            let near = bound(magnitude + g * w, (1.0 + w) / (1.0 - w)).min(anywhere);
+            // (Rounding allowance on the bounds' own arithmetic; an infinite gamma, of an
+            // option at or past expiry, leaves them infinite.)
+            let slack = 1.0 + 1e-9;
+            (addons, moving + near * slack, moving + anywhere * slack)
+        } else {
+            (addons, moving + liquidity, moving + liquidity)
+        }
+    }
+}
+
+/// For the liquidity add-on of a fill screened without evaluating the account: the most the
+/// account's net delta on underlying `u` can be in size at any price (perpetual, future and
+/// coin units, and options' sizes times their largest delta), and the most it moves per unit
+/// of log price (the options' [`grid::delta_slope_bound`]s).
+pub fn delta_bounds(book: &Book, account: &BookAccount, u: usize) -> (f64, f64) {
+    let (mut gross, mut gamma) = (0.0, 0.0);
+    for p in account.positions.iter().filter(|p| p.underlying == u) {
+        match &book.instruments[p.instrument].option {
+            None => gross += p.size.abs(),
+            Some(o) if p.size != 0.0 => {
+                gross += p.size.abs() * grid::delta_bound(o, book.rate);
+                gamma += p.size.abs() * grid::delta_slope_bound(o, book.rate);
+            }
+            Some(_) => {}
+        }
+    }
+    let spot = book.underlyings[u].spot;
+    for b in &account.balances {
+        let asset = &book.assets[b.asset];
+        if asset.underlying == Some(u) {
+            gross += (b.amount * asset.price / spot).abs();
+        }
+    }
+    (gross, gamma)
 }
 
 /// Running sums for one account while its underlyings are added.
@@ -118,6 +250,13 @@ pub struct ExposureSums {
     pub window_rows: f64,
     pub window_centred: f64,
     pub window_half: f64,
+    /// The add-ons on this exposure, at the prices summed at.
+    pub addons: AddonBreakdown,
+    /// How fast they move per unit of relative move of the underlying's prices: within
+    /// [`grid::SLOPE_WINDOW`] of the prices summed at, and at any price (infinite where
+    /// unbounded: the liquidity add-on of an option at or past expiry, whose delta jumps).
+    pub addon_slope: f64,
+    pub addon_slope_anywhere: f64,
 }
 
 impl ExposureSums {
@@ -201,7 +340,7 @@ impl Kept {
         &self,
         account: &'p BookAccount,
         e: usize,
-    ) -> impl Iterator<Item = &'p BookPosition> + use<'_, 'p> {
+    ) -> impl Iterator<Item = &'p BookPosition> + Clone + use<'_, 'p> {
         let (from, to) = (self.starts[e] as usize, self.starts[e + 1] as usize);
         self.order[from..to]
             .iter()
@@ -364,7 +503,7 @@ impl<'a> Evaluator<'a> {
     fn add_today<'p>(
         &self,
         account: &BookAccount,
-        positions: impl Iterator<Item = &'p BookPosition>,
+        positions: impl Iterator<Item = &'p BookPosition> + Clone,
         e: usize,
         u: usize,
         partial: &mut Partial,
@@ -496,7 +635,7 @@ impl<'a> Evaluator<'a> {
     fn add_underlying_parts<'p>(
         &self,
         account: &BookAccount,
-        positions: impl Iterator<Item = &'p BookPosition>,
+        positions: impl Iterator<Item = &'p BookPosition> + Clone,
         e: usize,
         u: usize,
         scale: f64,
@@ -513,7 +652,14 @@ impl<'a> Evaluator<'a> {
         let Partial {
             rows, fhs, sums, ..
         } = partial;
-        let mut sum = ExposureSums::default();
+        // (Summed in place: the sums are too large to copy cheaply.)
+        let sum = &mut sums[e];
+        *sum = ExposureSums::default();
+        // (A pass of its own, only where an add-on is set: version 1's loop stays as it was.)
+        if book.underlyings[u].addons.any() {
+            (sum.addons, sum.addon_slope, sum.addon_slope_anywhere) =
+                self.addon_sums(account, positions.clone(), u, scale);
+        }
         let row: &mut [f64] = if grid {
             &mut rows[e * width..(e + 1) * width]
         } else {
@@ -578,7 +724,58 @@ impl<'a> Evaluator<'a> {
                 add_scaled(fhs, fhs_row, b.amount);
             }
         }
-        sums[e] = sum;
+    }
+
+    /// The add-ons of the account's holdings on underlying `u` with its prices scaled by
+    /// `scale`, and their slopes ([`AddonTally::finish`]).
+    #[inline(never)]
+    fn addon_sums<'p>(
+        &self,
+        account: &BookAccount,
+        positions: impl Iterator<Item = &'p BookPosition>,
+        u: usize,
+        scale: f64,
+    ) -> (AddonBreakdown, f64, f64) {
+        let (book, arrays, rate) = (self.book, self.arrays, self.book.rate);
+        let fresh = scale != 1.0;
+        let underlying = &book.underlyings[u];
+        let rates = underlying.addons;
+        let with_delta = rates.liquidity != 0.0;
+        let mut tally = AddonTally::default();
+        for p in positions {
+            let inst = &book.instruments[p.instrument];
+            let i = p.instrument;
+            if p.size != 0.0 {
+                match &inst.option {
+                    None => tally.linear(p.size),
+                    Some(o) => {
+                        if p.size < 0.0 {
+                            tally.short_options -= p.size;
+                        }
+                        tally.gross += p.size.abs();
+                        if with_delta {
+                            let delta = if fresh {
+                                inst.delta_at(scale, rate)
+                            } else {
+                                arrays.deltas[i]
+                            };
+                            tally.delta += p.size * delta;
+                            tally.has_options = true;
+                            tally.gross_delta += p.size.abs() * grid::delta_bound(o, rate);
+                            tally.gamma += p.size.abs() * grid::delta_slope_bound(o, rate);
+                        }
+                    }
+                }
+            }
+        }
+        for b in &account.balances {
+            let asset = &book.assets[b.asset];
+            if asset.underlying == Some(u) {
+                // Units of the underlying: the asset's price and the spot scale together.
+                tally.linear(b.amount * asset.price / underlying.spot);
+            }
+        }
+        tally.finish(&rates, underlying.spot * scale, underlying.confidence)
     }
 
     /// Turns the sums into requirements and a status.
@@ -594,13 +791,15 @@ impl<'a> Evaluator<'a> {
         let statistical_risk = es.max(0.0);
         let (mut equity, mut margin_balance) = (partial.fixed.equity, partial.fixed.margin_balance);
         let mut short_option_notional = 0.0;
+        let mut addon_breakdown = AddonBreakdown::default();
         for sum in &partial.sums {
             equity += sum.equity;
             margin_balance += sum.margin_balance;
             short_option_notional += sum.short_option_notional;
+            addon_breakdown.add(&sum.addons);
         }
         let short_option_minimum = params.som_rate * short_option_notional;
-        let addons = 0.0;
+        let addons = addon_breakdown.total();
         let initial_margin = grid
             .grid_risk
             .max(statistical_risk)
@@ -617,6 +816,7 @@ impl<'a> Evaluator<'a> {
             statistical_risk,
             short_option_minimum,
             addons,
+            addon_breakdown,
             initial_margin,
             maintenance_margin,
         }
@@ -660,6 +860,9 @@ mod tests {
         assert_eq!(Status::of(0.0, 100.0, 75.0), Status::Liquidatable);
         assert_eq!(Status::of(-0.01, 100.0, 75.0), Status::Bankrupt);
         assert_eq!(Status::of(0.0, 0.0, 0.0), Status::Healthy);
+        assert_eq!(Status::of(f64::NAN, 100.0, 75.0), Status::Bankrupt);
+        assert_eq!(Status::of(1e9, f64::NAN, 75.0), Status::Bankrupt);
+        assert_eq!(Status::of(1e9, 100.0, f64::NAN), Status::Bankrupt);
     }
 
     #[test]

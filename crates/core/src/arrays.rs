@@ -25,6 +25,10 @@ pub struct RiskArrays {
     pub fhs_count: usize,
     /// Today's value of one contract of each instrument.
     pub values: Vec<f64>,
+    /// Today's delta of one contract of each option as the liquidity add-on counts it
+    /// ([`crate::grid::model_delta`]); 0 for perpetuals and futures (whose delta is 1 and is
+    /// counted apart).
+    pub deltas: Vec<f64>,
     /// `grid[i * width + s]`: P&L of one contract of instrument `i` in slot `s`.
     pub grid: Vec<f64>,
     /// `asset_grid[a * width + s]`: P&L of one unit of asset `a` (zero for stable assets).
@@ -58,6 +62,11 @@ impl RiskArrays {
             .instruments
             .iter()
             .map(|i| i.value_at(1.0, rate))
+            .collect();
+        let deltas = book
+            .instruments
+            .iter()
+            .map(|i| i.delta_at(1.0, rate))
             .collect();
 
         let slot_weights = shape.weights();
@@ -101,6 +110,7 @@ impl RiskArrays {
             fhs_shocks,
             fhs_count,
             values,
+            deltas,
             grid,
             asset_grid,
             slot_weights,
@@ -135,6 +145,7 @@ impl RiskArrays {
         let (width, n_fhs, rate) = (self.width, self.fhs_count, book.rate);
         for i in self.values.len()..book.instruments.len() {
             self.values.push(0.0);
+            self.deltas.push(0.0);
             self.slopes.push(WindowSlope::default());
             self.grid.extend(std::iter::repeat_n(0.0, width));
             self.fhs.extend(std::iter::repeat_n(0.0, n_fhs));
@@ -176,6 +187,7 @@ impl RiskArrays {
         n_fhs: usize,
     ) {
         self.values[i] = inst.value_at(1.0, rate);
+        self.deltas[i] = inst.delta_at(1.0, rate);
         let u = inst.underlying;
         self.slopes[i] = fill_instrument_windowed(
             inst,

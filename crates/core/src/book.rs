@@ -27,6 +27,74 @@ pub struct Underlying {
     pub vol_scan_down: f64,
     pub standard_im_rate: f64,
     pub standard_mm_rate: f64,
+    /// How an option's vol shift scales with its tenor (docs/MODEL.md section 9).
+    pub tenor: TenorScaling,
+    /// The contingency add-on rates (docs/MODEL.md section 11).
+    pub addons: AddonRates,
+    /// The oracle's price uncertainty in USD (the market's `confidence`; 0 where absent).
+    pub confidence: f64,
+}
+
+/// docs/MODEL.md section 9: `s = (tenor_days / d)^p`, `d = max(365 T, min_days)`, `p` the short
+/// power under `tenor_days` and the long one from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TenorScaling {
+    pub tenor_days: f64,
+    pub power_short: f64,
+    pub power_long: f64,
+    pub min_days: f64,
+}
+
+impl Default for TenorScaling {
+    fn default() -> Self {
+        TenorScaling {
+            tenor_days: 30.0,
+            power_short: 0.0,
+            power_long: 0.0,
+            min_days: 1.0,
+        }
+    }
+}
+
+impl TenorScaling {
+    /// The factor on the vol shift of an option `t` years from expiry. At or past expiry the
+    /// option is worth its intrinsic value and takes no vol: 1, which nothing reads. With both
+    /// powers 0 it is exactly 1 (`powf(x, 0)` is 1 for every `x`), so version 1 shocks keep
+    /// their bits.
+    pub fn scale(&self, t: f64) -> f64 {
+        if t <= 0.0 {
+            return 1.0;
+        }
+        let days = (365.0 * t).max(self.min_days);
+        let power = if days < self.tenor_days {
+            self.power_short
+        } else {
+            self.power_long
+        };
+        (self.tenor_days / days).powf(power)
+    }
+}
+
+/// docs/MODEL.md section 11, per underlying: every rate 0 (off) by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AddonRates {
+    pub option: f64,
+    pub basis: f64,
+    pub oracle_multiple: f64,
+    pub liquidity: f64,
+    /// Average daily volume, in units of the underlying (positive where `liquidity` is).
+    pub adv: f64,
+}
+
+impl AddonRates {
+    /// Whether any add-on can be nonzero on this underlying.
+    #[inline]
+    pub fn any(&self) -> bool {
+        self.option != 0.0
+            || self.basis != 0.0
+            || self.oracle_multiple != 0.0
+            || self.liquidity != 0.0
+    }
 }
 
 /// An instrument with its marks fixed for this snapshot.
@@ -46,6 +114,8 @@ pub struct OptionMark {
     pub side: OptionKind,
     pub vol: f64,
     pub t: f64,
+    /// The factor on every scenario's vol shift for this option ([`TenorScaling::scale`]).
+    pub vol_scale: f64,
 }
 
 impl Priced {
@@ -56,6 +126,16 @@ impl Priced {
         match &self.option {
             Some(o) => black76(o.side, self.forward * scale, o.strike, o.t, o.vol, rate),
             None => self.forward * scale,
+        }
+    }
+
+    /// An option's delta per contract with the underlying scaled by `scale`, vol held
+    /// ([`crate::grid::model_delta`]); 0 for a perpetual or future.
+    #[inline]
+    pub fn delta_at(&self, scale: f64, rate: f64) -> f64 {
+        match &self.option {
+            Some(o) => crate::grid::model_delta(o, self.forward * scale, rate),
+            None => 0.0,
         }
     }
 }
@@ -161,6 +241,20 @@ impl Book {
                     vol_scan_down: u.vol_scan_down,
                     standard_im_rate: u.standard_im_rate,
                     standard_mm_rate: u.standard_mm_rate,
+                    tenor: TenorScaling {
+                        tenor_days: u.vol_tenor_days,
+                        power_short: u.vol_power_short,
+                        power_long: u.vol_power_long,
+                        min_days: u.vol_min_days,
+                    },
+                    addons: AddonRates {
+                        option: u.option_contingency,
+                        basis: u.basis_contingency,
+                        oracle_multiple: u.oracle_confidence_multiple,
+                        liquidity: u.liquidity_coefficient,
+                        adv: u.adv,
+                    },
+                    confidence: market.confidence.get(name).copied().unwrap_or(0.0),
                 })
                 .collect(),
             instruments: Vec::new(),
@@ -200,6 +294,14 @@ impl Book {
         self.instrument_index.get(name).copied()
     }
 
+    /// Drops the instruments from index `listed` on (a live engine's fill that added one and
+    /// was then refused leaves none behind).
+    pub fn forget_instruments_from(&mut self, listed: usize) {
+        for p in self.instruments.drain(listed.min(self.instruments.len())..) {
+            self.instrument_index.remove(&p.instrument.name);
+        }
+    }
+
     /// The index of `inst`, pricing and adding it first if the book does not hold it yet (a live
     /// engine meets new instruments as trades arrive). Its underlying must already be priced.
     pub fn ensure_instrument(&mut self, inst: &Instrument, market: &Market) -> Result<usize> {
@@ -231,7 +333,7 @@ impl Book {
                 )
             })?;
         self.underlyings[u].spot = spot;
-        let priced = price_instrument(market, inst, u, spot)?;
+        let priced = price_instrument(market, inst, u, spot, &self.underlyings[u].tenor)?;
         let index = self.instruments.len();
         self.instruments.push(priced);
         self.instrument_index.insert(inst.name.clone(), index);
@@ -282,11 +384,17 @@ impl Book {
             )
         })?;
         self.underlyings[u].spot = spot;
+        self.underlyings[u].confidence = market
+            .confidence
+            .get(&self.underlyings[u].name)
+            .copied()
+            .unwrap_or(0.0);
         self.as_of = market.as_of;
         self.rate = market.rate;
+        let tenor = self.underlyings[u].tenor;
         // (In place: a tick re-marks every instrument of its underlying.)
         for priced in self.instruments.iter_mut().filter(|p| p.underlying == u) {
-            (priced.forward, priced.option) = marks(market, &priced.instrument, spot)?;
+            (priced.forward, priced.option) = marks(market, &priced.instrument, spot, &tenor)?;
         }
         for asset in self.assets.iter_mut().filter(|a| a.underlying == Some(u)) {
             if let Some(p) = market.prices.get(&asset.name) {
@@ -392,7 +500,8 @@ impl Builder<'_> {
             return Ok((i, self.instruments[i].underlying));
         }
         let u = self.underlying(&inst.underlying, &inst.name)?;
-        let priced = price_instrument(self.market, inst, u, self.underlyings[u].spot)?;
+        let underlying = &self.underlyings[u];
+        let priced = price_instrument(self.market, inst, u, underlying.spot, &underlying.tenor)?;
         let index = self.instruments.len();
         self.instruments.push(priced);
         self.instrument_index.insert(inst.name.clone(), index);
@@ -434,8 +543,14 @@ impl Builder<'_> {
 }
 
 /// Marks one instrument: its forward (or perpetual mark) and, for an option, vol and time.
-fn price_instrument(market: &Market, inst: &Instrument, u: usize, spot: f64) -> Result<Priced> {
-    let (forward, option) = marks(market, inst, spot)?;
+fn price_instrument(
+    market: &Market,
+    inst: &Instrument,
+    u: usize,
+    spot: f64,
+    tenor: &TenorScaling,
+) -> Result<Priced> {
+    let (forward, option) = marks(market, inst, spot, tenor)?;
     Ok(Priced {
         instrument: inst.clone(),
         underlying: u,
@@ -445,8 +560,13 @@ fn price_instrument(market: &Market, inst: &Instrument, u: usize, spot: f64) -> 
 }
 
 /// An instrument's mark (perpetual or future) or forward (option), and an option's terms,
-/// with its underlying at `spot`.
-fn marks(market: &Market, inst: &Instrument, spot: f64) -> Result<(f64, Option<OptionMark>)> {
+/// with its underlying at `spot` (`tenor`: its underlying's vol shift scaling).
+fn marks(
+    market: &Market,
+    inst: &Instrument,
+    spot: f64,
+    tenor: &TenorScaling,
+) -> Result<(f64, Option<OptionMark>)> {
     Ok(match (inst.kind, inst.expiry) {
         (Kind::Option { strike, side }, Some(expiry)) => {
             let forward = market.forward(&inst.underlying, expiry, spot);
@@ -468,6 +588,7 @@ fn marks(market: &Market, inst: &Instrument, spot: f64) -> Result<(f64, Option<O
                     side,
                     vol,
                     t,
+                    vol_scale: tenor.scale(t),
                 }),
             )
         }

@@ -1,4 +1,4 @@
-//! Filtered historical simulation (MODEL.md section 5).
+//! Filtered historical simulation (docs/MODEL.md section 5).
 //!
 //! Each past day becomes a scenario: the day's return, rescaled from the volatility of its
 //! own time to today's (EWMA) volatility, so that a calm-period return counts for more when

@@ -1,4 +1,4 @@
-//! The scenario grid (MODEL.md section 4) and per-instrument risk arrays.
+//! The scenario grid (docs/MODEL.md section 4) and per-instrument risk arrays.
 //!
 //! Each underlying has the same set of scenario *slots*: the price steps with vol up and with
 //! vol down, the two extremes, and the two decoupling moves. A risk array holds one
@@ -11,19 +11,27 @@
 //!   move the other way, i.e. one row's `dec+` slot plus every other row's `dec-` slot.
 
 use crate::book::{Asset, OptionMark, Priced, Underlying};
-use crate::input::params::GridParams;
+use crate::input::params::{ExtendedMove, GridParams, VolDirection};
 use pmargin_pricing::{black76, black76_value_delta, OptionKind};
 
 /// Floor on a shocked vol, so a vol-down scenario never prices with a zero or negative vol.
 pub const MIN_SCENARIO_VOL: f64 = 0.01;
 
-/// The grid's shape: how many price steps, and the extreme and decoupling settings.
+/// The grid's shape: how many price steps, the extreme and decoupling settings, and the
+/// extended moves (docs/MODEL.md section 10).
+///
+/// Slots per underlying, in this order: the `2n` price steps (vol up, vol down at each), the
+/// two extremes, the extended moves in the parameter set's order, then the two decoupling
+/// moves. Every slot but the decoupling pair belongs to the single and tandem families.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GridShape {
     pub price_steps: usize,
     pub extreme_multiple: f64,
     pub extreme_cover: f64,
     pub decoupling_fraction: f64,
+    pub extended: Vec<ExtendedMove>,
+    /// Each slot's weight ([`GridShape::weights`]), kept for the hot path.
+    slot_weights: Vec<f64>,
 }
 
 /// Vol direction of a slot.
@@ -34,40 +42,80 @@ pub enum VolShift {
     None,
 }
 
-/// One slot: a price move as a multiple of the scan range, a vol direction, and a weight.
+impl From<VolDirection> for VolShift {
+    fn from(v: VolDirection) -> Self {
+        match v {
+            VolDirection::Up => VolShift::Up,
+            VolDirection::None => VolShift::None,
+            VolDirection::Down => VolShift::Down,
+        }
+    }
+}
+
+/// How far a slot moves the price.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PriceMove {
+    /// A multiple of the underlying's scan range (the price steps, extremes, decoupling).
+    Range(f64),
+    /// An absolute fraction of the price, the same for every underlying (extended moves).
+    Absolute(f64),
+}
+
+impl PriceMove {
+    /// The fraction the price moves for an underlying with scan range `range`.
+    #[inline]
+    pub fn fraction(&self, range: f64) -> f64 {
+        match *self {
+            PriceMove::Range(k) => k * range,
+            PriceMove::Absolute(m) => m,
+        }
+    }
+}
+
+/// One slot: a price move, a vol direction, and a weight.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Slot {
-    pub range_multiple: f64,
+    pub price: PriceMove,
     pub vol: VolShift,
     pub weight: f64,
 }
 
 impl GridShape {
     pub fn new(p: &GridParams) -> GridShape {
-        GridShape {
+        let mut shape = GridShape {
             price_steps: p.price_steps,
             extreme_multiple: p.extreme_multiple,
             extreme_cover: p.extreme_cover,
             decoupling_fraction: p.decoupling_fraction,
-        }
+            extended: p.extended_moves.clone(),
+            slot_weights: Vec::new(),
+        };
+        shape.slot_weights = (0..shape.width()).map(|s| shape.slot(s).weight).collect();
+        shape
     }
 
-    /// Slots per underlying: 2n price/vol slots, 2 extremes, 2 decoupling moves.
+    /// Slots per underlying: 2n price/vol slots, 2 extremes, the extended moves, 2 decoupling
+    /// moves.
     pub fn width(&self) -> usize {
-        2 * self.price_steps + 4
+        self.scan_width() + 2
     }
 
     /// Slots that belong to the single and tandem families (all but the decoupling pair).
     pub fn scan_width(&self) -> usize {
-        2 * self.price_steps + 2
+        2 * self.price_steps + 2 + self.extended.len()
     }
 
     pub fn decoupling_up(&self) -> usize {
-        2 * self.price_steps + 2
+        self.scan_width()
     }
 
     pub fn decoupling_down(&self) -> usize {
-        2 * self.price_steps + 3
+        self.scan_width() + 1
+    }
+
+    /// The first extended slot.
+    pub fn first_extended(&self) -> usize {
+        2 * self.price_steps + 2
     }
 
     /// `f_j = -1 + 2j/(n-1)`.
@@ -78,10 +126,11 @@ impl GridShape {
     pub fn slot(&self, s: usize) -> Slot {
         let n = self.price_steps;
         let plain = |range_multiple, vol| Slot {
-            range_multiple,
+            price: PriceMove::Range(range_multiple),
             vol,
             weight: 1.0,
         };
+        let extended = s.checked_sub(self.first_extended());
         match s {
             s if s < 2 * n => plain(
                 self.fraction(s / 2),
@@ -92,26 +141,37 @@ impl GridShape {
                 },
             ),
             s if s == 2 * n => Slot {
-                range_multiple: self.extreme_multiple,
+                price: PriceMove::Range(self.extreme_multiple),
                 vol: VolShift::None,
                 weight: self.extreme_cover,
             },
             s if s == 2 * n + 1 => Slot {
-                range_multiple: -self.extreme_multiple,
+                price: PriceMove::Range(-self.extreme_multiple),
                 vol: VolShift::None,
                 weight: self.extreme_cover,
             },
-            s if s == 2 * n + 2 => plain(self.decoupling_fraction, VolShift::None),
-            _ => plain(-self.decoupling_fraction, VolShift::None),
+            _ => match extended.and_then(|e| self.extended.get(e)) {
+                Some(e) => Slot {
+                    price: PriceMove::Absolute(e.price_move),
+                    vol: e.vol.into(),
+                    weight: e.cover,
+                },
+                None if s == self.decoupling_up() => {
+                    plain(self.decoupling_fraction, VolShift::None)
+                }
+                None => plain(-self.decoupling_fraction, VolShift::None),
+            },
         }
     }
 
-    /// Each slot's weight in the grid risk (the extremes' cover, 1 elsewhere).
+    /// Each slot's weight in the grid risk (the extremes' and extended moves' cover, 1
+    /// elsewhere).
     pub fn weights(&self) -> Vec<f64> {
-        (0..self.width()).map(|s| self.slot(s).weight).collect()
+        self.slot_weights.clone()
     }
 
-    /// Price move `m` and vol shift `dv` of every slot for one underlying.
+    /// Price move `m` and vol shift `dv` of every slot for one underlying (the vol shift
+    /// before an option's tenor scaling, [`OptionMark::vol_scale`]).
     pub fn shocks(&self, u: &Underlying) -> Vec<(f64, f64)> {
         (0..self.width())
             .map(|s| {
@@ -121,12 +181,12 @@ impl GridShape {
                     VolShift::Down => -u.vol_scan_down,
                     VolShift::None => 0.0,
                 };
-                (slot.range_multiple * u.price_scan_range, dv)
+                (slot.price.fraction(u.price_scan_range), dv)
             })
             .collect()
     }
 
-    /// A person's name for a slot's move: `-1/3 vol+`, `extreme down`.
+    /// A person's name for a slot's move: `-1/3 vol+`, `extreme down`, `extended -0.66 vol up`.
     pub fn slot_label(&self, s: usize) -> String {
         let n = self.price_steps;
         if s < 2 * n {
@@ -136,8 +196,14 @@ impl GridShape {
             format!("{num}/{den} {vol}")
         } else if s == 2 * n {
             "extreme up".into()
-        } else {
+        } else if s == 2 * n + 1 {
             "extreme down".into()
+        } else if let Some(e) = self.extended.get(s - self.first_extended()) {
+            format!("extended {:+} vol {}", e.price_move, e.vol.as_str())
+        } else if s == self.decoupling_up() {
+            "decoupling up".into()
+        } else {
+            "decoupling down".into()
         }
     }
 }
@@ -170,7 +236,7 @@ pub fn fill_instrument(
         Some(opt) => {
             let base = black76(opt.side, forward, opt.strike, opt.t, opt.vol, rate);
             for (o, (m, dv)) in out.iter_mut().zip(shocks) {
-                let vol = (opt.vol + dv).max(MIN_SCENARIO_VOL);
+                let vol = (opt.vol + opt.vol_scale * dv).max(MIN_SCENARIO_VOL);
                 *o = black76(opt.side, forward * (1.0 + m), opt.strike, opt.t, vol, rate) - base;
             }
         }
@@ -230,6 +296,17 @@ pub fn option_row_factor(m: f64) -> f64 {
     }
 }
 
+/// The most an option's delta moves per unit of log forward, at any forward:
+/// `D phi(d1) / (sigma sqrt t) <= D / (sigma sqrt(2 pi t))` (`D` its [`delta_bound`]);
+/// infinite at or past expiry, where its delta jumps at the strike.
+pub fn delta_slope_bound(opt: &OptionMark, rate: f64) -> f64 {
+    if opt.t > 0.0 {
+        delta_bound(opt, rate) / (opt.vol * (2.0 * std::f64::consts::PI * opt.t).sqrt())
+    } else {
+        f64::INFINITY
+    }
+}
+
 /// An option's largest delta in size: 1, or its discount factor under a negative rate.
 pub fn delta_bound(opt: &OptionMark, rate: f64) -> f64 {
     if rate >= 0.0 || opt.t <= 0.0 {
@@ -281,7 +358,7 @@ pub fn fill_instrument_windowed(
     let (b_lo, b_hi) = around(base_delta, opt.vol);
     let mut rows = 0.0f64;
     for ((o, &(m, dv)), &w) in out.iter_mut().zip(shocks).zip(weights) {
-        let vol = (opt.vol + dv).max(MIN_SCENARIO_VOL);
+        let vol = (opt.vol + opt.vol_scale * dv).max(MIN_SCENARIO_VOL);
         let (value, delta) =
             black76_value_delta(opt.side, forward * (1.0 + m), opt.strike, opt.t, vol, rate);
         *o = value - base;
@@ -303,6 +380,21 @@ pub fn fill_instrument_windowed(
         centre: forward * 0.5 * (b_lo + b_hi),
         half: forward * (0.5 * (b_hi - b_lo) + slack),
     }
+}
+
+/// An option's delta as the liquidity add-on counts it (docs/MODEL.md section 11): Black-76 at its
+/// own vol and the forward `forward`, `D N(d1)` for a call and `-D N(-d1)` for a put; at or
+/// past expiry 1 or 0 for a call, -1 or 0 for a put, by whether it is in the money (at the
+/// strike it is not).
+pub fn model_delta(opt: &OptionMark, forward: f64, rate: f64) -> f64 {
+    if opt.t <= 0.0 {
+        return match opt.side {
+            OptionKind::Call if forward > opt.strike => 1.0,
+            OptionKind::Put if forward < opt.strike => -1.0,
+            _ => 0.0,
+        };
+    }
+    pmargin_pricing::black76_greeks(opt.side, forward, opt.strike, opt.t, opt.vol, rate).delta
 }
 
 /// P&L of one unit of a non-stable asset in every slot.
@@ -356,23 +448,8 @@ pub struct GridOutcome {
 pub fn evaluate(shape: &GridShape, exposures: &[usize], rows: &[f64]) -> GridOutcome {
     let width = shape.width();
     let scan = shape.scan_width();
-    // A scan slot's weight: 1, but the extremes' cover (as `GridShape::slot` gives it); a
-    // table for the usual grid.
-    let extremes = 2 * shape.price_steps;
-    const TABLE: usize = 64;
-    let mut table = [1.0f64; TABLE];
-    for w in table.iter_mut().take(scan).skip(extremes) {
-        *w = shape.extreme_cover;
-    }
-    let weight = |s: usize| {
-        if s < TABLE {
-            table[s]
-        } else if s >= extremes {
-            shape.extreme_cover
-        } else {
-            1.0
-        }
-    };
+    // A scan slot's weight: 1, but the extremes' and extended moves' cover.
+    let weights = &shape.slot_weights[..scan];
     // The first scenario with the largest loss, in the order they are considered (singles,
     // tandems, decouplings): a later one replaces it only with a strictly larger loss (so a
     // NaN first loss stays the worst, as `loss > NaN` never holds).
@@ -382,8 +459,8 @@ pub fn evaluate(shape: &GridShape, exposures: &[usize], rows: &[f64]) -> GridOut
     for (e, &u) in exposures.iter().enumerate() {
         let row = &rows[e * width..e * width + scan];
         let mut max_loss = 0.0f64;
-        for (s, pnl) in row.iter().enumerate() {
-            let loss = -weight(s) * pnl;
+        for (s, (pnl, w)) in row.iter().zip(weights).enumerate() {
+            let loss = -w * pnl;
             max_loss = max_loss.max(loss);
             if loss > worst_loss || worst.is_none() {
                 worst_loss = loss;
@@ -396,9 +473,9 @@ pub fn evaluate(shape: &GridShape, exposures: &[usize], rows: &[f64]) -> GridOut
         scanning_risk.push(max_loss);
     }
     if exposures.len() > 1 {
-        for s in 0..scan {
+        for (s, w) in weights.iter().enumerate() {
             let total: f64 = (0..exposures.len()).map(|e| rows[e * width + s]).sum();
-            let loss = -weight(s) * total;
+            let loss = -w * total;
             if loss > worst_loss {
                 worst_loss = loss;
                 worst = Some(Scenario::Tandem { slot: s });
@@ -456,6 +533,7 @@ mod tests {
                 side,
                 vol,
                 t,
+                vol_scale: 1.0,
             }),
         }
     }
@@ -469,6 +547,9 @@ mod tests {
             vol_scan_down: 0.1,
             standard_im_rate: 0.1,
             standard_mm_rate: 0.05,
+            tenor: Default::default(),
+            addons: Default::default(),
+            confidence: 0.0,
         }
     }
 
@@ -546,7 +627,10 @@ mod tests {
         assert_eq!(g.scan_width(), 16);
         let moves: Vec<f64> = (0..14)
             .step_by(2)
-            .map(|s| g.slot(s).range_multiple)
+            .map(|s| match g.slot(s).price {
+                PriceMove::Range(k) => k,
+                PriceMove::Absolute(_) => f64::NAN,
+            })
             .collect();
         let thirds = [-1.0, -2.0 / 3.0, -1.0 / 3.0, 0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0];
         for (m, t) in moves.iter().zip(thirds) {
@@ -555,12 +639,12 @@ mod tests {
         assert_eq!(
             g.slot(14),
             Slot {
-                range_multiple: 2.0,
+                price: PriceMove::Range(2.0),
                 vol: VolShift::None,
                 weight: 0.35
             }
         );
-        assert_eq!(g.slot(17).range_multiple, -0.5);
+        assert_eq!(g.slot(17).price, PriceMove::Range(-0.5));
         assert_eq!(g.slot_label(0), "-1/1 vol+");
         assert_eq!(g.slot_label(3), "-2/3 vol-");
         assert_eq!(g.slot_label(6), "0/1 vol+");
@@ -579,6 +663,9 @@ mod tests {
             vol_scan_down: 0.1,
             standard_im_rate: 0.1,
             standard_mm_rate: 0.05,
+            tenor: Default::default(),
+            addons: Default::default(),
+            confidence: 0.0,
         };
         let rows: Vec<f64> = g.shocks(&u).iter().map(|(m, _)| -60000.0 * m).collect();
         let out = evaluate(&g, &[0], &rows);

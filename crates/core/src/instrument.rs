@@ -5,11 +5,11 @@
 //! and works with the parsed form afterwards. Every contract is linear and cash-settled in the
 //! quote currency: one contract is one unit of the underlying.
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 pub use pmargin_pricing::OptionKind;
 use std::fmt;
 
-/// Seconds in the year used for every year fraction (MODEL.md: 365 days).
+/// Seconds in the year used for every year fraction (docs/MODEL.md: 365 days).
 pub const SECONDS_PER_YEAR: f64 = 365.0 * 86_400.0;
 
 /// What a contract is. Options carry their strike and side.
@@ -62,6 +62,18 @@ impl Instrument {
             ),
         };
         let (kind, expiry) = kind_and_expiry.map_err(|e| format!("instrument `{name}`: {e}"))?;
+        // One name per contract: positions, marks, vols and settlements are keyed by the name,
+        // so `BTC-07DEC26` beside `BTC-7DEC26` (or strike `060000` or `60000.0` beside `60000`)
+        // would be a second book entry for the same contract, left open by a settlement of the
+        // first. Non-canonical spellings are refused, naming the canonical one, rather than
+        // rewritten: a name the caller sent is then always the name the engine keys by.
+        let canonical = canonical_name(underlying, expiry, kind);
+        if canonical != name {
+            return Err(format!(
+                "instrument `{name}` is not written canonically: the same contract is `{canonical}` \
+                 (expiry day without a leading zero, strike in its shortest decimal form)"
+            ));
+        }
         Ok(Instrument {
             name: name.to_string(),
             underlying: underlying.to_string(),
@@ -83,6 +95,31 @@ impl Instrument {
 impl fmt::Display for Instrument {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)
+    }
+}
+
+/// The one spelling of a contract: `U-PERPETUAL`, `U-DMMMYY` (day without a leading zero) or
+/// `U-DMMMYY-STRIKE-C|P` (strike in its shortest decimal form: `60000`, `0.25`).
+pub fn canonical_name(underlying: &str, expiry: Option<NaiveDate>, kind: Kind) -> String {
+    let code = |d: NaiveDate| {
+        format!(
+            "{}{}{:02}",
+            d.day(),
+            MONTHS[d.month0() as usize],
+            d.year().rem_euclid(100)
+        )
+    };
+    match (kind, expiry) {
+        (Kind::Option { strike, side }, Some(d)) => {
+            let side = match side {
+                OptionKind::Call => "C",
+                OptionKind::Put => "P",
+            };
+            // (`Display` of an f64 is its shortest round-trip decimal, without `.0`.)
+            format!("{underlying}-{}-{strike}-{side}", code(d))
+        }
+        (Kind::Future, Some(d)) => format!("{underlying}-{}", code(d)),
+        _ => format!("{underlying}-PERPETUAL"),
     }
 }
 
@@ -187,6 +224,32 @@ mod tests {
             "BTC-127DEC26",
         ] {
             assert!(Instrument::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn one_name_per_contract_non_canonical_spellings_name_the_canonical_one() {
+        for (bad, canonical) in [
+            ("BTC-07DEC26", "BTC-7DEC26"),
+            ("BTC-7DEC26-060000-C", "BTC-7DEC26-60000-C"),
+            ("BTC-7DEC26-60000.0-C", "BTC-7DEC26-60000-C"),
+            ("BTC-7DEC26-60000.-P", "BTC-7DEC26-60000-P"),
+            ("BTC-07DEC26-060000.00-P", "BTC-7DEC26-60000-P"),
+            ("DOGE-7MAR27-.25-P", "DOGE-7MAR27-0.25-P"),
+            ("DOGE-7MAR27-0.250-P", "DOGE-7MAR27-0.25-P"),
+        ] {
+            let err = Instrument::parse(bad).expect_err(bad);
+            assert!(err.contains(&format!("`{canonical}`")), "{bad}: {err}");
+            let ok = Instrument::parse(canonical).expect(canonical);
+            assert_eq!(ok.name, canonical);
+        }
+        for good in [
+            "BTC-27DEC26",
+            "BTC-1JAN27-100000-C",
+            "ETH-25DEC26-3000-P",
+            "X1-PERPETUAL",
+        ] {
+            assert_eq!(Instrument::parse(good).expect(good).name, good);
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Portfolio margin looks at the net risk of a whole account: a hedge lowers the requirement,
 //! so capital works harder than under isolated (per-position) margin. This crate implements
-//! the methodology of `MODEL.md` version 1, and its data flows one way:
+//! the methodology of `docs/MODEL.md` version 2, and its data flows one way:
 //!
 //! 1. [`input`]: the public formats are parsed and validated (errors name file, field, account);
 //! 2. [`book::Book`]: the portfolio is bound to a market snapshot; every instrument gets its

@@ -1,4 +1,4 @@
-//! Liquidation prices (MODEL.md section 6): for each underlying the account is exposed to,
+//! Liquidation prices (docs/MODEL.md section 6): for each underlying the account is exposed to,
 //! the nearest spot below and above today's at which its margin balance would fall below
 //! maintenance margin.
 //!
@@ -152,7 +152,17 @@ fn cushion_slope_bound(evaluator: &Evaluator<'_>, account: &BookAccount, u: usiz
         .and_then(|s| s[u].as_ref())
         .map_or(0.0, |s| (2.0 + largest_move(s)) * notional);
     let som = book.params.som_rate * short_option_spot;
-    let requirement = grid.max(statistical).max(som);
+    // The add-ons are added to the largest of the rest (docs/MODEL.md section 11): their slope at
+    // any price, from the exposure's sums, adds to its.
+    let addons = if book.underlyings[u].addons.any() {
+        let e = account.exposures.iter().position(|&v| v == u);
+        e.map_or(0.0, |e| {
+            evaluator.exposure_sums(account)[e].addon_slope_anywhere
+        })
+    } else {
+        0.0
+    };
+    let requirement = grid.max(statistical).max(som) + addons;
     notional + book.params.mm_fraction * requirement
 }
 
@@ -172,7 +182,11 @@ fn cushion_slope_bound(evaluator: &Evaluator<'_>, account: &BookAccount, u: usiz
 ///   in size; a scenario P&L `V(x F (1 + m)) - V(x F)` moves at most `|size| F D max(1 + m, 1)`,
 ///   its two deltas having the same sign;
 /// - a grid slot's loss counts with the slot's weight (the extremes' `extreme_cover`);
-/// - the short option minimum moves `som_rate x` the short options' spot notional.
+/// - the short option minimum moves `som_rate x` the short options' spot notional;
+/// - the add-ons, added to the rest, move as [`ExposureSums::addon_slope_anywhere`] says (by
+///   their own value where they are spot times fixed units; the liquidity add-on of an
+///   underlying with options by a bound from its gross delta and its options' gammas,
+///   unbounded with an option at or past expiry).
 ///
 /// The requirement (initial margin; maintenance is `mm_fraction <= 1` of it) is a maximum, or
 /// a tail average, of scenario losses each of weight at most 1 that are sums of one row per
@@ -294,9 +308,20 @@ pub fn status_slope_parts_from(
         // The options' middles net with the linear holdings; only half their range counts in
         // size.
         let balance = (sum.linear_balance + centred).abs() + half;
-        bounds.push(balance + rows.max(som));
+        // The add-ons are added to the largest of the rest, so their slope adds to its.
+        let addon = if near_today {
+            sum.addon_slope
+        } else {
+            sum.addon_slope_anywhere
+        };
+        let required = if addon != 0.0 {
+            rows.max(som) + addon
+        } else {
+            rows.max(som)
+        };
+        bounds.push(balance + required);
         if let Some(r) = requirement.as_deref_mut() {
-            r.push(rows.max(som));
+            r.push(required);
         }
     }
 }
@@ -359,25 +384,30 @@ mod tests {
     fn skipping_proven_steps_gives_exactly_the_exhaustive_search() {
         // Synthetic books: options, futures and perpetuals on five underlyings, many accounts
         // close to their maintenance margin, so crossings occur at every distance.
+        // Version 1, and version 2 with every add-on (recomputed at every step).
         use crate::{synthetic, Evaluator, RiskArrays};
-        let book = synthetic::book(120, 11).unwrap();
-        let arrays = RiskArrays::compute(&book, None).unwrap();
-        let evaluator = Evaluator::new(&book, &arrays);
-        let mut crossings = 0;
-        for account in &book.accounts {
-            let below = evaluator.requirement(account).unwrap().below_maintenance();
-            let fast = prices(&evaluator, account, below, true);
-            let slow = prices(&evaluator, account, below, false);
-            assert_eq!(fast, slow, "account {}", account.id);
-            crossings += fast
-                .values()
-                .filter(|p| p.down.is_some() || p.up.is_some())
-                .count();
+        for book in [
+            synthetic::book(120, 11).unwrap(),
+            synthetic::book_v2(120, 11).unwrap(),
+        ] {
+            let arrays = RiskArrays::compute(&book, None).unwrap();
+            let evaluator = Evaluator::new(&book, &arrays);
+            let mut crossings = 0;
+            for account in &book.accounts {
+                let below = evaluator.requirement(account).unwrap().below_maintenance();
+                let fast = prices(&evaluator, account, below, true);
+                let slow = prices(&evaluator, account, below, false);
+                assert_eq!(fast, slow, "account {}", account.id);
+                crossings += fast
+                    .values()
+                    .filter(|p| p.down.is_some() || p.up.is_some())
+                    .count();
+            }
+            assert!(
+                crossings > 50,
+                "the book must exercise crossings, got {crossings}"
+            );
         }
-        assert!(
-            crossings > 50,
-            "the book must exercise crossings, got {crossings}"
-        );
     }
 
     /// Margin balance, and its excess over maintenance and over initial margin: the figures
@@ -420,10 +450,19 @@ mod tests {
     fn status_figures_move_no_faster_than_their_slope_bounds() {
         // Every exposure of every synthetic account moved at once by up to 3%: the three
         // status figures move by no more than the bounds allow.
-        use crate::{synthetic, Evaluator, RiskArrays};
-        let book = synthetic::book(60, 5).unwrap();
-        let arrays = RiskArrays::compute(&book, None).unwrap();
-        let evaluator = Evaluator::new(&book, &arrays);
+        use crate::synthetic;
+        for book in [
+            synthetic::book(60, 5).unwrap(),
+            synthetic::book_v2(60, 5).unwrap(),
+        ] {
+            status_figures_move_within_bounds(&book);
+        }
+    }
+
+    fn status_figures_move_within_bounds(book: &crate::Book) {
+        use crate::{Evaluator, RiskArrays};
+        let arrays = RiskArrays::compute(book, None).unwrap();
+        let evaluator = Evaluator::new(book, &arrays);
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for account in &book.accounts {
             let bounds = status_slope_bounds(&evaluator, account);
@@ -442,6 +481,54 @@ mod tests {
                 assert_moves_within_bounds(&evaluator, account, &bounds, &today, &scales);
             }
         }
+    }
+
+    #[test]
+    fn window_slope_bounds_with_every_add_on_hold_within_the_window() {
+        // Version 2 (the liquidity add-on of option books bounded through their gammas): the
+        // bounds near today's prices hold for every move of every exposure within the window.
+        use crate::{synthetic, Evaluator, RiskArrays};
+        let book = synthetic::book_v2(80, 23).unwrap();
+        let arrays = RiskArrays::compute(&book, None).unwrap();
+        let evaluator = Evaluator::new(&book, &arrays);
+        let factors = slope_factors(&arrays);
+        let mut seed = 0x51_7cc1_b727_220au64;
+        let mut uniform = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mut checked, mut with_liquidity) = (0, 0);
+        for account in &book.accounts {
+            let sums = evaluator.exposure_sums(account);
+            with_liquidity += sums.iter().filter(|s| s.addons.liquidity > 0.0).count();
+            let mut bounds = Vec::new();
+            status_slope_parts_from(
+                &book,
+                &factors,
+                &account.exposures,
+                &sums,
+                true,
+                &mut bounds,
+                None,
+            );
+            assert!(bounds.iter().all(|b| b.is_finite()), "{bounds:?}");
+            let today = status_figures(&evaluator.requirement(account).unwrap());
+            for trial in 0..16 {
+                let reach = [0.001, 0.01, 0.039][trial % 3];
+                let scales: Vec<f64> = bounds
+                    .iter()
+                    .map(|_| 1.0 + reach * 2.0 * (uniform() - 0.5))
+                    .collect();
+                checked +=
+                    assert_moves_within_bounds(&evaluator, account, &bounds, &today, &scales);
+            }
+        }
+        assert!(
+            checked > 3000 && with_liquidity > 100,
+            "{checked} {with_liquidity}"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Monte Carlo statistical risk (MODEL.md section 5, "free, but required").
+//! Monte Carlo statistical risk (docs/MODEL.md section 5, "free, but required").
 //!
 //! A simulated path is the same kind of object as a historical day of the filtered historical
 //! simulation: one joint price move `m_u = exp(x_u) - 1` per underlying, vol shifts 0, weight 1.
@@ -229,7 +229,7 @@ pub fn account_losses(evaluator: &Evaluator, account: &BookAccount) -> Result<Ve
 /// error of the ES (`pmargin_stats::montecarlo::expected_shortfall`, same tail rule as the
 /// report). `None` without scenarios or exposures (the report's ES is then 0).
 ///
-/// The margin report keeps the format of FORMATS.md, so the simulation error is available
+/// The margin report keeps the format of docs/FORMATS.md, so the simulation error is available
 /// here rather than in the report: `es` agrees with the report's `es` (up to summation order)
 /// and `standard_error` says how far another seed could move it.
 pub fn account_es(evaluator: &Evaluator, account: &BookAccount) -> Result<Option<EsEstimate>> {

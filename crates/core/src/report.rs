@@ -1,6 +1,6 @@
-//! The margin report (FORMATS.md): one entry per account, in the portfolio's order.
+//! The margin report (docs/FORMATS.md): one entry per account, in the portfolio's order.
 
-use crate::account::{Evaluator, Requirement, Status};
+use crate::account::{AddonBreakdown, Evaluator, Requirement, Status};
 use crate::arrays::RiskArrays;
 use crate::book::Book;
 use crate::error::{InputError, Result};
@@ -36,6 +36,8 @@ pub struct AccountReport {
     pub statistical_risk: f64,
     pub short_option_minimum: f64,
     pub addons: f64,
+    /// `addons` by kind (docs/MODEL.md section 11).
+    pub addon_breakdown: AddonBreakdown,
     pub scanning_risk: BTreeMap<String, f64>,
     pub worst_scenario: Option<String>,
     pub var: f64,
@@ -44,7 +46,7 @@ pub struct AccountReport {
     pub standard_maintenance_margin: f64,
     pub capital_efficiency: Option<f64>,
     pub liquidation_prices: BTreeMap<String, LiquidationPrice>,
-    /// Not in FORMATS.md version 1: portfolio greeks per underlying (see `greeks`).
+    /// Not in docs/FORMATS.md version 1: portfolio greeks per underlying (see `greeks`).
     pub greeks: BTreeMap<String, PortfolioGreeks>,
 }
 
@@ -134,6 +136,7 @@ fn account_report(
         statistical_risk: req.statistical_risk,
         short_option_minimum: req.short_option_minimum,
         addons: req.addons,
+        addon_breakdown: req.addon_breakdown,
         scanning_risk: account
             .exposures
             .iter()

@@ -7,11 +7,12 @@
 use crate::account::Evaluator;
 use crate::book::BookAccount;
 use crate::error::Result;
-use crate::grid::{Scenario, VolShift};
+use crate::grid::{PriceMove, Scenario, VolShift};
 use serde::Serialize;
 
 /// One scenario's outcome. `price_move` is the fraction the underlying moves (for tandem rows,
-/// the multiple of each underlying's own range); `loss` already carries the scenario weight.
+/// the multiple of each underlying's own range, but for an extended move the absolute fraction
+/// every underlying moves by); `loss` already carries the scenario weight.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScenarioLoss {
     pub family: &'static str,
@@ -98,7 +99,10 @@ impl Evaluator<'_> {
                     "tandem",
                     None,
                     Scenario::Tandem { slot: s },
-                    slot.range_multiple,
+                    match slot.price {
+                        PriceMove::Range(k) => k,
+                        PriceMove::Absolute(m) => m,
+                    },
                     direction,
                     slot.weight,
                     total,
@@ -110,8 +114,10 @@ impl Evaluator<'_> {
                     let pnl: f64 = (0..account.exposures.len())
                         .map(|f| rows[f * width + if f == e { own } else { other }])
                         .sum();
-                    let m =
-                        shape.slot(own).range_multiple * self.book.underlyings[u].price_scan_range;
+                    let m = shape
+                        .slot(own)
+                        .price
+                        .fraction(self.book.underlyings[u].price_scan_range);
                     push(
                         "decoupling",
                         Some(u),

@@ -1,4 +1,4 @@
-//! Standard (isolated) margin (MODEL.md section 7): what the account would post if each
+//! Standard (isolated) margin (docs/MODEL.md section 7): what the account would post if each
 //! position were margined on its own. It is the baseline that shows what portfolio margin
 //! saves: `capital_efficiency` = standard IM / portfolio IM.
 

@@ -28,9 +28,23 @@ pub const POSITIONS_PER_ACCOUNT: usize = 10;
 
 /// The market and parameters the synthetic book is margined with.
 pub fn market_and_params() -> Result<(Market, Params)> {
+    market_and_params_of(false)
+}
+
+/// [`market_and_params`] with every part of MODEL.md version 2 on: vol shocks scaled by tenor
+/// (Deribit's `(30 / days)^0.3` under 30 days, 0.15 beyond), three extended moves, the option,
+/// basis and oracle add-ons on every underlying (with an oracle confidence of 5 basis points of
+/// spot) and the liquidity add-on on BTC, ETH and SOL, for tests and benchmarks of version 2
+/// beside version 1.
+pub fn market_and_params_v2() -> Result<(Market, Params)> {
+    market_and_params_of(true)
+}
+
+fn market_and_params_of(v2: bool) -> Result<(Market, Params)> {
     let mut prices = serde_json::Map::new();
     let mut vols = serde_json::Map::new();
     let mut underlyings = serde_json::Map::new();
+    let mut confidence = serde_json::Map::new();
     let mut collateral = serde_json::Map::new();
     collateral.insert("USDC".into(), serde_json::json!({ "haircut": 0.0 }));
     prices.insert("USDC".into(), 1.0.into());
@@ -38,20 +52,44 @@ pub fn market_and_params() -> Result<(Market, Params)> {
         prices.insert(name.into(), spot.into());
         vols.insert(name.into(), serde_json::json!({ "default": vol }));
         let range = 0.08 + 0.1 * vol;
-        underlyings.insert(
-            name.into(),
-            serde_json::json!({ "price_scan_range": range, "vol_scan_up": 0.1, "vol_scan_down": 0.1,
-                                "standard_im_rate": 0.1, "standard_mm_rate": 0.05 }),
-        );
+        let mut entry = serde_json::json!({ "price_scan_range": range, "vol_scan_up": 0.1,
+            "vol_scan_down": 0.1, "standard_im_rate": 0.1, "standard_mm_rate": 0.05 });
+        if v2 {
+            for (field, value) in [
+                ("vol_power_short", 0.3),
+                ("vol_power_long", 0.15),
+                ("option_contingency", 0.01),
+                ("basis_contingency", 0.005),
+                ("oracle_confidence_multiple", 1.0),
+            ] {
+                entry[field] = value.into();
+            }
+            // The liquidity add-on on three of the five (a fill on an underlying with it is
+            // never screened: the other two keep the screened fills exercised).
+            if spot >= 100.0 {
+                entry["liquidity_coefficient"] = 0.1.into();
+                // About 2 billion USD a day.
+                entry["adv"] = (2e9 / spot).into();
+            }
+            confidence.insert(name.into(), (5e-4 * spot).into());
+        }
+        underlyings.insert(name.into(), entry);
         collateral.insert(
             name.into(),
             serde_json::json!({ "haircut": 0.1, "underlying": name }),
         );
     }
-    let market =
-        serde_json::json!({ "as_of": "2026-11-24T08:00:00Z", "prices": prices, "vols": vols });
-    let params =
+    let market = serde_json::json!({ "as_of": "2026-11-24T08:00:00Z", "prices": prices,
+        "vols": vols, "confidence": confidence });
+    let mut params =
         serde_json::json!({ "version": 1, "underlyings": underlyings, "collateral": collateral });
+    if v2 {
+        params["grid"] = serde_json::json!({ "extended_moves": [
+            { "move": -0.3, "vol": "up", "cover": 0.5 },
+            { "move": 0.4, "vol": "down", "cover": 0.4 },
+            { "move": -0.6, "cover": 0.2 }
+        ] });
+    }
     Ok((
         Market::parse("synthetic market", &market.to_string())?,
         Params::parse("synthetic params", &params.to_string())?,
@@ -89,7 +127,15 @@ fn round_strike(x: f64) -> String {
 /// A book of `accounts` accounts with [`POSITIONS_PER_ACCOUNT`] positions each. Built directly
 /// in index form so that a million positions cost tens of megabytes, not hundreds.
 pub fn book(accounts: usize, seed: u64) -> Result<Book> {
-    let (market, params) = market_and_params()?;
+    book_of(accounts, seed, market_and_params()?)
+}
+
+/// [`book`] margined with [`market_and_params_v2`].
+pub fn book_v2(accounts: usize, seed: u64) -> Result<Book> {
+    book_of(accounts, seed, market_and_params_v2()?)
+}
+
+fn book_of(accounts: usize, seed: u64, (market, params): (Market, Params)) -> Result<Book> {
     let universe = instruments();
     // One account holding everything once makes the builder price the whole universe.
     let catalogue = Portfolio {

@@ -125,17 +125,7 @@ pub fn what_if(
         let price = trade
             .price
             .unwrap_or_else(|| priced.value_at(1.0, book.rate));
-        if trade.instrument.is_option() {
-            *after
-                .balances
-                .entry(settlement_asset.to_string())
-                .or_insert(0.0) -= trade.size * price;
-        }
-        after.positions.push(Position {
-            instrument: trade.instrument.clone(),
-            size: trade.size,
-            entry_price: (!trade.instrument.is_option()).then_some(price),
-        });
+        fill(&mut after, trade, price, settlement_asset);
         fills.push(Fill {
             instrument: trade.instrument.name.clone(),
             size: trade.size,
@@ -174,6 +164,51 @@ pub fn what_if(
     })
 }
 
+/// Applies a fill as the real-time engine does (`pmargin_engine::apply_fill`): a trade in an
+/// instrument the account already holds nets into that position, so closing a position leaves
+/// none (and no basis add-on on a leg that is gone). Perpetuals and futures keep an average
+/// entry price and realise P&L into the settlement balance when reduced; option premiums move
+/// through the settlement balance.
+fn fill(account: &mut Account, trade: &Trade, price: f64, settlement_asset: &str) {
+    let is_option = trade.instrument.is_option();
+    let mut cash = if is_option { -trade.size * price } else { 0.0 };
+    let size = trade.size;
+    match account
+        .positions
+        .iter()
+        .position(|p| p.instrument.name == trade.instrument.name)
+    {
+        None => account.positions.push(Position {
+            instrument: trade.instrument.clone(),
+            size,
+            entry_price: (!is_option).then_some(price),
+        }),
+        Some(j) => {
+            let p = &mut account.positions[j];
+            let (s, e) = (p.size, p.entry_price.unwrap_or(price));
+            if !is_option && s != 0.0 && s.signum() != size.signum() {
+                let closed = size.abs().min(s.abs()) * s.signum();
+                cash += closed * (price - e);
+                if size.abs() > s.abs() {
+                    p.entry_price = Some(price);
+                }
+            } else if !is_option {
+                p.entry_price = Some((s * e + size * price) / (s + size));
+            }
+            p.size = s + size;
+            if p.size == 0.0 {
+                account.positions.remove(j);
+            }
+        }
+    }
+    if cash != 0.0 {
+        *account
+            .balances
+            .entry(settlement_asset.to_string())
+            .or_insert(0.0) += cash;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +229,41 @@ mod tests {
         ] {
             assert!(Trade::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn long_two_perps() -> Account {
+        Account {
+            id: "a".into(),
+            balances: [("USDC".to_string(), 1000.0)].into_iter().collect(),
+            positions: vec![Position {
+                instrument: Instrument::parse("BTC-PERPETUAL").unwrap(),
+                size: 2.0,
+                entry_price: Some(50_000.0),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_trade_nets_into_the_position_it_meets() {
+        let sell = |size: f64| Trade::parse(&format!("BTC-PERPETUAL:{size}@60000")).unwrap();
+        // Closing: no position is left and 2 x (60,000 - 50,000) is realised.
+        let mut a = long_two_perps();
+        fill(&mut a, &sell(-2.0), 60_000.0, "USDC");
+        assert!(a.positions.is_empty());
+        assert_eq!(a.balances["USDC"], 21_000.0);
+        // Reducing: the rest keeps its entry; 1 x 10,000 is realised.
+        let mut a = long_two_perps();
+        fill(&mut a, &sell(-1.0), 60_000.0, "USDC");
+        assert_eq!((a.positions[0].size, a.positions[0].entry_price), (1.0, Some(50_000.0)));
+        assert_eq!(a.balances["USDC"], 11_000.0);
+        // Flipping: the new short enters at the fill price.
+        let mut a = long_two_perps();
+        fill(&mut a, &sell(-3.0), 60_000.0, "USDC");
+        assert_eq!((a.positions[0].size, a.positions[0].entry_price), (-1.0, Some(60_000.0)));
+        // Adding: the entry averages, (2 x 50,000 + 2 x 60,000) / 4.
+        let mut a = long_two_perps();
+        fill(&mut a, &sell(2.0), 60_000.0, "USDC");
+        assert_eq!((a.positions[0].size, a.positions[0].entry_price), (4.0, Some(55_000.0)));
+        assert_eq!(a.balances["USDC"], 1000.0);
     }
 }

@@ -1,4 +1,4 @@
-//! The shared examples (`shared/examples/*.json`) run end to end, with alice, bob and carol
+//! The repository's examples (`examples/*.json`) run end to end, with alice, bob and carol
 //! checked against figures computed by hand or with the test's own Black-76.
 
 mod common;
@@ -7,21 +7,25 @@ use common::*;
 use pmargin_core::{margin_report, Market, Params, Portfolio, ReportOptions, Status};
 use std::path::{Path, PathBuf};
 
-fn examples_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/examples");
-    if dir.join("portfolio.json").exists()
-        && dir.join("market.json").exists()
-        && dir.join("params.json").exists()
-    {
-        Some(dir)
-    } else {
-        eprintln!("skipping: shared examples not found at {}", dir.display());
-        None
+const FILES: [&str; 3] = ["portfolio.json", "market.json", "params.json"];
+
+/// The examples ship with the repository, so a missing file is a broken checkout, not a
+/// reason to skip.
+fn examples_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for name in FILES {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: the examples test needs the repository's examples/",
+            dir.join(name).display()
+        );
     }
+    dir
 }
 
 fn read(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap()
+    let path = dir.join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn load(dir: &Path) -> (Portfolio, Market, Params) {
@@ -34,7 +38,7 @@ fn load(dir: &Path) -> (Portfolio, Market, Params) {
 
 #[test]
 fn report_header_and_account_order() {
-    let Some(dir) = examples_dir() else { return };
+    let dir = examples_dir();
     let (p, m, prm) = load(&dir);
     let r = margin_report(&p, &m, &prm, None, NO_LIQ).unwrap();
     assert_eq!(r.as_of, "2026-11-24T08:00:00Z");
@@ -55,7 +59,7 @@ fn bob_in_full() {
     //   standard IM = 90,000 x 0.10 x 2 = 18,000; MM = 9,000; efficiency 18,000 / 10,800
     //   liquidation (see tests/liquidation.rs): BTC down 60,000 x 55,100 / 90,000,
     //   ETH up 3,000 x 133,000 / 98,100.
-    let Some(dir) = examples_dir() else { return };
+    let dir = examples_dir();
     let (p, m, prm) = load(&dir);
     let r = margin_report(&p, &m, &prm, None, ReportOptions::default()).unwrap();
     let bob = find(&r, "bob");
@@ -116,7 +120,7 @@ fn alice_options_against_own_black76() {
     //   SOM = 0.01 x 5 x 60,000 = 3,000
     //   standard IM: perp 2 x 60,000 x 0.10 = 12,000; call OTM 20,000: 9,000 - 20,000 < 6,000
     //   floor -> 5 x 6,000 = 30,000; total 42,000. MM 6,000 + 5 x 4,500 = 28,500.
-    let Some(dir) = examples_dir() else { return };
+    let dir = examples_dir();
     let (p, m, prm) = load(&dir);
     let r = margin_report(&p, &m, &prm, None, NO_LIQ).unwrap();
     let a = find(&r, "alice");
@@ -155,7 +159,7 @@ fn carol_short_straddle_against_own_black76() {
     //   the ETH balance moves: linear notional 10 x 3,000 = 30,000; range 12%, vol 12 points
     //   SOM = 0.01 x 20 x 3,000 = 600
     //   standard: at the money, OTM 0: 20 x 0.15 x 3,000 = 9,000; MM 20 x 0.075 x 3,000 = 4,500
-    let Some(dir) = examples_dir() else { return };
+    let dir = examples_dir();
     let (p, m, prm) = load(&dir);
     let r = margin_report(&p, &m, &prm, None, NO_LIQ).unwrap();
     let c = find(&r, "carol");
@@ -197,7 +201,7 @@ fn carol_short_straddle_against_own_black76() {
 fn the_example_params_equal_the_defaults_of_a_minimal_set() {
     // Every section but version and underlyings may be left out; the example spells out the
     // defaults, so the two must margin the example identically.
-    let Some(dir) = examples_dir() else { return };
+    let dir = examples_dir();
     let (p, m, prm) = load(&dir);
     let mut v: serde_json::Value = serde_json::from_str(&read(&dir, "params.json")).unwrap();
     let obj = v.as_object_mut().unwrap();

@@ -1,4 +1,4 @@
-//! Filtered historical simulation (MODEL.md section 5) on hand-built histories.
+//! Filtered historical simulation (docs/MODEL.md section 5) on hand-built histories.
 //!
 //! The history is built from chosen daily ratios `P_t / P_{t-1}`, so with `filtered = false`
 //! every scenario move is that ratio minus one and the losses of a perpetual are read off by
@@ -205,7 +205,7 @@ fn filtered_moves(closes: &[f64], lambda: f64, horizon: f64) -> Vec<f64> {
         .collect()
 }
 
-/// var and es of losses, with q by MODEL.md's rule.
+/// var and es of losses, with q by docs/MODEL.md's rule.
 fn var_es(mut losses: Vec<f64>, alpha: f64) -> (f64, f64) {
     losses.sort_by(|a, b| b.partial_cmp(a).unwrap());
     let raw = losses.len() as f64 * (1.0 - alpha);

@@ -1,4 +1,4 @@
-//! Liquidation prices (MODEL.md section 6) against closed forms.
+//! Liquidation prices (docs/MODEL.md section 6) against closed forms.
 //!
 //! For a linear book the margin balance and the maintenance margin are both linear in the
 //! scale `x` of the moving underlying, so `mb(x) = mm(x)` is solved by hand. The engine finds

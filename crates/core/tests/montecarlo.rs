@@ -146,7 +146,7 @@ fn one_btc_perpetual_matches_the_analytic_student_t_es() {
     assert_eq!(summary.paths, paths);
 
     // The report's ES is the ES of the exact losses -F (exp(x) - 1) on the simulated sample,
-    // with the tail rule of MODEL.md (q = 1000 of 100,000).
+    // with the tail rule of docs/MODEL.md (q = 1000 of 100,000).
     let moves = scen.moves_of("BTC").unwrap();
     let mut exact: Vec<f64> = moves.iter().map(|m| -BTC * m).collect();
     let e = expected_shortfall(&mut exact, 0.99).unwrap();

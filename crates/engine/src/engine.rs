@@ -32,9 +32,16 @@
 //! prices with what is left. Only otherwise is the account re-margined. The scan and the
 //! re-cuts need prices and bands only, so they run while the tick's risk arrays are refreshed.
 //!
+//! The add-ons of MODEL.md version 2 count in `L_u` too (`ExposureSums::addon_slope`): the
+//! option and basis add-ons move by their own value per unit of relative move, the oracle
+//! add-on not at all, the liquidity add-on by a bound from the options' gammas (by its own value
+//! without options).
+//!
 //! Fills are screened the same way: a fill on an underlying a healthy account is already
 //! exposed to moves its margin balance by exactly `size x (mark - price) - fee` and its
-//! requirement by at most `|size|` times the largest weighted scenario loss of one contract;
+//! requirement by at most `|size|` times the largest weighted scenario loss of one contract
+//! (plus its share of the add-ons, the liquidity add-on's bounded through the account's gross
+//! delta);
 //! if what is left of the room covers that, the pre-trade check accepts it, the status stays
 //! healthy, and the account's bands are re-centred on today's prices with the room that is
 //! left (no evaluation). Anything else (a new exposure, a restricted account, a stable price
@@ -76,6 +83,7 @@ use pmargin_core::book::{Asset, Book, BookAccount, BookBalance, BookPosition, Pr
 use pmargin_core::grid::{
     self, fill_asset, fill_instrument, fill_instrument_windowed, SLOPE_WINDOW,
 };
+use pmargin_core::input::params::DEFAULT_MAX_FILL_DEVIATION;
 use pmargin_core::input::portfolio::{valid_account_id, Account, Portfolio};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
 use pmargin_core::liquidation::{slope_factors, status_slope_parts_from};
@@ -110,6 +118,23 @@ const PARALLEL_EVALUATION_MIN: usize = 16;
 
 /// Passes of one liquidation round (a close-out can change other accounts).
 pub const MAX_LIQUIDATION_PASSES: usize = 8;
+
+/// Largest |size| of one fill, in contracts. With [`MAX_PRICE`], a fill's notional stays far
+/// inside what the settlement messages encode (6-decimal `int128`, about 1.7e32).
+pub const MAX_SIZE: f64 = 1e9;
+/// Largest price of a fill, quote, mark or settlement.
+pub const MAX_PRICE: f64 = 1e12;
+/// Largest deposit, withdrawal or fee.
+pub const MAX_AMOUNT: f64 = 1e15;
+/// Most instruments one underlying may list: new names arrive with fills, so the set must not
+/// grow without bound.
+pub const MAX_INSTRUMENTS_PER_UNDERLYING: usize = 4096;
+/// The start of the reason of a withdrawal refused because an index it depends on is not
+/// trusted (stale, no quorum, an unconfirmed jump).
+pub const STALE_INDEX_REJECTION: &str = "withdrawal: stale index";
+
+/// How a fill outside its price band is refused (the reason starts with it).
+pub const PRICE_BAND_REJECTION: &str = "trade: price outside the band";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -528,8 +553,27 @@ impl Engine {
         price: f64,
         fee: f64,
     ) -> Result<(), Output> {
-        self.trial_trade(account, instrument, size, price, fee)
-            .map(|_| ())
+        let listed = self.book.instruments.len();
+        let checked = self
+            .trial_trade(account, instrument, size, price, fee)
+            .map(|_| ());
+        // A check lists nothing: only an accepted fill adds an instrument.
+        self.forget_instruments_from(listed);
+        checked
+    }
+
+    /// Drops the instruments from `listed` on (added by a fill that was then refused).
+    fn forget_instruments_from(&mut self, listed: usize) {
+        if self.book.instruments.len() <= listed {
+            return;
+        }
+        self.book.forget_instruments_from(listed);
+        let arrays = &mut self.arrays;
+        arrays.values.truncate(listed);
+        arrays.deltas.truncate(listed);
+        arrays.slopes.truncate(listed);
+        arrays.grid.truncate(listed * arrays.width);
+        arrays.fhs.truncate(listed * arrays.fhs_count);
     }
 
     /// The pre-trade check: on acceptance, the account's index and either its holdings after
@@ -561,9 +605,38 @@ impl Engine {
                     .into(),
             ));
         }
+        if size.abs() > MAX_SIZE {
+            return Err(reject(format!(
+                "trade: size {size} exceeds the largest allowed, {MAX_SIZE:e}"
+            )));
+        }
+        if price > MAX_PRICE {
+            return Err(reject(format!(
+                "trade: price {price} exceeds the largest allowed, {MAX_PRICE:e}"
+            )));
+        }
+        if fee > MAX_AMOUNT {
+            return Err(reject(format!(
+                "trade: fee {fee} exceeds the largest allowed, {MAX_AMOUNT:e}"
+            )));
+        }
         let i = match (known, inst) {
             (Some(i), _) => i,
             (None, Some(inst)) => {
+                if let Some(u) = self.book.underlying_index(&inst.underlying) {
+                    let listed = self
+                        .book
+                        .instruments
+                        .iter()
+                        .filter(|p| p.underlying == u)
+                        .count();
+                    if listed >= MAX_INSTRUMENTS_PER_UNDERLYING {
+                        return Err(reject(format!(
+                            "trade: {} already lists {listed} instruments, the most allowed",
+                            inst.underlying
+                        )));
+                    }
+                }
                 let i = self
                     .book
                     .ensure_instrument(&inst, &self.market)
@@ -573,8 +646,38 @@ impl Engine {
             }
             (None, None) => unreachable!("an unknown instrument is parsed"),
         };
+        self.check_price_band(instrument, i, price)?;
         let (a, trial) = self.trial_fill(account, i, size, price, fee)?;
         Ok((a, i, trial))
+    }
+
+    /// A fill's price must lie within `max_fill_deviation` (a fraction of the underlying's
+    /// parameters) of the instrument's mark, as venues' price bands do: the two sides of a fill
+    /// at a made-up price would move value from one to the other (issue 15). Read from the
+    /// engine's own state only, so a replay refuses the same fills.
+    fn check_price_band(&self, instrument: &str, i: usize, price: f64) -> Result<(), Output> {
+        let priced = &self.book.instruments[i];
+        let underlying = &self.book.underlyings[priced.underlying].name;
+        let deviation = self
+            .book
+            .params
+            .underlyings
+            .get(underlying)
+            .map_or(DEFAULT_MAX_FILL_DEVIATION, |u| u.max_fill_deviation);
+        let mark = priced.value_at(1.0, self.book.rate);
+        let (low, high) = (mark * (1.0 - deviation), mark * (1.0 + deviation));
+        if mark.is_finite() && price >= low && price <= high {
+            return Ok(());
+        }
+        Err(Output::Rejected {
+            reason: format!(
+                "{PRICE_BAND_REJECTION}: {price} for {instrument}, whose mark is {mark}; a fill \
+                 may be at most {deviation} (max_fill_deviation of {underlying}) from it, \
+                 within [{low}, {high}]"
+            ),
+            required: None,
+            available: None,
+        })
     }
 
     /// [`Engine::trial_trade`] of a known instrument `i`, with the figures checked.
@@ -684,7 +787,44 @@ impl Engine {
         let per_contract = grid.max(history).max(som);
         let value = arrays.values[i];
         let balance_loss = (-(size * (value - price) - fee)).max(0.0);
-        let requirement_rise = size.abs() * per_contract;
+        // The add-ons (docs/MODEL.md section 11) rise by at most a contract's share of each: the
+        // option or basis add-on by its rate times spot (a contract moves the short options,
+        // or the smaller linear side, by at most one), the oracle add-on by its rate times the
+        // confidence; each of the first two also moves with the price by its own value. The
+        // liquidity add-on `k S |Delta|^1.5 / sqrt(adv)`: the account's net delta is at most
+        // its gross `G` in size, the fill moves it by at most `q` (its size times its largest
+        // delta), so it rises by at most `k S ((G + q)^1.5 - G^1.5) / sqrt(adv)`; after the
+        // fill it moves per unit of relative move by at most
+        // `k S ((G + q)^1.5 + 1.5 (G + q)^0.5 Gamma) / sqrt(adv)` at any price (`Gamma` the
+        // most the net delta moves per unit of log price), which is added to the slope whole.
+        let rates = self.book.underlyings[u].addons;
+        let moving_addon = if inst.option.is_some() {
+            rates.option * spot
+        } else {
+            rates.basis * spot
+        };
+        let (liquidity_rise, liquidity_slope) = if rates.liquidity != 0.0 {
+            let (gross, gamma) = pmargin_core::account::delta_bounds(&self.book, account, u);
+            let (q, more_gamma) = match &inst.option {
+                None => (size.abs(), 0.0),
+                Some(o) => (
+                    size.abs() * grid::delta_bound(o, self.book.rate),
+                    size.abs() * grid::delta_slope_bound(o, self.book.rate),
+                ),
+            };
+            let per_unit = rates.liquidity * spot / rates.adv.sqrt();
+            let after = gross + q;
+            (
+                per_unit * (after * after.sqrt() - gross * gross.sqrt()),
+                per_unit * (after * after.sqrt() + 1.5 * after.sqrt() * (gamma + more_gamma)),
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let addon_rise = size.abs()
+            * (moving_addon + rates.oracle_multiple * self.book.underlyings[u].confidence)
+            + liquidity_rise;
+        let requirement_rise = size.abs() * per_contract + addon_rise;
         // The fill's own slope: value and scenario rows of `|size|` contracts (as
         // `status_slope_bounds` counts them), added to its underlying's.
         let (linear_factor, option_factor) = self.slope_factors[u];
@@ -695,7 +835,8 @@ impl Engine {
                 size.abs() * inst.forward * delta_bound * (1.0 + option_factor)
                     + som_rate * size.abs() * spot
             }
-        };
+        } + size.abs() * moving_addon
+            + liquidity_slope;
         if let Some(s) = slopes.iter_mut().find(|(v, _)| *v == u) {
             s.1 += fill_slope;
         }
@@ -706,6 +847,7 @@ impl Engine {
                 + moved
                 + total
                 + fee
+                + addon_rise
                 + size.abs() * (value.abs() + price.abs() + per_contract));
         let room = room - moved - balance_loss - requirement_rise - allowance;
         (room > 0.0 && total.is_finite()).then_some(ScreenedFill { room, slopes })
@@ -730,15 +872,38 @@ impl Engine {
             .evaluate_cached(&evaluator, trial, rows, void)
             .map_err(|e| reject(e.to_string()))?;
         let figures = AccountRisk::from(&after);
-        // With a stable price, collateral cannot be borrowed against a sudden print: the
-        // margin balance counted for initial margin is the lower of its value at the index and
-        // at the stable price.
+        // With a stable price, collateral cannot be borrowed against a sudden print: each
+        // underlying is valued at whichever of its index and stable price gives the account
+        // less (collateral and long exposure at the lower, liabilities and short exposure at
+        // the higher), and the margin balance counted for initial margin is the lower of that
+        // and its value at the index.
         let scales = self.stable_scales(trial);
         if scales.iter().any(|&x| x != 1.0) {
-            let at_stable = evaluator
-                .requirement_at_scales(trial, &scales)
-                .map_err(|e| reject(e.to_string()))?;
-            after.margin_balance = after.margin_balance.min(at_stable.margin_balance);
+            let mut worst = vec![1.0; scales.len()];
+            for (e, &x) in scales.iter().enumerate() {
+                if x == 1.0 {
+                    continue;
+                }
+                let mut one = vec![1.0; scales.len()];
+                one[e] = x;
+                let at = evaluator
+                    .requirement_at_scales(trial, &one)
+                    .map_err(|e| reject(e.to_string()))?;
+                // A NaN valuation is taken as the worse one.
+                if at.margin_balance.is_nan() || at.margin_balance < after.margin_balance {
+                    worst[e] = x;
+                }
+            }
+            if worst.iter().any(|&x| x != 1.0) {
+                let at_stable = evaluator
+                    .requirement_at_scales(trial, &worst)
+                    .map_err(|e| reject(e.to_string()))?;
+                after.margin_balance = if at_stable.margin_balance.is_nan() {
+                    f64::NAN
+                } else {
+                    after.margin_balance.min(at_stable.margin_balance)
+                };
+            }
         }
         let covered = after.margin_balance >= after.initial_margin;
         // Reducing risk is allowed even short of initial margin, but only if it does not also
@@ -924,6 +1089,7 @@ impl Engine {
                 price,
                 ts_ms,
             } => self.quote(source, underlying, *price, *ts_ms, &mut out),
+            Event::OracleTick { now_ms } => self.oracle_tick(*now_ms, &mut out),
             Event::Liquidate => {
                 self.liquidation_round(&mut out);
                 Ok(())
@@ -936,6 +1102,67 @@ impl Engine {
             Ok(()) => out,
             Err(rejection) => vec![rejection],
         }
+    }
+
+    /// [`Engine::apply`], except that a refused event does not count in the sequence either:
+    /// the service logs only the events that changed something, so the log's numbering and the
+    /// engine's stay one and the same (refusals change nothing, so leaving them out of the log
+    /// replays to the same state).
+    pub fn apply_accepted(&mut self, event: &Event) -> Vec<Output> {
+        let out = self.apply(event);
+        if matches!(out.as_slice(), [Output::Rejected { .. }]) {
+            self.sequence -= 1;
+        }
+        out
+    }
+
+    /// Whether an [`Event::OracleTick`] at `now_ms` would change an index or its health (its
+    /// quotes aged past `max_age_ms`, say): the service's timer logs a tick only then.
+    pub fn oracle_tick_due(&self, now_ms: i64) -> bool {
+        let Some(oracle) = &self.oracle else {
+            return false;
+        };
+        let mut trial = oracle.clone();
+        self.book.underlyings.iter().any(|u| {
+            let Some(before) = oracle.state(&u.name) else {
+                return false;
+            };
+            if now_ms <= before.updated_ms {
+                return false;
+            }
+            let after = trial.update(&u.name, now_ms);
+            after.health != before.health || after.price != before.price
+        })
+    }
+
+    /// Re-assesses every index the oracle tracks at `now_ms` (never backwards in time), as a
+    /// quote would, so a dead feed turns its index stale and suspends its liquidations.
+    fn oracle_tick(&mut self, now_ms: i64, out: &mut Vec<Output>) -> Result<(), Output> {
+        let Some(oracle) = self.oracle.as_mut() else {
+            return Err(reject(
+                "oracle_tick: the engine has no oracle configured".into(),
+            ));
+        };
+        let mut updates = Vec::new();
+        for u in &self.book.underlyings {
+            if oracle.state(&u.name).is_some_and(|s| s.updated_ms < now_ms) {
+                updates.push(oracle.update(&u.name, now_ms));
+            }
+        }
+        for update in updates {
+            if update.price_changed {
+                if let Some(index) = update.price {
+                    self.price(&update.underlying, index, out)?;
+                }
+            }
+            if update.health_changed {
+                out.extend(self.set_liquidations_suspended(
+                    &update.underlying,
+                    update.health != Health::Fresh,
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Marks an underlying's liquidations suspended (the oracle distrusts its price) or resumed.
@@ -970,6 +1197,18 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
         positive("deposit: amount", amount)?;
+        if amount > MAX_AMOUNT {
+            return Err(reject(format!(
+                "deposit: amount {amount} exceeds the largest allowed, {MAX_AMOUNT:e}"
+            )));
+        }
+        // Refused deposits change nothing (the service does not log them): the account id is
+        // checked before the asset is listed.
+        if !self.accounts.contains_key(account) && !valid_account_id(account) {
+            return Err(reject(format!(
+                "account id `{account}` must be 1 to 64 characters of A-Z a-z 0-9 _ . : -"
+            )));
+        }
         let asset = self
             .book
             .ensure_asset(asset, &self.market)
@@ -992,6 +1231,11 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
         positive("withdrawal: amount", amount)?;
+        if amount > MAX_AMOUNT {
+            return Err(reject(format!(
+                "withdrawal: amount {amount} exceeds the largest allowed, {MAX_AMOUNT:e}"
+            )));
+        }
         let a = *self
             .accounts
             .get(account)
@@ -1002,6 +1246,27 @@ impl Engine {
             .iter()
             .position(|x| x.name == asset)
             .ok_or_else(|| reject(format!("withdrawal: account `{account}` holds no {asset}")))?;
+        // An index the oracle distrusts (stale, no quorum, an unconfirmed jump) prices nothing
+        // that leaves the venue: a dead feed must not let collateral out at its last print.
+        if let Some(&u) = self.book.accounts[a]
+            .exposures
+            .iter()
+            .find(|u| self.suspended.contains(u))
+        {
+            let name = &self.book.underlyings[u].name;
+            let health = self.oracle.as_ref().and_then(|o| o.state(name)).map_or(
+                "unknown".to_string(),
+                |s| {
+                    serde_json::to_value(s.health)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                },
+            );
+            return Err(reject(format!(
+                "{STALE_INDEX_REJECTION}: the {name} index is not trusted ({health}); withdrawals priced on it are refused until it is fresh"
+            )));
+        }
         let mut trial = self.book.accounts[a].clone();
         add_balance(&mut trial, asset, -amount);
         // (Every event but a trade or a tick voids the row caches: nothing to reuse or keep.)
@@ -1022,13 +1287,23 @@ impl Engine {
         counterparty: Option<&str>,
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
-        let (a, i, first) = self.trial_trade(account, instrument, size, price, fee)?;
+        let listed = self.book.instruments.len();
+        let (a, i, first) = self
+            .trial_trade(account, instrument, size, price, fee)
+            .inspect_err(|_| self.forget_instruments_from(listed))?;
         let first = (a, first);
         let second = match counterparty {
             Some(c) if c == account => {
+                self.forget_instruments_from(listed);
                 return Err(reject("trade: an account cannot trade with itself".into()));
             }
-            Some(c) => Some(self.trial_fill(c, i, -size, price, fee)?),
+            Some(c) => Some(
+                self.trial_fill(c, i, -size, price, fee)
+                    .inspect_err(|_| self.forget_instruments_from(listed))?,
+            ),
+            // A one-sided fill is taken: a file `pmargin replay` reads is trusted as written.
+            // The service, where fills from outside arrive, requires the counterparty (issue
+            // 15: `api::post_event`), so value there only moves between two accounts.
             None => None,
         };
         let settle = self.settlement_index().map_err(reject)?;
@@ -1094,6 +1369,11 @@ impl Engine {
         out: &mut Vec<Output>,
     ) -> Result<(), Output> {
         self.underlying(underlying)?;
+        if price > MAX_PRICE {
+            return Err(reject(format!(
+                "quote: price {price} exceeds the largest allowed, {MAX_PRICE:e}"
+            )));
+        }
         let oracle = self
             .oracle
             .as_mut()
@@ -2117,6 +2397,7 @@ fn refresh_arrays(arrays: &mut RiskArrays, book: &Book, u: usize) {
         grid_shocks,
         fhs_shocks,
         values,
+        deltas,
         grid,
         asset_grid,
         slot_weights,
@@ -2128,13 +2409,15 @@ fn refresh_arrays(arrays: &mut RiskArrays, book: &Book, u: usize) {
     let shocks = &grid_shocks[u];
     values
         .par_iter_mut()
+        .zip(deltas.par_iter_mut())
         .zip(grid.par_chunks_mut(width))
         .zip(slopes.par_iter_mut())
         .zip(&book.instruments)
         .with_min_len(16)
         .filter(|(_, inst)| inst.underlying == u)
-        .for_each(|(((value, row), slope), inst)| {
+        .for_each(|((((value, delta), row), slope), inst)| {
             *value = inst.value_at(1.0, rate);
+            *delta = inst.delta_at(1.0, rate);
             *slope = fill_instrument_windowed(inst, shocks, slot_weights, rate, row);
         });
     let fhs_u = fhs_shocks.as_ref().and_then(|s| s[u].as_ref());
@@ -2692,7 +2975,7 @@ fn clone_for_fill(account: &BookAccount) -> BookAccount {
     }
 }
 
-/// Recomputes which underlyings an account is exposed to (MODEL.md section 4).
+/// Recomputes which underlyings an account is exposed to (docs/MODEL.md section 4).
 pub fn update_exposures(assets: &[Asset], account: &mut BookAccount) {
     let mut exposures = std::mem::take(&mut account.exposures);
     exposures.clear();
@@ -2901,6 +3184,7 @@ mod tests {
             core.refresh_underlying(&book, u);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&ours.values), bits(&core.values));
+            assert_eq!(bits(&ours.deltas), bits(&core.deltas));
             assert_eq!(bits(&ours.grid), bits(&core.grid));
             assert_eq!(bits(&ours.asset_grid), bits(&core.asset_grid));
             assert_eq!(bits(&ours.fhs), bits(&core.fhs));
@@ -2913,5 +3197,6 @@ mod tests {
         // The slopes are today's: those of arrays computed afresh from the book.
         let fresh = RiskArrays::compute(&book, None).unwrap();
         assert_eq!(ours.slopes, fresh.slopes);
+        assert_eq!(ours.deltas, fresh.deltas);
     }
 }

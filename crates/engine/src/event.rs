@@ -45,6 +45,10 @@ pub enum Event {
         price: f64,
         ts_ms: i64,
     },
+    /// The oracle's clock: every underlying the oracle tracks is re-assessed at `now_ms`, so a
+    /// feed that went quiet makes its index stale (and suspends liquidations on it) even when no
+    /// quote arrives. The service logs one when the re-assessment would change something.
+    OracleTick { now_ms: i64 },
     /// A new mark of a perpetual or future.
     Mark { instrument: String, price: f64 },
     /// A new default implied vol of an underlying, or (with `instrument`) one option's vol.

@@ -80,6 +80,10 @@ pub struct MarketSnapshot {
     pub future_marks: Vec<(String, String, f64)>,
     pub vols: BTreeMap<String, SurfaceSnapshot>,
     pub ivs: BTreeMap<String, f64>,
+    /// The oracle's confidence per underlying (docs/MODEL.md section 11); left out when empty, so
+    /// snapshots without it keep their bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub confidence: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +127,7 @@ impl MarketSnapshot {
                 })
                 .collect(),
             ivs: m.ivs.clone(),
+            confidence: m.confidence.clone(),
         }
     }
 
@@ -168,6 +173,7 @@ impl MarketSnapshot {
                 })
                 .collect::<Result<_, EngineError>>()?,
             ivs: self.ivs.clone(),
+            confidence: self.confidence.clone(),
         })
     }
 }

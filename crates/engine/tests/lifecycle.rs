@@ -4,14 +4,17 @@
 //!
 //! The parameter set is the smoke test's: BTC scanned +-10%, so a linear position (perpetual
 //! or future, marked at spot) needs initial margin 10% of its notional; maintenance is the
-//! default 0.75 of initial. Collateral is USDC only, at par.
+//! default 0.75 of initial. Collateral is USDC only, at par. The option premiums (3,000 and
+//! 2,500) are round figures below the Black-76 value of the at-the-money options (about 4,330
+//! at 60% vol, 33 days), so fills may be up to 50% from the mark (`max_fill_deviation`).
 
 use pmargin_core::{Market, Params, Portfolio};
 use pmargin_engine::{Engine, EngineConfig, Event, Output};
 
 const PARAMS: &str = r#"{"version": 1,
   "underlyings": {"BTC": {"price_scan_range": 0.10, "vol_scan_up": 0.10, "vol_scan_down": 0.10,
-                          "standard_im_rate": 0.10, "standard_mm_rate": 0.05}},
+                          "standard_im_rate": 0.10, "standard_mm_rate": 0.05,
+                          "max_fill_deviation": 0.5}},
   "collateral": {"USDC": {"haircut": 0.0}}}"#;
 const MARKET: &str = r#"{"as_of": "2026-11-24T08:00:00Z", "prices": {"BTC": 60000, "USDC": 1},
   "vols": {"BTC": {"default": 0.6}}}"#;

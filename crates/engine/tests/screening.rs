@@ -18,13 +18,22 @@ fn collateral_cut(i: usize, _asset: &str) -> f64 {
 }
 
 /// The synthetic book (options, futures and perpetuals on five underlyings, many accounts
-/// close to their margin) as an engine, screening or not.
-fn engine(screening: bool) -> Engine {
+/// close to their margin) as an engine, screening or not, margined with MODEL.md version 1
+/// or with every part of version 2 on (tenor-scaled vol shocks, extended moves, add-ons).
+fn engine(screening: bool, v2: bool) -> Engine {
     let book = synthetic::book(ACCOUNTS, 17).unwrap();
     // Collateral cut to between 40% and 110% of the synthetic book's, so accounts start on
-    // both sides of every status boundary.
-    let portfolio = synthetic::portfolio(&book, collateral_cut, |_, _| true, 1e10);
-    let (market, params) = synthetic::market_and_params().unwrap();
+    // both sides of every status boundary (version 2 asks for more: cut less).
+    let portfolio = if v2 {
+        synthetic::portfolio(&book, |i, a| 1.5 * collateral_cut(i, a), |_, _| true, 1e10)
+    } else {
+        synthetic::portfolio(&book, collateral_cut, |_, _| true, 1e10)
+    };
+    let (market, params) = if v2 {
+        synthetic::market_and_params_v2().unwrap()
+    } else {
+        synthetic::market_and_params().unwrap()
+    };
     let config = EngineConfig {
         insurance_fund: 1e6,
         screening,
@@ -158,9 +167,9 @@ fn event(e: &Engine, op: &Op) -> Event {
 
 /// Applies `ops` to a screening and a non-screening engine side by side, checking after every
 /// event; returns how many events left some account's figures stale (screened).
-fn run(ops: &[Op]) -> Result<usize, TestCaseError> {
-    let mut screened = engine(true);
-    let mut plain = engine(false);
+fn run(ops: &[Op], v2: bool) -> Result<usize, TestCaseError> {
+    let mut screened = engine(true, v2);
+    let mut plain = engine(false, v2);
     let mut screened_events = 0;
     for (n, op) in ops.iter().enumerate() {
         let ev = event(&plain, op);
@@ -216,8 +225,18 @@ proptest! {
 
     #[test]
     fn screening_changes_no_output_and_no_figure(ops in prop::collection::vec(op(), 150)) {
-        let screened = run(&ops)?;
+        let screened = run(&ops, false)?;
         // The property is only worth something if screening happened.
+        prop_assert!(screened > 0, "no event was screened");
+    }
+
+    /// The same with version 2's extended moves, tenor-scaled vol shocks and add-ons (the
+    /// liquidity add-on of option books included), whose slopes the bands take in.
+    #[test]
+    fn screening_with_version_2_changes_no_output_and_no_figure(
+        ops in prop::collection::vec(op(), 150)
+    ) {
+        let screened = run(&ops, true)?;
         prop_assert!(screened > 0, "no event was screened");
     }
 }
@@ -258,10 +277,10 @@ fn long_walk() -> Vec<Op> {
 fn a_long_walk_of_small_ticks_is_screened_and_exact() {
     // Screening on and off agree at every step.
     let ops = long_walk();
-    let screened = run(&ops).map_err(|e| e.to_string()).unwrap();
+    let screened = run(&ops, false).map_err(|e| e.to_string()).unwrap();
     eprintln!("screened events: {screened} of {}", ops.len());
     assert!(screened > 100, "only {screened} events screened");
-    let mut e = engine(true);
+    let mut e = engine(true, false);
     let outputs: Vec<Output> = ops.iter().flat_map(|op| e.apply(&event(&e, op))).collect();
     let kinds: Vec<String> = outputs
         .iter()
@@ -283,7 +302,7 @@ fn a_long_walk_of_small_ticks_is_screened_and_exact() {
 
 #[test]
 fn a_run_of_events_applied_on_the_thread_pool_is_applied_one_by_one() {
-    let mut one = engine(true);
+    let mut one = engine(true, false);
     let start = one.sequence();
     let (mut events, mut expected) = (Vec::new(), Vec::new());
     for op in long_walk() {
@@ -291,7 +310,7 @@ fn a_run_of_events_applied_on_the_thread_pool_is_applied_one_by_one() {
         expected.push(serde_json::to_string(&one.apply(&ev)).unwrap());
         events.push(ev);
     }
-    let mut all = engine(true);
+    let mut all = engine(true, false);
     let mut got = Vec::new();
     all.apply_all(&events, |e, ev, out| {
         got.push((
@@ -320,7 +339,7 @@ fn a_run_of_events_applied_on_the_thread_pool_is_applied_one_by_one() {
     );
     // Runs shorter than the events it looks ahead at, and none: each event once, in order.
     for n in [0, 1, 3, 9] {
-        let mut short = engine(true);
+        let mut short = engine(true, false);
         let mut handed = Vec::new();
         short.apply_all(&events[..n], |e, ev, out| {
             handed.push((
@@ -367,6 +386,23 @@ fn a_drift_far_beyond_the_slope_window_is_screened_and_exact() {
             }
         }
     }
-    let screened = run(&ops).map_err(|e| e.to_string()).unwrap();
+    let screened = run(&ops, false).map_err(|e| e.to_string()).unwrap();
     assert!(screened > 100, "only {screened} events screened");
+}
+
+/// The long walk with version 2 on: screened and plain engines agree at every step, and
+/// screening still spares most re-margins.
+#[test]
+fn a_long_walk_with_version_2_is_screened_and_exact() {
+    let ops = long_walk();
+    let screened = run(&ops, true).map_err(|e| e.to_string()).unwrap();
+    eprintln!("version 2: screened events: {screened} of {}", ops.len());
+    assert!(screened > 100, "only {screened} events screened");
+    let mut e = engine(true, true);
+    let outputs: Vec<Output> = ops.iter().flat_map(|op| e.apply(&event(&e, op))).collect();
+    let changes = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::MarginChange { .. }))
+        .count();
+    assert!(changes > 0, "the walk must change statuses");
 }

@@ -56,6 +56,30 @@ pub enum GovError {
     /// The emergency set loosens something; `field` is the first such field.
     #[error("emergency parameters are less conservative at `{field}`: {message}")]
     NotMoreConservative { field: String, message: String },
+    /// The emergency set moves a knob further from the base set than the guardian may
+    /// ([`crate::conservative::check_emergency_bound`]); `field` is the first such knob.
+    #[error("emergency parameters are beyond the guardian's bound at `{field}`: {message}")]
+    BeyondEmergencyBound { field: String, message: String },
+    /// Ratifying when no emergency set awaits ratification.
+    #[error("no emergency set awaits ratification")]
+    NoPendingEmergency,
+    /// Ratifying after the window closed: the emergency set has lapsed (or is about to).
+    #[error("the emergency set of version {version} lapsed at {expires_ms} ms (now {now_ms} ms)")]
+    EmergencyExpired {
+        version: u64,
+        expires_ms: i64,
+        now_ms: i64,
+    },
+    /// A committee act (cancellation, ratification) signed by fewer than M distinct members.
+    #[error("{act} has {signatures} valid member signatures of the {threshold} required")]
+    NotEnoughSignatures {
+        act: String,
+        signatures: usize,
+        threshold: usize,
+    },
+    /// A signature in a committee act that does not verify for this act on this deployment.
+    #[error("signature of `{member}` does not verify for {act}")]
+    BadActSignature { act: String, member: String },
     /// A margin run of the impact report failed (the book cannot be margined with a set).
     #[error("margin run failed: {0}")]
     Margin(#[from] InputError),
@@ -74,7 +98,8 @@ impl GovError {
         match self {
             GovError::InvalidParams { field, .. }
             | GovError::InvalidProposal { field, .. }
-            | GovError::NotMoreConservative { field, .. } => Some(field),
+            | GovError::NotMoreConservative { field, .. }
+            | GovError::BeyondEmergencyBound { field, .. } => Some(field),
             _ => None,
         }
     }

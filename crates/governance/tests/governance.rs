@@ -1,99 +1,28 @@
 //! The governance checks of the risk service (issue 5, "How it is checked"): a proposal
 //! without quorum, before its timelock, with a forged or duplicate signature, or with
-//! out-of-range values is never activated; the guardian may only tighten.
+//! out-of-range values is never activated; the guardian may only tighten. Time is passed in:
+//! nothing here sleeps.
 
-use ed25519_dalek::SigningKey;
+mod common;
+
+use common::*;
 use pmargin_core::{Market, Params, Portfolio};
 use pmargin_governance::*;
 use std::collections::BTreeSet;
 
-const BASE: &str = r#"{
-  "version": 1,
-  "underlyings": {
-    "BTC": { "price_scan_range": 0.10, "vol_scan_up": 0.10, "vol_scan_down": 0.10,
-             "standard_im_rate": 0.10, "standard_mm_rate": 0.05 },
-    "ETH": { "price_scan_range": 0.12, "vol_scan_up": 0.12, "vol_scan_down": 0.12,
-             "standard_im_rate": 0.10, "standard_mm_rate": 0.05 }
-  },
-  "collateral": {
-    "USDC": { "haircut": 0.0 },
-    "BTC":  { "haircut": 0.05, "underlying": "BTC" },
-    "ETH":  { "haircut": 0.07, "underlying": "ETH" }
-  }
-}"#;
-
-const TIMELOCK: i64 = 86_400_000;
-const T0: i64 = 1_700_000_000_000;
-
-fn base() -> Params {
-    let mut p = Params::parse("base.json", BASE).unwrap();
-    p.source = String::new();
-    p
-}
-
-/// The next version with BTC's scan range set to `range`.
-fn next(active: &Params, range: f64) -> Params {
-    let mut p = active.clone();
-    p.version = active.version + 1;
-    p.underlyings.get_mut("BTC").unwrap().price_scan_range = range;
-    p
-}
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-const MEMBERS: [&str; 3] = ["ana", "ben", "chen"];
-const GUARDIAN_SEED: u8 = 100;
-
-fn committee(threshold: usize) -> Committee {
-    let members = MEMBERS
-        .iter()
-        .enumerate()
-        .map(|(i, id)| CommitteeMember {
-            id: id.to_string(),
-            public_key: key(i as u8 + 1).verifying_key().to_bytes(),
-        })
-        .collect();
-    Committee::new(
-        members,
-        threshold,
-        TIMELOCK,
-        Some(key(GUARDIAN_SEED).verifying_key().to_bytes()),
-    )
-    .unwrap()
-}
-
-/// A 2-of-3 governance with `base()` active since T0.
-fn setup() -> Governance {
-    Governance::new(committee(2), base(), T0).unwrap()
-}
-
-fn sign(member: usize, p: &Proposal) -> Approval {
-    Approval::sign(MEMBERS[member], &key(member as u8 + 1), p)
-}
-
-fn proposal(g: &Governance, id: u64, range: f64, created_ms: i64) -> Proposal {
-    Proposal::new(
-        id,
-        next(g.active(), range),
-        "widen the BTC scan range after the vol spike",
-        "risk-desk",
-        created_ms,
-        Some(g.active()),
-    )
-    .unwrap()
-}
-
 #[test]
-fn happy_path_activates_at_exactly_created_plus_timelock_with_m_approvals() {
+fn happy_path_activates_at_exactly_quorum_plus_timelock_with_m_approvals() {
     let mut g = setup();
     let p = proposal(&g, 7, 0.12, T0 + 5);
     let hash = p.hash;
     assert_eq!(g.submit(p.clone(), T0 + 5).unwrap(), 7);
-    assert_eq!(g.approve(7, sign(0, &p)).unwrap(), 1);
-    assert_eq!(g.approve(7, sign(2, &p)).unwrap(), 2);
-    let eligible = T0 + 5 + TIMELOCK;
+    assert_eq!(g.approve(7, sign(0, &p), T0 + 10).unwrap(), 1);
+    assert_eq!(g.proposal(7).unwrap().quorum_ms, None);
+    // The second approval, an hour later, reaches 2 of 3: the timelock starts there.
+    let quorum = T0 + 10 + 3_600_000;
+    assert_eq!(g.approve(7, sign(2, &p), quorum).unwrap(), 2);
+    assert_eq!(g.proposal(7).unwrap().quorum_ms, Some(quorum));
+    let eligible = quorum + TIMELOCK;
     assert!(matches!(
         g.activate(7, eligible - 1),
         Err(GovError::Timelocked { eligible_ms, .. }) if eligible_ms == eligible
@@ -120,7 +49,7 @@ fn happy_path_activates_at_exactly_created_plus_timelock_with_m_approvals() {
     assert_eq!(g.proposal(7).unwrap().proposal.hash, hash);
     // Once activated it is no longer pending: no more approvals, no second activation.
     assert!(matches!(
-        g.approve(7, sign(1, &p)),
+        g.approve(7, sign(1, &p), T0),
         Err(GovError::NotPending { .. })
     ));
     assert!(matches!(
@@ -143,7 +72,7 @@ fn a_proposal_without_quorum_is_never_activated() {
             threshold: 2
         })
     );
-    g.approve(1, sign(1, &p)).unwrap();
+    g.approve(1, sign(1, &p), T0).unwrap();
     assert_eq!(
         g.activate(1, i64::MAX),
         Err(GovError::NoQuorum {
@@ -156,15 +85,16 @@ fn a_proposal_without_quorum_is_never_activated() {
     assert_eq!(g.history().len(), 1);
     // A unanimous committee needs all three.
     let mut g3 = Governance::new(committee(3), base(), T0).unwrap();
+    g3.set_deployment_id(DEPLOY, T0);
     let p = proposal(&g3, 1, 0.12, T0);
     g3.submit(p.clone(), T0).unwrap();
-    g3.approve(1, sign(0, &p)).unwrap();
-    g3.approve(1, sign(1, &p)).unwrap();
+    g3.approve(1, sign(0, &p), T0).unwrap();
+    g3.approve(1, sign(1, &p), T0).unwrap();
     assert!(matches!(
         g3.activate(1, T0 + TIMELOCK),
         Err(GovError::NoQuorum { .. })
     ));
-    g3.approve(1, sign(2, &p)).unwrap();
+    g3.approve(1, sign(2, &p), T0).unwrap();
     assert!(g3.activate(1, T0 + TIMELOCK).is_ok());
 }
 
@@ -176,9 +106,10 @@ fn a_proposal_before_its_timelock_is_never_activated() {
     let p = proposal(&g, 3, 0.12, T0 - 10 * TIMELOCK);
     let submitted = T0 + 1_000;
     g.submit(p.clone(), submitted).unwrap();
-    g.approve(3, sign(0, &p)).unwrap();
-    g.approve(3, sign(1, &p)).unwrap();
-    g.approve(3, sign(2, &p)).unwrap();
+    g.approve(3, sign(0, &p), submitted).unwrap();
+    g.approve(3, sign(1, &p), submitted).unwrap();
+    // A third approval after quorum does not move the start of the timelock.
+    g.approve(3, sign(2, &p), submitted + 7).unwrap();
     for now in [
         submitted,
         submitted + TIMELOCK / 2,
@@ -210,9 +141,9 @@ fn forged_signatures_are_rejected_and_never_count() {
     let other = proposal(&g, 2, 0.15, T0);
     g.submit(p.clone(), T0).unwrap();
     g.submit(other.clone(), T0).unwrap();
-    let bad = |g: &mut Governance, a: Approval| g.approve(1, a);
+    let bad = |g: &mut Governance, a: Approval| g.approve(1, a, T0);
     // Signed by a key that is no member's, under a member's name.
-    let outsider = Approval::sign("ana", &key(42), &p);
+    let outsider = Approval::sign("ana", &key(42), DEPLOY, &p);
     assert_eq!(
         bad(&mut g, outsider),
         Err(GovError::BadSignature {
@@ -221,7 +152,7 @@ fn forged_signatures_are_rejected_and_never_count() {
         })
     );
     // Signed by the guardian, who is no committee member.
-    let guardian = Approval::sign("ben", &key(GUARDIAN_SEED), &p);
+    let guardian = Approval::sign("ben", &key(GUARDIAN_SEED), DEPLOY, &p);
     assert!(matches!(
         bad(&mut g, guardian),
         Err(GovError::BadSignature { .. })
@@ -259,11 +190,11 @@ fn forged_signatures_are_rejected_and_never_count() {
     ));
     // Someone who is not on the committee at all.
     assert_eq!(
-        bad(&mut g, Approval::sign("mallory", &key(9), &p)),
+        bad(&mut g, Approval::sign("mallory", &key(9), DEPLOY, &p)),
         Err(GovError::UnknownMember("mallory".into()))
     );
     assert_eq!(
-        g.approve(99, sign(0, &p)),
+        g.approve(99, sign(0, &p), T0),
         Err(GovError::UnknownProposal(99))
     );
     assert!(g.proposal(1).unwrap().approvals.is_empty());
@@ -272,8 +203,8 @@ fn forged_signatures_are_rejected_and_never_count() {
         Err(GovError::NoQuorum { approvals: 0, .. })
     ));
     // The genuine ones do count.
-    g.approve(1, sign(0, &p)).unwrap();
-    g.approve(1, sign(1, &p)).unwrap();
+    g.approve(1, sign(0, &p), T0).unwrap();
+    g.approve(1, sign(1, &p), T0).unwrap();
     assert!(g.activate(1, T0 + TIMELOCK).is_ok());
 }
 
@@ -282,9 +213,9 @@ fn a_duplicate_approval_does_not_count_twice() {
     let mut g = setup();
     let p = proposal(&g, 1, 0.12, T0);
     g.submit(p.clone(), T0).unwrap();
-    assert_eq!(g.approve(1, sign(2, &p)).unwrap(), 1);
+    assert_eq!(g.approve(1, sign(2, &p), T0).unwrap(), 1);
     assert_eq!(
-        g.approve(1, sign(2, &p)),
+        g.approve(1, sign(2, &p), T0),
         Err(GovError::DuplicateApproval {
             proposal: 1,
             member: "chen".into()
@@ -309,10 +240,12 @@ fn tampered_stored_approvals_are_not_counted() {
         proposal: p.clone(),
         submitted_ms: T0,
         approvals: vec![sign(0, &p), sign(0, &p), forged],
+        quorum_ms: Some(T0),
         state: ProposalState::Pending,
     };
     g_json["proposals"]["1"] = serde_json::to_value(&record).unwrap();
     let mut g: Governance = serde_json::from_value(g_json).unwrap();
+    g.set_deployment_id(DEPLOY, T0);
     assert!(matches!(
         g.activate(1, T0 + TIMELOCK),
         Err(GovError::NoQuorum { approvals: 1, .. })
@@ -490,7 +423,7 @@ fn emergency_more_conservative_is_accepted_at_once() {
     tight.mm_fraction = 0.8;
     tight.grid.price_steps = 13; // contains the 7 steps
     tight.grid.extreme_cover = 0.5;
-    let sig = sign_emergency(&key(GUARDIAN_SEED), &tight);
+    let sig = guardian_sign(&tight);
     let now = T0 + 1;
     let active = g.emergency(tight.clone(), sig, now).unwrap();
     assert_eq!(active, tight);
@@ -512,7 +445,7 @@ fn emergency_more_conservative_is_accepted_at_once() {
     );
     // An unchanged set (next version) is allowed: nothing is loosened.
     let same = next(g.active(), 0.15);
-    let sig = sign_emergency(&key(GUARDIAN_SEED), &same);
+    let sig = guardian_sign(&same);
     assert!(g.emergency(same, sig, now + 2).is_ok());
 }
 
@@ -568,7 +501,7 @@ fn emergency_less_conservative_is_refused_naming_the_field() {
         // BTC's range goes up (tighter) in every case: the loosening elsewhere is still found.
         let mut p = next(g.active(), 0.2);
         edit(&mut p);
-        let sig = sign_emergency(&key(GUARDIAN_SEED), &p);
+        let sig = guardian_sign(&p);
         let err = g.emergency(p, sig, T0 + 1).unwrap_err();
         assert!(
             matches!(&err, GovError::NotMoreConservative { field: f, .. } if f == field),
@@ -583,7 +516,7 @@ fn emergency_less_conservative_is_refused_naming_the_field() {
     let mut p = next(g.active(), 0.2);
     p.underlyings.remove("ETH");
     p.collateral.remove("ETH");
-    let sig = sign_emergency(&key(GUARDIAN_SEED), &p);
+    let sig = guardian_sign(&p);
     assert_eq!(
         g.emergency(p, sig, T0).unwrap_err().field(),
         Some("underlyings.ETH")
@@ -595,20 +528,20 @@ fn emergency_with_a_forged_guardian_signature_is_refused() {
     let mut g = setup();
     let tight = next(g.active(), 0.2);
     // A member's key is not the guardian's.
-    let by_member = sign_emergency(&key(1), &tight);
+    let by_member = sign_emergency(&key(1), DEPLOY, &tight);
     assert_eq!(
         g.emergency(tight.clone(), by_member, T0),
         Err(GovError::BadGuardianSignature)
     );
     // The guardian's signature on a different set.
     let other = next(g.active(), 0.25);
-    let for_other = sign_emergency(&key(GUARDIAN_SEED), &other);
+    let for_other = guardian_sign(&other);
     assert_eq!(
         g.emergency(tight.clone(), for_other, T0),
         Err(GovError::BadGuardianSignature)
     );
     // A flipped bit.
-    let mut flipped = sign_emergency(&key(GUARDIAN_SEED), &tight);
+    let mut flipped = guardian_sign(&tight);
     flipped[63] ^= 0x01;
     assert_eq!(
         g.emergency(tight.clone(), flipped, T0),
@@ -626,7 +559,8 @@ fn emergency_with_a_forged_guardian_signature_is_refused() {
     let mut c = committee(2);
     c.guardian = None;
     let mut g = Governance::new(c, base(), T0).unwrap();
-    let sig = sign_emergency(&key(GUARDIAN_SEED), &tight);
+    g.set_deployment_id(DEPLOY, T0);
+    let sig = guardian_sign(&tight);
     assert_eq!(g.emergency(tight, sig, T0), Err(GovError::NoGuardian));
 }
 
@@ -668,7 +602,7 @@ fn state_round_trips_through_json_with_hex_keys() {
     let mut g = setup();
     let p = proposal(&g, 1, 0.12, T0);
     g.submit(p.clone(), T0).unwrap();
-    g.approve(1, sign(0, &p)).unwrap();
+    g.approve(1, sign(0, &p), T0).unwrap();
     let json = serde_json::to_string_pretty(&g).unwrap();
     let ana_key = hex::encode(key(1).verifying_key().to_bytes());
     assert!(
@@ -677,9 +611,12 @@ fn state_round_trips_through_json_with_hex_keys() {
     );
     assert!(json.contains(&format!("\"hash\": \"{}\"", p.hash_hex())));
     let mut back: Governance = serde_json::from_str(&json).unwrap();
+    // The deployment id is configuration, not state: the service sets it on every load.
+    assert_eq!(back.deployment_id(), "");
+    back.set_deployment_id(DEPLOY, T0);
     assert_eq!(back, g);
     // The restored state carries on where it stopped.
-    back.approve(1, sign(1, &p)).unwrap();
+    back.approve(1, sign(1, &p), T0).unwrap();
     assert_eq!(back.activate(1, T0 + TIMELOCK).unwrap().version, 2);
     let report_json = serde_json::to_string(&back.history()[1]).unwrap();
     assert!(
@@ -795,23 +732,25 @@ fn from_parts_rebuilds_the_state_and_refuses_tampering() {
     let mut g = setup();
     let p = proposal(&g, 1, 0.11, T0);
     g.submit(p.clone(), T0).unwrap();
-    g.approve(1, sign(0, &p)).unwrap();
-    let rebuilt = Governance::from_parts(
+    g.approve(1, sign(0, &p), T0).unwrap();
+    let mut rebuilt = Governance::from_parts(
         g.committee().clone(),
         g.history().to_vec(),
         g.proposals().cloned().collect(),
+        None,
     )
     .unwrap();
+    rebuilt.set_deployment_id(DEPLOY, T0);
     assert_eq!(rebuilt, g);
     // A proposal whose content no longer matches its hash is refused.
     let mut tampered: Vec<ProposalRecord> = g.proposals().cloned().collect();
     tampered[0].proposal.rationale = "something else".into();
     assert!(matches!(
-        Governance::from_parts(g.committee().clone(), g.history().to_vec(), tampered),
+        Governance::from_parts(g.committee().clone(), g.history().to_vec(), tampered, None),
         Err(GovError::HashMismatch(1))
     ));
     // No history: no active set.
-    assert!(Governance::from_parts(g.committee().clone(), Vec::new(), Vec::new()).is_err());
+    assert!(Governance::from_parts(g.committee().clone(), Vec::new(), Vec::new(), None).is_err());
 }
 
 #[test]
@@ -819,8 +758,8 @@ fn recovered_activation_completes_the_matching_proposal_or_is_marked_recovered()
     let mut g = setup();
     let p = proposal(&g, 1, 0.11, T0);
     g.submit(p.clone(), T0).unwrap();
-    g.approve(1, sign(0, &p)).unwrap();
-    g.approve(1, sign(2, &p)).unwrap();
+    g.approve(1, sign(0, &p), T0).unwrap();
+    g.approve(1, sign(2, &p), T0).unwrap();
     // The event log has the proposal's parameters in force; the governance write was lost.
     let mut found = p.params.clone();
     found.source = "from the log".into();
@@ -855,8 +794,8 @@ fn a_replaced_committee_keeps_the_proposals_but_old_approvals_stop_counting() {
     let mut g = setup();
     let p = proposal(&g, 1, 0.11, T0);
     g.submit(p.clone(), T0).unwrap();
-    g.approve(1, sign(0, &p)).unwrap();
-    g.approve(1, sign(1, &p)).unwrap();
+    g.approve(1, sign(0, &p), T0).unwrap();
+    g.approve(1, sign(1, &p), T0).unwrap();
     // ana and ben leave; chen and two new members, 2 of 3.
     let members = vec![
         CommitteeMember {
@@ -872,8 +811,9 @@ fn a_replaced_committee_keeps_the_proposals_but_old_approvals_stop_counting() {
             public_key: key(5).verifying_key().to_bytes(),
         },
     ];
-    g.replace_committee(Committee::new(members, 2, TIMELOCK, None).unwrap())
+    g.replace_committee(Committee::new(members, 2, TIMELOCK, None).unwrap(), T0)
         .unwrap();
+    assert_eq!(g.proposal(1).unwrap().quorum_ms, None);
     assert!(g.proposal(1).is_some());
     assert!(matches!(
         g.activate(1, T0 + TIMELOCK),

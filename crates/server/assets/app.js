@@ -153,7 +153,9 @@ async function loadOracle() {
 
 const can = {
   governance: () => S.summary && STAFF.includes(S.summary.role),
-  trade: () => S.summary && ['admin', 'trader'].includes(S.summary.role),
+  // Fills come from the venue (issue 15): a trader checks a trade with a what-if but cannot
+  // place it; an admin or venue key places one, naming the counterparty.
+  trade: () => S.summary && ['admin', 'venue'].includes(S.summary.role),
 };
 
 // ----- live updates -----
@@ -278,7 +280,7 @@ function renderChrome() {
   const who = $('who');
   who.hidden = false;
   who.textContent = `${s.role.replace('_', ' ')} · ${s.key_id}`;
-  who.title = can.trade() ? 'This key may place trades through the API' : 'Read-only: actions are hidden';
+  who.title = can.trade() ? 'This key may place trades through the API' : 'This key may not place trades: actions are hidden';
   who.className = `who role-${s.role}`;
 }
 
@@ -516,6 +518,14 @@ function renderRequirement(a) {
   const addBar = el('div', { class: 'bar' }, el('i', {}));
   addBar.firstChild.style.width = `${(a.addons / max) * 100}%`;
   rows.push(el('div', { class: 'req-row', dataset: { part: 'addons' } }, el('span', {}, 'Add-ons'), addBar, el('b', { class: 'num' }, money(a.addons))));
+  // Each contingency add-on of MODEL.md section 11 apart.
+  const kinds = [['option', 'short options'], ['basis', 'basis / calendar'], ['oracle', 'oracle confidence'], ['liquidity', 'liquidity (net delta)']];
+  for (const [key, label] of a.addon_breakdown ? kinds : []) {
+    const v = a.addon_breakdown[key] || 0;
+    const bar = el('div', { class: 'bar' }, el('i', {}));
+    bar.firstChild.style.width = `${(v / max) * 100}%`;
+    rows.push(el('div', { class: 'req-row sub', dataset: { part: `addon-${key}` } }, el('span', { class: 'muted' }, `· ${label}`), bar, el('b', { class: 'num' }, money(v))));
+  }
   const scanning = Object.entries(a.scanning_risk || {});
   put($('acct-req'), 
     ...rows,
@@ -550,7 +560,12 @@ function renderHeatmaps(t) {
     if (!singles.has(s.underlying)) singles.set(s.underlying, []);
     singles.get(s.underlying).push(s);
   }
-  const tandem = t.scenarios.filter((s) => s.family === 'tandem');
+  // Extended moves (MODEL.md section 10) are absolute fractions of the price: in the single
+  // heatmaps they are rows like any other; the tandem ones get a heatmap of their own, since
+  // the tandem grid is in multiples of each range.
+  const extended = (s) => s.label.includes(' extended ');
+  const tandem = t.scenarios.filter((s) => s.family === 'tandem' && !extended(s));
+  const tandemExtended = t.scenarios.filter((s) => s.family === 'tandem' && extended(s));
   const decoupling = t.scenarios.filter((s) => s.family === 'decoupling');
   const items = [];
   for (const [u, list] of singles) {
@@ -570,6 +585,16 @@ function renderHeatmaps(t) {
         { class: 'hm' },
         el('figcaption', {}, 'Tandem: every underlying × its own range'),
         heatmap(tandem, { underlying: 'tandem', title: 'tandem scenario P&L', rowLabel: (m) => `${m > 0 ? '+' : m < 0 ? '−' : ''}${Number(Math.abs(m).toFixed(2))}×`, colLabel: (v) => (v === 0 ? 'vol flat' : v > 0 ? 'vol up' : 'vol down') }),
+      ),
+    );
+  }
+  if (tandemExtended.length) {
+    items.push(
+      el(
+        'figure',
+        { class: 'hm' },
+        el('figcaption', {}, 'Tandem extended moves: every underlying by the same fraction'),
+        heatmap(tandemExtended, { underlying: 'tandem', title: 'tandem extended scenario P&L', rowLabel: (m) => signedPct(m), colLabel: (v) => (v === 0 ? 'vol flat' : v > 0 ? 'vol up' : 'vol down') }),
       ),
     );
   }
@@ -690,16 +715,22 @@ async function onTrade() {
   if (!w || !can.trade()) return;
   const fill = w.response.what_if.fills[0];
   const price = w.request.price !== undefined ? w.request.price : fill && fill.price;
+  const counterparty = $('wi-counterparty').value.trim();
+  if (!counterparty) {
+    toast('A trade names both sides: enter the counterparty account', 'error');
+    $('wi-counterparty').focus();
+    return;
+  }
   if (btn.dataset.confirm !== 'yes') {
     btn.dataset.confirm = 'yes';
-    btn.textContent = `Confirm: ${num(w.request.size)} ${w.request.instrument} @ ${money(price)}`;
+    btn.textContent = `Confirm: ${num(w.request.size)} ${w.request.instrument} @ ${money(price)} with ${counterparty}`;
     return;
   }
   btn.dataset.confirm = '';
   btn.disabled = true;
   btn.textContent = 'Place trade';
   try {
-    const r = await api('/v1/events', { method: 'POST', body: { type: 'trade', account: S.account, instrument: w.request.instrument, size: w.request.size, price } });
+    const r = await api('/v1/events', { method: 'POST', body: { type: 'trade', account: S.account, instrument: w.request.instrument, size: w.request.size, price, counterparty } });
     toast(`Trade applied at event ${r.sequence}`, 'ok');
     S.whatIf = null;
     loadAccount(true);
@@ -955,11 +986,12 @@ function stop() {
 
 async function start() {
   const s = await loadSummary();
-  if (!['admin', 'risk_committee', 'read_only', 'trader'].includes(s.role)) throw new Error('This key cannot read accounts.');
+  if (!['admin', 'venue', 'risk_committee', 'read_only', 'trader'].includes(s.role)) throw new Error('This key cannot read accounts.');
   await loadOracle();
   $('tabs').hidden = false;
   $('signout').hidden = false;
   $('wi-trade').hidden = !can.trade();
+  $('wi-counterparty').hidden = !can.trade();
   renderChrome();
   route();
   S.stream = openStream(Math.max(1, s.stream_next - BACKLOG), onStream, setLive);

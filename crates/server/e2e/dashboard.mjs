@@ -244,6 +244,8 @@ try {
     await p.click('#wi-check');
     await p.locator('.verdict[data-accepted="true"]').waitFor();
     const seq = (await call(BASE, ADMIN, 'GET', '/v1/dashboard/summary')).sequence;
+    check(await p.locator('#wi-counterparty').isVisible(), 'a trade names its counterparty');
+    await p.fill('#wi-counterparty', 'vol-desk');
     await trade.click();
     check((await trade.innerText()).startsWith('Confirm'), 'a trade asks for confirmation');
     await trade.click();

@@ -1,6 +1,6 @@
 //! The HTTP API under `/v1` (see `openapi.json`).
 
-use crate::auth::{bearer, generate_key, hash_key, Caller, KeyRecord, Role, READERS, STAFF};
+use crate::auth::{bearer, generate_key, Caller, Role, FILLERS, READERS, STAFF};
 use crate::error::{json_error, ApiError};
 use crate::state::{
     event_hash, now_ms, AppState, CachedReport, EventResult, Lookup, ReportEntry, WhatIfKey,
@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -70,8 +70,18 @@ pub fn router(state: Shared) -> Router {
             "/v1/proposals/{id}/activate",
             post(crate::governance::post_activate),
         )
+        .route(
+            "/v1/proposals/{id}/cancel",
+            post(crate::governance::post_cancel),
+        )
+        .route(
+            "/v1/params/emergency/ratify",
+            post(crate::governance::post_ratify),
+        )
+        .route("/v1/governance", get(crate::governance::get_governance))
         .route("/v1/oracle", get(get_oracle))
         .route("/v1/keys", post(post_key).get(list_keys))
+        .route("/v1/keys/{id}", axum::routing::delete(delete_key))
         .route("/v1/audit", get(get_audit))
         .route("/v1/stream", get(stream))
         .merge(crate::dashboard::router())
@@ -84,7 +94,83 @@ pub fn router(state: Shared) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_writes,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            time_out,
+        ))
         .with_state(state)
+}
+
+/// Answers 503 to a request not answered within the configured timeout (a stream's upgrade is
+/// answered at once; the stream itself is not timed).
+async fn time_out(
+    State(state): State<Shared>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            state.metrics.refused("timeout");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request took longer than {} s",
+                    state.limits.request_timeout.as_secs_f64()
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// The per-key rate limit on writes (every method but GET, HEAD and OPTIONS, what-ifs
+/// excepted: those are reads, bounded by the heavy pool): a token bucket per bearer
+/// credential (hashed, so nothing secret is kept), 429 with `Retry-After` when it is empty.
+async fn limit_writes(
+    State(state): State<Shared>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        || req.uri().path() == "/v1/what-if";
+    if read {
+        return next.run(req).await;
+    }
+    let credential = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let digest: [u8; 32] = Sha256::digest(credential).into();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    match state.limiter.take(key) {
+        Ok(()) => next.run(req).await,
+        Err(wait) => {
+            state.metrics.refused("rate_limited");
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "more than {} writes per second (bursts of {}) from this key; retry in {secs} s",
+                    state.limits.writes_per_second, state.limits.write_burst
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+            response
+        }
+    }
 }
 
 // ----- extractors -----
@@ -102,11 +188,16 @@ impl FromRequestParts<Shared> for Caller {
             None => None,
         };
         let key = bearer(header)?;
+        // (No address when the router is driven without a socket, as in unit tests.)
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
         state
             .keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .authenticate(key)
+            .authenticate_from(key, ip)
     }
 }
 
@@ -196,6 +287,7 @@ async fn healthz(State(state): State<Shared>) -> Response {
     let body = json!({
         "status": if failure.is_none() { "ok" } else { "failed" },
         "sequence": sequence,
+        "committed_sequence": state.committed(),
         "stream_sequence": state.hub.next_seq() - 1,
         "durable": state.durable,
         "failure": failure,
@@ -234,21 +326,21 @@ async fn post_event(
                 "parameters change only through governance (POST /v1/proposals)",
             ))
         }
-        (Role::Admin, _) => {}
-        (
-            Role::Trader,
-            Event::Trade {
-                account,
-                counterparty: None,
-                ..
-            },
-        )
-        | (Role::Trader, Event::Withdrawal { account, .. }) => caller.require_account(account)?,
-        (Role::Trader, Event::Trade { .. }) => {
-            return Err(ApiError::forbidden(
-                "a trader may not submit a trade with a counterparty",
-            ))
+        // Value enters an account (a deposit) or moves between two (a fill) only on the
+        // venue's word: an account holder posting its own fill could print money (issue 15).
+        (_, Event::Trade { .. }) | (_, Event::Deposit { .. })
+            if !FILLERS.contains(&caller.role) =>
+        {
+            return Err(ApiError::forbidden(format!(
+                "fills and deposits come from the venue: role {} may not submit them \
+                 (allowed: admin, venue)",
+                caller.role.as_str()
+            )))
         }
+        (_, Event::Trade { .. }) | (_, Event::Deposit { .. }) => {}
+        (Role::Admin | Role::Venue, Event::Withdrawal { .. }) => {}
+        (Role::Trader, Event::Withdrawal { account, .. }) => caller.require_account(account)?,
+        (Role::Admin, _) => {}
         (Role::OracleFeeder, _) => {
             return Err(ApiError::forbidden(
                 "an oracle feeder submits quotes at POST /v1/quotes",
@@ -259,6 +351,32 @@ async fn post_event(
                 "role {} may not submit this event",
                 caller.role.as_str()
             )))
+        }
+    }
+    // Every fill through the service names both sides, so value only moves between two
+    // accounts (the engine applies both legs at one price, each paying the fee). The engine
+    // itself still takes a one-sided fill: a replayed file (`pmargin replay`) is trusted as
+    // its author wrote it; the service is where fills from outside arrive.
+    if let Event::Trade {
+        account,
+        counterparty,
+        ..
+    } = &event
+    {
+        match counterparty {
+            None => {
+                return Err(ApiError::unprocessable(
+                    "a trade names both sides: `counterparty` is required",
+                )
+                .with_field("counterparty"))
+            }
+            Some(c) if c == account => {
+                return Err(ApiError::unprocessable(
+                    "`counterparty` must be another account than `account`",
+                )
+                .with_field("counterparty"))
+            }
+            Some(_) => {}
         }
     }
     let idem = idempotency(&headers, &caller, &event)?;
@@ -284,11 +402,25 @@ async fn post_quote(
     Body(q, _): Body<QuoteIn>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin, Role::OracleFeeder])?;
+    caller.require_source(&q.source)?;
+    let now = now_ms();
+    let skew = state.max_clock_skew_ms.load(Ordering::Relaxed);
+    if let Some(ts) = q.ts_ms {
+        // A quote from the future would be "fresh" for longer than it should, and would hold
+        // the oracle's staleness clock back.
+        if ts > now.saturating_add(skew) {
+            return Err(ApiError::unprocessable(format!(
+                "ts_ms {ts} is {} ms ahead of the server's clock (at most {skew} ms allowed)",
+                ts - now
+            ))
+            .with_field("ts_ms"));
+        }
+    }
     let event = Event::Quote {
         source: q.source,
         underlying: q.underlying,
         price: q.price,
-        ts_ms: q.ts_ms.unwrap_or_else(now_ms),
+        ts_ms: q.ts_ms.unwrap_or(now),
     };
     let idem = idempotency(&headers, &caller, &event)?;
     let result = state.submit(event, &caller.key_id, idem).await?;
@@ -301,8 +433,18 @@ struct KeyIn {
     role: Role,
     #[serde(default)]
     accounts: Vec<String>,
+    /// Oracle feeders only: the quote sources the key may post for.
+    #[serde(default)]
+    sources: Option<Vec<String>>,
     #[serde(default)]
     label: Option<String>,
+}
+
+/// A quote source name: 1 to 64 letters, digits, `.`, `_` or `-`.
+fn valid_source(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 async fn post_key(
@@ -322,15 +464,42 @@ async fn post_key(
                 .with_field("accounts"),
         );
     }
-    let (id, key) = generate_key().map_err(ApiError::internal)?;
-    let record = KeyRecord {
-        id: id.clone(),
-        role: k.role,
-        accounts: k.accounts,
-        hash: hex::encode(hash_key(&key)),
-        created_ms: now_ms(),
-        label: k.label,
+    let sources = match (k.role, k.sources) {
+        (Role::OracleFeeder, Some(sources)) if !sources.is_empty() => {
+            if let Some(bad) = sources.iter().find(|s| !valid_source(s)) {
+                return Err(ApiError::bad_request(format!(
+                    "source `{bad}` is not 1 to 64 letters, digits, `.`, `_` or `-`"
+                ))
+                .with_field("sources"));
+            }
+            let mut sources = sources;
+            sources.sort();
+            sources.dedup();
+            sources
+        }
+        (Role::OracleFeeder, _) => {
+            return Err(ApiError::bad_request(
+                "an oracle feeder key is bound to the quote sources it may post: `sources` \
+                 must list at least one",
+            )
+            .with_field("sources"))
+        }
+        (_, Some(_)) => {
+            return Err(
+                ApiError::bad_request("only an oracle feeder key takes `sources`")
+                    .with_field("sources"),
+            )
+        }
+        (_, None) => Vec::new(),
     };
+    let (id, key) = generate_key().map_err(ApiError::internal)?;
+    let mut record = {
+        let keys = state.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.secret().record(id.clone(), k.role, &key, now_ms())
+    };
+    record.accounts = k.accounts;
+    record.sources = sources;
+    record.label = k.label;
     state
         .store
         .lock()
@@ -348,13 +517,58 @@ async fn post_key(
         action: "create_key".into(),
         target: id.clone(),
         outcome: "created".into(),
-        detail: json!({ "role": record.role, "accounts": record.accounts }),
+        detail: json!({ "role": record.role, "accounts": record.accounts, "sources": record.sources }),
     })?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": id, "role": record.role, "accounts": record.accounts, "key": key })),
+        Json(
+            json!({ "id": id, "role": record.role, "accounts": record.accounts, "sources": record.sources, "key": key }),
+        ),
     )
         .into_response())
+}
+
+/// Revokes a key at once: its next request is 401. The record is kept, marked revoked.
+async fn delete_key(
+    caller: Caller,
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin])?;
+    if id == caller.key_id {
+        // (An admin cannot lock the service out by mistake: another admin key must do it.)
+        return Err(ApiError::conflict(
+            "a key cannot revoke itself; revoke it with another admin key",
+        ));
+    }
+    // The ring's write lock is held until the record is stored: no request authenticates with
+    // the key after the answer, and a failed store leaves the key as it was.
+    let revoked = {
+        let mut keys = state.keys.write().unwrap_or_else(|p| p.into_inner());
+        let record = keys
+            .by_id(&id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no active key `{id}`")))?;
+        let mut revoked = record;
+        revoked.revoked_ms = Some(now_ms());
+        state
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put_key(&revoked)
+            .map_err(ApiError::unavailable)?;
+        keys.revoke(&id, revoked.revoked_ms.unwrap_or_default());
+        revoked
+    };
+    state.audit(AuditEntry {
+        ts_ms: now_ms(),
+        key_id: caller.key_id,
+        action: "revoke_key".into(),
+        target: id.clone(),
+        outcome: "revoked".into(),
+        detail: json!({ "role": revoked.role }),
+    })?;
+    Ok(Json(json!({ "id": id, "revoked_ms": revoked.revoked_ms })).into_response())
 }
 
 async fn list_keys(caller: Caller, State(state): State<Shared>) -> Result<Json<Value>, ApiError> {
@@ -362,27 +576,50 @@ async fn list_keys(caller: Caller, State(state): State<Shared>) -> Result<Json<V
     let keys = state.keys.read().unwrap_or_else(|p| p.into_inner());
     let mut list: Vec<Value> = keys
         .records()
-        .map(|r| json!({ "id": r.id, "role": r.role, "accounts": r.accounts, "created_ms": r.created_ms, "label": r.label }))
+        .map(|r| json!({ "id": r.id, "role": r.role, "accounts": r.accounts, "sources": r.sources, "created_ms": r.created_ms, "label": r.label }))
         .collect();
     list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     Ok(Json(json!({ "keys": list })))
 }
 
+/// `GET /v1/audit?limit=N&after=K`: entries `K+1..=K+N` of the trail (numbered from 1), or
+/// without `after` the latest `N`; `next` is the `after` of the following page.
 async fn get_audit(
     caller: Caller,
     State(state): State<Shared>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&[Role::Admin])?;
-    let limit = parse_limit(&q, 1000)?;
+    check_query(&q, &["limit", "after"])?;
+    let limit = page_limit(&q, state.limits.max_page)?;
+    let after = match q.get("after") {
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            ApiError::bad_request("after must be a non-negative integer").with_field("after")
+        })?),
+        None => None,
+    };
     let entries = state
         .store
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .audit_entries()
         .map_err(ApiError::unavailable)?;
-    let skip = entries.len().saturating_sub(limit);
-    Ok(Json(json!({ "entries": entries[skip..] })))
+    let total = entries.len();
+    let start = after.map_or(total.saturating_sub(limit), |a| a.min(total));
+    let end = (start + limit).min(total);
+    let next = (end < total).then_some(end);
+    Ok(Json(
+        json!({ "entries": entries[start..end], "after": start, "next": next, "total": total }),
+    ))
+}
+
+/// `limit` of a paged listing: 1 to `max`, `max` when absent.
+fn page_limit(q: &HashMap<String, String>, max: usize) -> Result<usize, ApiError> {
+    let limit = parse_limit(q, max)?;
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(format!("limit must be 1 to {max}")).with_field("limit"));
+    }
+    Ok(limit)
 }
 
 fn parse_limit(q: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
@@ -416,11 +653,10 @@ fn account_inputs(engine: &Engine, id: &str) -> Option<(Portfolio, Market, Param
 }
 
 fn snapshot(
-    state: &AppState,
+    engine: &Engine,
     id: &str,
 ) -> Result<(u64, Value, Portfolio, Market, Params), ApiError> {
-    let engine = state.engine();
-    let (portfolio, market, params) = account_inputs(&engine, id)
+    let (portfolio, market, params) = account_inputs(engine, id)
         .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
     let cached = serde_json::to_value(engine.risk(id)).unwrap_or_default();
     Ok((engine.sequence(), cached, portfolio, market, params))
@@ -445,13 +681,40 @@ fn heavy_pool() -> Result<&'static rayon::ThreadPool, ApiError> {
     .map_err(|e| ApiError::internal(format!("cannot start the worker pool: {e}")))
 }
 
+/// Heavy computations running or queued at most (set at start from the limits).
+static HEAVY_MAX: AtomicUsize = AtomicUsize::new(256);
+static HEAVY_IN: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_heavy_queue(max: usize) {
+    HEAVY_MAX.store(max.max(1), Ordering::Relaxed);
+}
+
+/// A place in the heavy pool's queue, given back when the job is done (or dropped).
+struct HeavySlot;
+
+impl Drop for HeavySlot {
+    fn drop(&mut self) {
+        HEAVY_IN.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Runs a heavy computation on the heavy pool (see [`heavy_pool`]) and waits for it without
-/// holding an async worker.
+/// holding an async worker. Beyond the configured number of jobs running or queued, 503 at
+/// once: a queue without bound would only make every answer late.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let max = HEAVY_MAX.load(Ordering::Relaxed);
+    if HEAVY_IN.fetch_add(1, Ordering::AcqRel) >= max {
+        HEAVY_IN.fetch_sub(1, Ordering::AcqRel);
+        return Err(ApiError::unavailable(format!(
+            "{max} heavy computations are already running or queued; retry shortly"
+        )));
+    }
+    let slot = HeavySlot;
     let (tx, rx) = tokio::sync::oneshot::channel();
     heavy_pool()?.spawn(move || {
+        let _slot = slot;
         // A panic in a pool job would abort the process: it becomes this request's 500.
         let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     });
@@ -474,19 +737,20 @@ async fn get_account(
     // The engine's own figures are read fresh; the full report (with the liquidation-price
     // search) is kept serialized until an event affecting this account is applied (see
     // `ReportCache`), and the whole response until any event is.
-    let (sequence, risk, version, found) = {
-        let engine = state.engine();
-        let risk = engine
-            .risk(&id)
-            .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
-        let version = state.reports.version(&id);
-        (
-            engine.sequence(),
-            risk,
-            version,
-            state.reports.lookup(&id, version),
-        )
-    };
+    let (sequence, risk, version, found) = state
+        .read_durable(Some(&id), |engine| {
+            let risk = engine
+                .risk(&id)
+                .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
+            let version = state.reports.version(&id);
+            Ok((
+                engine.sequence(),
+                risk,
+                version,
+                state.reports.lookup(&id, version),
+            ))
+        })
+        .await?;
     let (entry, stale) = match found {
         Lookup::Fresh(e) => (e, false),
         Lookup::Stale(e) => {
@@ -540,12 +804,13 @@ async fn report_flight(
 }
 
 async fn compute_report(state: &Shared, id: &str) -> Result<Arc<ReportEntry>, ApiError> {
-    let (version, (portfolio, market, params)) = {
-        let engine = state.engine();
-        let inputs = account_inputs(&engine, id)
-            .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
-        (state.reports.version(id), inputs)
-    };
+    let (version, (portfolio, market, params)) = state
+        .read_durable(Some(id), |engine| {
+            let inputs = account_inputs(engine, id)
+                .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
+            Ok((state.reports.version(id), inputs))
+        })
+        .await?;
     blocking(move || {
         let report = margin_report(&portfolio, &market, &params, None, ReportOptions::default())
             .map_err(|e| ApiError::unprocessable(e.to_string()))?;
@@ -568,7 +833,9 @@ async fn get_scenarios(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READERS)?;
     caller.require_account(&id)?;
-    let (sequence, _, portfolio, market, params) = snapshot(&state, &id)?;
+    let (sequence, _, portfolio, market, params) = state
+        .read_durable(Some(&id), |engine| snapshot(engine, &id))
+        .await?;
     let table = blocking(move || {
         let fail = |e: pmargin_core::InputError| ApiError::unprocessable(e.to_string());
         let book = Book::build(&portfolio, &market, &params).map_err(fail)?;
@@ -587,7 +854,7 @@ async fn list_accounts(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(READERS)?;
-    check_query(&q, &["status", "limit"])?;
+    check_query(&q, &["status", "limit", "after"])?;
     let status = q.get("status").map(String::as_str);
     if let Some(s) = status {
         if !["healthy", "restricted", "liquidatable", "bankrupt"].contains(&s) {
@@ -597,20 +864,38 @@ async fn list_accounts(
             .with_field("status"));
         }
     }
-    let limit = parse_limit(&q, usize::MAX)?;
-    let engine = state.engine();
-    let accounts: Vec<Value> = engine
-        .risks()
-        .filter(|(id, r)| status.is_none_or(|s| r.status.as_str() == s) && caller.may_access(id))
-        .take(limit)
-        .map(|(id, r)| {
-            json!({ "id": id, "equity": r.equity, "margin_balance": r.margin_balance, "initial_margin": r.initial_margin,
-                    "maintenance_margin": r.maintenance_margin, "status": r.status })
+    let limit = page_limit(&q, state.limits.max_page)?;
+    let after = q.get("after").cloned();
+    // Pages in account id order; `next` is the `after` of the following page.
+    let body = state
+        .read_durable(None, |engine| {
+            let mut found: Vec<(&str, &pmargin_engine::AccountRisk)> = engine
+                .risks()
+                .filter(|(id, r)| {
+                    status.is_none_or(|s| r.status.as_str() == s)
+                        && caller.may_access(id)
+                        && after.as_deref().is_none_or(|a| *id > a)
+                })
+                .collect();
+            found.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let more = found.len() > limit;
+            found.truncate(limit);
+            let next = if more {
+                found.last().map(|(id, _)| id.to_string())
+            } else {
+                None
+            };
+            let accounts: Vec<Value> = found
+                .iter()
+                .map(|(id, r)| {
+                    json!({ "id": id, "equity": r.equity, "margin_balance": r.margin_balance, "initial_margin": r.initial_margin,
+                            "maintenance_margin": r.maintenance_margin, "status": r.status })
+                })
+                .collect();
+            Ok(json!({ "sequence": engine.sequence(), "count": accounts.len(), "accounts": accounts, "next": next }))
         })
-        .collect();
-    Ok(Json(
-        json!({ "sequence": engine.sequence(), "count": accounts.len(), "accounts": accounts }),
-    ))
+        .await?;
+    Ok(Json(body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -779,7 +1064,34 @@ async fn stream(
         })?),
         None => None,
     };
-    Ok(ws.on_upgrade(move |socket| session(socket, state, caller, from)))
+    let max = state.limits.streams_per_key;
+    if !state.streams.acquire(&caller.key_id, max) {
+        state.metrics.refused("too_many_streams");
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!("this key has {max} streams open already, the most allowed"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+        return Ok(response);
+    }
+    let slot = StreamSlot(state.clone(), caller.key_id.clone());
+    Ok(ws.on_upgrade(move |socket| async move {
+        let _slot = slot;
+        session(socket, state, caller, from).await
+    }))
+}
+
+/// An open stream's place among its key's, given back when the stream ends.
+struct StreamSlot(Shared, String);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.release(&self.1);
+    }
 }
 
 /// Messages `from..until` read from the log's records (before the ring's oldest).
@@ -788,6 +1100,55 @@ async fn from_log(state: &Shared, from: u64, until: u64) -> Result<Vec<Arc<Strea
     tokio::task::spawn_blocking(move || stored_messages(&state.store, from, until))
         .await
         .map_err(|e| e.to_string())?
+}
+
+/// Sends the messages `next..until` the caller may see, read from the log one page at a time
+/// (a resume from far back holds one page in memory, not the whole history); returns the
+/// number of the next message, or `None` once the socket is gone or the log unreadable.
+async fn catch_up(
+    socket: &mut WebSocket,
+    state: &Shared,
+    caller: &Caller,
+    mut next: u64,
+    until: u64,
+) -> Option<u64> {
+    let page = state.limits.stream_page.max(1) as u64;
+    while next < until {
+        let to = until.min(next.saturating_add(page));
+        let messages = match from_log(state, next, to).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = socket
+                    .send(Message::Text(
+                        json!({ "type": "error", "message": e }).to_string().into(),
+                    ))
+                    .await;
+                return None;
+            }
+        };
+        for m in messages {
+            if m.seq < next {
+                continue;
+            }
+            next = m.seq + 1;
+            if send_visible(socket, caller, &m).await.is_err() {
+                return None;
+            }
+        }
+        next = next.max(to);
+    }
+    Some(next)
+}
+
+async fn send_visible(socket: &mut WebSocket, caller: &Caller, m: &StreamMsg) -> Result<(), ()> {
+    let visible = m.accounts.is_empty() || m.accounts.iter().any(|a| caller.may_access(a));
+    if visible {
+        socket
+            .send(Message::Text(m.json.to_string().into()))
+            .await
+            .map_err(|_| ())?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn session(
@@ -801,16 +1162,9 @@ pub(crate) async fn session(
     let mut next = from.unwrap_or(sub.next).max(1);
     let mut pending: Vec<Arc<StreamMsg>> = Vec::new();
     if next < sub.oldest {
-        match from_log(&state, next, sub.oldest).await {
-            Ok(m) => pending.extend(m),
-            Err(e) => {
-                let _ = socket
-                    .send(Message::Text(
-                        json!({ "type": "error", "message": e }).to_string().into(),
-                    ))
-                    .await;
-                return;
-            }
+        match catch_up(&mut socket, &state, &caller, next, sub.oldest).await {
+            Some(n) => next = n,
+            None => return,
         }
     }
     pending.extend(sub.backlog);
@@ -820,13 +1174,7 @@ pub(crate) async fn session(
                 continue;
             }
             next = m.seq + 1;
-            let visible = m.accounts.is_empty() || m.accounts.iter().any(|a| caller.may_access(a));
-            if visible
-                && socket
-                    .send(Message::Text(m.json.to_string().into()))
-                    .await
-                    .is_err()
-            {
+            if send_visible(&mut socket, &caller, &m).await.is_err() {
                 return;
             }
         }
@@ -834,13 +1182,14 @@ pub(crate) async fn session(
             msg = rx.recv() => match msg {
                 Ok(m) => pending.push(m),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let (ring, oldest) = state.hub.since(next);
+                    let (_, oldest) = state.hub.since(next);
                     if next < oldest {
-                        match from_log(&state, next, oldest).await {
-                            Ok(m) => pending.extend(m),
-                            Err(_) => return,
+                        match catch_up(&mut socket, &state, &caller, next, oldest).await {
+                            Some(n) => next = n,
+                            None => return,
                         }
                     }
+                    let (ring, _) = state.hub.since(next);
                     pending.extend(ring);
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

@@ -419,7 +419,13 @@ async fn stream(
                 .keys
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .authenticate(&key)?
+                .authenticate_from(
+                    &key,
+                    parts
+                        .extensions
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| c.0.ip()),
+                )?
         }
         None => Caller::from_request_parts(&mut parts, &state).await?,
     };

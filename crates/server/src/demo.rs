@@ -7,7 +7,7 @@
 
 use crate::state::{now_ms, AppState};
 use crate::store::Genesis;
-use pmargin_engine::oracle::OracleConfig;
+use pmargin_engine::oracle::{OracleConfig, StablePriceConfig};
 use pmargin_engine::{EngineConfig, Event};
 use pmargin_governance::{public_key_of, Committee, CommitteeMember};
 use std::path::{Path, PathBuf};
@@ -19,11 +19,28 @@ pub const MARKET: &str = include_str!("../../cli/demo/market.json");
 pub const PARAMS: &str = include_str!("../../cli/demo/params.json");
 pub const HISTORY: &str = include_str!("../../../data/history.csv");
 
-/// The engine settings of the service: USDC settles, an oracle aggregates venue quotes.
+/// The stable price's largest move per second by default (relative): 0.002 %/s, 0.12 % a
+/// minute, 7.2 % an hour (Mango v4's defence after the 2022-10 exploit). A pump of any size
+/// raises what collateral counts for, for withdrawals and new risk, by at most 1.2 % in ten
+/// minutes; an honest rally is counted in full within hours.
+pub const DEFAULT_STABLE_PRICE_RATE: f64 = 0.00002;
+
+/// The engine settings of the service: USDC settles, an oracle aggregates venue quotes, with
+/// the stable price on at [`DEFAULT_STABLE_PRICE_RATE`].
 pub fn engine_config(insurance_fund: f64) -> EngineConfig {
+    engine_config_with(insurance_fund, Some(DEFAULT_STABLE_PRICE_RATE))
+}
+
+/// [`engine_config`] with the stable price's rate per second (`None`: no stable price).
+pub fn engine_config_with(insurance_fund: f64, stable_price_rate: Option<f64>) -> EngineConfig {
     EngineConfig {
         insurance_fund,
-        oracle: Some(OracleConfig::default()),
+        oracle: Some(OracleConfig {
+            stable_price: stable_price_rate.map(|max_move_per_second| StablePriceConfig {
+                max_move_per_second,
+            }),
+            ..OracleConfig::default()
+        }),
         ..EngineConfig::default()
     }
 }
@@ -134,13 +151,9 @@ pub async fn feed(state: Arc<AppState>, config: FeedConfig) {
                 })
             });
             // A tick's quotes go to the writer together: one commit, one refresh of readers.
-            if state
-                .submit_all(quotes.collect(), "demo-feed")
-                .await
-                .is_err()
-            {
-                return;
-            }
+            // A refused tick (writes suspended after a storage failure, a full queue) is
+            // skipped: the feed goes on once the service takes writes again.
+            let _ = state.submit_all(quotes.collect(), "demo-feed").await;
             tokio::time::sleep(pause).await;
         }
     }
@@ -269,10 +282,11 @@ impl DemoCommittee {
         let d = self.dir.display();
         format!(
             "  demo committee: {m} of {n} ({ids}), timelock {t} s, guardian key; ed25519 keys (demo only): {d}/{{m1,m2,m3,guardian}}.pem\n\
-             \x20 try governance (KEY = the admin key: printed on first start, or PMARGIN_ADMIN_KEY):\n\
+             \x20 try governance (KEY = the admin key: in <data dir>/admin_key after the first start, or PMARGIN_ADMIN_KEY):\n\
              \x20   curl -s -H \"Authorization: Bearer $KEY\" http://{addr}/v1/params | jq '{{params: (.params | .version += 1), rationale: \"try\"}}' > p.json\n\
              \x20   curl -s -H \"Authorization: Bearer $KEY\" -d @p.json http://{addr}/v1/proposals | jq -r .proposal.hash   # -> H, id 1\n\
-             \x20   (printf pmargin-proposal-v1; echo $H | xxd -r -p) > m.bin   # then, for m1 and m2:\n\
+             \x20   D=$(curl -s -H \"Authorization: Bearer $KEY\" http://{addr}/v1/governance | jq -r .deployment_id)\n\
+             \x20   (printf pmargin-proposal-v2; printf %016x ${{#D}} | xxd -r -p; printf %s \"$D\"; echo $H | xxd -r -p) > m.bin   # then, for m1 and m2:\n\
              \x20   SIG=$(openssl pkeyutl -sign -rawin -inkey {d}/m1.pem -in m.bin | xxd -p -c 64)\n\
              \x20   curl -s -H \"Authorization: Bearer $KEY\" -d \"{{\\\"member\\\":\\\"m1\\\",\\\"signature\\\":\\\"$SIG\\\"}}\" http://{addr}/v1/proposals/1/approvals\n\
              \x20   curl -s -X POST -H \"Authorization: Bearer $KEY\" http://{addr}/v1/proposals/1/activate   # after the timelock\n\
@@ -329,12 +343,13 @@ mod tests {
             pmargin_governance::Proposal::new(1, next, "try", "admin", 0, Some(g.active()))
                 .unwrap();
         g.submit(proposal.clone(), 0).unwrap();
-        let signature = pmargin_governance::sign_approval(&seed, &proposal.hash);
+        g.set_deployment_id("demo", 0);
+        let signature = pmargin_governance::sign_approval(&seed, "demo", &proposal.hash);
         let approval = pmargin_governance::Approval {
             member: "m2".into(),
             signature,
         };
-        assert_eq!(g.approve(1, approval), Ok(1));
+        assert_eq!(g.approve(1, approval, 0), Ok(1));
         assert!(first.help("127.0.0.1:8080").contains("2 of 3"));
         // base64 round trip on every length.
         for n in 0..10 {

@@ -1,6 +1,16 @@
 //! Governed parameters over HTTP: proposals with an impact report, committee approvals
-//! (ed25519 over the proposal hash), activation after quorum and timelock through the normal
-//! durable event path (an `activate_params` event), and the guardian's emergency path.
+//! (ed25519 over the deployment id and the proposal hash), cancellation by M members,
+//! activation after quorum and the timelock counted from quorum, through the normal durable
+//! event path (an `activate_params` event), and the guardian's bounded emergency path with its
+//! ratification or lapse.
+//!
+//! Time comes from the [`Clock`] of [`crate::ServerConfig::governance_clock`] (the system
+//! clock unless a test injects a [`pmargin_governance::ManualClock`]). Every signature names
+//! the deployment id ([`crate::ServerConfig::deployment_id`], by default derived from the
+//! settlement domain: [`default_deployment_id`]). An unratified emergency set lapses on a
+//! timer ([`lapse_timer`], every [`LAPSE_CHECK_EVERY`]) and before any governance write: the
+//! base set goes back in force through an `activate_params` event, so a replay of the log
+//! reproduces it.
 //!
 //! The committee is configured at start ([`crate::ServerConfig::committee`], or
 //! `committee.json` in the data directory, or else the committee stored with the governance
@@ -18,7 +28,7 @@
 use crate::api::{Body, Shared};
 use crate::auth::{Caller, Role, STAFF};
 use crate::error::ApiError;
-use crate::state::now_ms;
+use crate::settlement::SettlementConfig;
 use crate::store::{read_governance_file, AuditEntry, Store, GOVERNANCE_FILE};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -26,16 +36,39 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pmargin_core::Params;
 use pmargin_engine::Event;
-use pmargin_governance::{impact_report, Approval, Committee, GovError, Governance, Proposal};
+use pmargin_governance::{
+    impact_report, Approval, Clock, Committee, GovError, Governance, Proposal, SystemClock,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::Path as FsPath;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// How often the lapse timer looks for an emergency set past its ratification window.
+pub const LAPSE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The key id the service's own governance steps (a lapse) are logged and audited under.
+pub const GOVERNANCE_KEY_ID: &str = "governance";
+
+/// The deployment id when none is configured: `eip712:<chain id>:0x<verifying contract>`,
+/// from the EIP-712 domain of the settlement messages. Two deployments that settle on
+/// different chains or contracts (staging and production) therefore differ without any
+/// setting; two that share a domain would accept each other's settlement messages anyway,
+/// and must be told apart with `--deployment-id`.
+pub fn default_deployment_id(settlement: &SettlementConfig) -> String {
+    format!(
+        "eip712:{}:0x{}",
+        settlement.chain_id,
+        hex::encode(settlement.verifying_contract)
+    )
+}
 
 /// The governance of a running service.
 pub struct Gov {
     pub state: tokio::sync::Mutex<Option<Governance>>,
+    clock: OnceLock<Arc<dyn Clock>>,
+    timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The store lock of the service.
@@ -49,20 +82,47 @@ impl Gov {
     pub fn disabled() -> Gov {
         Gov {
             state: tokio::sync::Mutex::new(None),
+            clock: OnceLock::new(),
+            timer: Mutex::new(None),
+        }
+    }
+
+    /// Now, by the governance clock (the system clock until [`Gov::open`] sets one).
+    pub fn now_ms(&self) -> i64 {
+        self.clock
+            .get()
+            .map_or_else(|| SystemClock.now_ms(), |c| c.now_ms())
+    }
+
+    /// Starts the lapse timer (once); [`Gov::stop_timer`] ends it.
+    pub fn start_timer(&self, state: Shared) {
+        let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());
+        if timer.is_none() {
+            *timer = Some(tokio::spawn(lapse_timer(state)));
+        }
+    }
+
+    pub fn stop_timer(&self) {
+        if let Some(t) = self.timer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            t.abort();
         }
     }
 
     /// Loads the governance state from the store (importing an old `<dir>/governance.json`
     /// once), with the committee from `committee`, `<dir>/committee.json` or the store, and
-    /// reconciles it with the engine's active parameters `active`. Installs the governance
-    /// (once, at start); without any committee the governance stays disabled.
+    /// reconciles it with the engine's active parameters `active`. Binds every signature to
+    /// `deployment_id` and reads time from `clock`. Installs the governance (once, at start);
+    /// without any committee the governance stays disabled.
     pub async fn open(
         &self,
         store: &StoreLock,
         dir: Option<&FsPath>,
         committee: Option<Committee>,
         active: &Params,
+        deployment_id: &str,
+        clock: Arc<dyn Clock>,
     ) -> Result<(), String> {
+        let _ = self.clock.set(clock);
         let committee = match committee {
             Some(c) => Some(c),
             None => match dir.map(|d| d.join("committee.json")) {
@@ -88,7 +148,7 @@ impl Gov {
             _ => (stored.clone(), None),
         };
         let loaded = imported.as_ref().map(|(_, g)| g.clone()).or(stored);
-        let now = now_ms();
+        let now = self.now_ms();
         let mut notes = Vec::new();
         let g = match (loaded, committee) {
             (None, None) => return Ok(()),
@@ -101,7 +161,7 @@ impl Gov {
                     notes.push(format!("imported {GOVERNANCE_FILE}"));
                 }
                 if let Some(c) = c.filter(|c| c != g.committee()) {
-                    g.replace_committee(c)
+                    g.replace_committee(c, now)
                         .map_err(|e| format!("governance: committee: {e}"))?;
                     notes.push("committee replaced".into());
                 }
@@ -126,6 +186,14 @@ impl Gov {
                 g
             }
         };
+        let mut g = g;
+        let before = g.clone();
+        g.set_deployment_id(deployment_id, now);
+        if g.proposals().ne(before.proposals()) {
+            notes.push(format!(
+                "quorum moments re-derived for deployment `{deployment_id}`"
+            ));
+        }
         if !notes.is_empty() {
             let audit = AuditEntry {
                 ts_ms: now,
@@ -167,9 +235,13 @@ pub fn gov_error(e: GovError) -> ApiError {
         | GovError::Timelocked { .. }
         | GovError::NotPending { .. }
         | GovError::DuplicateApproval { .. }
-        | GovError::DuplicateProposal(_) => ApiError::conflict(e.to_string()),
+        | GovError::DuplicateProposal(_)
+        | GovError::NoPendingEmergency
+        | GovError::EmergencyExpired { .. } => ApiError::conflict(e.to_string()),
         GovError::BadSignature { .. }
         | GovError::BadGuardianSignature
+        | GovError::BadActSignature { .. }
+        | GovError::NotEnoughSignatures { .. }
         | GovError::UnknownMember(_)
         | GovError::NoGuardian => ApiError::forbidden(e.to_string()),
         _ => ApiError::unprocessable(e.to_string()),
@@ -200,8 +272,11 @@ fn record_json(g: &Governance, id: u64) -> Result<Value, ApiError> {
     Ok(json!({
         "id": id,
         "hash": r.proposal.hash_hex(),
+        "deployment_id": g.deployment_id(),
+        "status": r.state.status(),
         "state": r.state,
         "submitted_ms": r.submitted_ms,
+        "quorum_ms": r.quorum_ms,
         "eligible_ms": r.eligible_ms(g.committee().timelock_ms),
         "approvals": r.approvals,
         "threshold": g.committee().threshold,
@@ -227,8 +302,10 @@ pub async fn post_proposal(
     let params = parse_params(&p.params)?;
     let mut guard = state.gov.state.lock().await;
     let g = guard.as_mut().ok_or_else(disabled)?;
+    // A proposal is drafted against the set in force: a lapse that is due happens first.
+    lapse_if_due(&state, g).await?;
     let id = g.proposals().map(|r| r.proposal.id).max().unwrap_or(0) + 1;
-    let now = now_ms();
+    let now = state.gov.now_ms();
     let proposal = Proposal::with_removals(
         id,
         params,
@@ -303,9 +380,10 @@ pub async fn post_approval(
     let g = guard.as_mut().ok_or_else(disabled)?;
     let member = approval.member.clone();
     let mut next = g.clone();
-    let result = next.approve(id, approval);
+    let now = state.gov.now_ms();
+    let result = next.approve(id, approval, now);
     let audit = AuditEntry {
-        ts_ms: now_ms(),
+        ts_ms: now,
         key_id: caller.key_id,
         action: "approve".into(),
         target: format!("proposal {id}"),
@@ -359,11 +437,13 @@ pub async fn post_activate(
     let id = proposal_id(&id)?;
     let mut guard = state.gov.state.lock().await;
     let g = guard.as_mut().ok_or_else(disabled)?;
+    lapse_if_due(&state, g).await?;
     let mut next = g.clone();
-    let params = next.activate(id, now_ms()).map_err(gov_error)?;
+    let now = state.gov.now_ms();
+    let params = next.activate(id, now).map_err(gov_error)?;
     let result = activate_in_engine(&state, &caller.key_id, &params).await?;
     let audit = AuditEntry {
-        ts_ms: now_ms(),
+        ts_ms: now,
         key_id: caller.key_id,
         action: "activate".into(),
         target: format!("proposal {id}"),
@@ -403,18 +483,182 @@ pub async fn post_emergency(
         })?;
     let mut guard = state.gov.state.lock().await;
     let g = guard.as_mut().ok_or_else(disabled)?;
+    lapse_if_due(&state, g).await?;
     let mut next = g.clone();
-    let params = next.emergency(params, sig, now_ms()).map_err(gov_error)?;
+    let now = state.gov.now_ms();
+    let params = next.emergency(params, sig, now).map_err(gov_error)?;
     let result = activate_in_engine(&state, &caller.key_id, &params).await?;
+    let expires_ms = next.pending_emergency().map(|e| e.expires_ms);
     let audit = AuditEntry {
-        ts_ms: now_ms(),
+        ts_ms: now,
         key_id: caller.key_id,
         action: "emergency_params".into(),
         target: format!("version {}", params.version),
         outcome: "activated".into(),
-        detail: json!({ "sequence": result.sequence }),
+        detail: json!({ "sequence": result.sequence, "expires_ms": expires_ms }),
     };
     persist(&state, g, &next, audit)?;
     *g = next;
-    Ok(Json(json!({ "version": params.version, "sequence": result.sequence })).into_response())
+    Ok(Json(json!({
+        "version": params.version,
+        "sequence": result.sequence,
+        "expires_ms": expires_ms,
+    }))
+    .into_response())
+}
+
+/// M members' signatures on one committee act (a cancellation, a ratification).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturesIn {
+    signatures: Vec<Approval>,
+}
+
+/// More signatures than any committee could need: a bound on the work one request causes.
+const MAX_SIGNATURES: usize = 64;
+
+fn check_count(s: &SignaturesIn) -> Result<(), ApiError> {
+    if s.signatures.is_empty() || s.signatures.len() > MAX_SIGNATURES {
+        return Err(ApiError::bad_request(format!(
+            "signatures: between 1 and {MAX_SIGNATURES} are required, got {}",
+            s.signatures.len()
+        ))
+        .with_field("signatures"));
+    }
+    Ok(())
+}
+
+/// `POST /v1/proposals/{id}/cancel`: M members cancel a pending proposal. Nothing reaches the
+/// engine: the active parameters and the event log are untouched either way.
+pub async fn post_cancel(
+    caller: Caller,
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Body(body, _): Body<SignaturesIn>,
+) -> Result<Response, ApiError> {
+    caller.require(PROPOSERS)?;
+    let id = proposal_id(&id)?;
+    check_count(&body)?;
+    let mut guard = state.gov.state.lock().await;
+    let g = guard.as_mut().ok_or_else(disabled)?;
+    let mut next = g.clone();
+    let now = state.gov.now_ms();
+    let by = next.cancel(id, &body.signatures, now).map_err(gov_error)?;
+    let audit = AuditEntry {
+        ts_ms: now,
+        key_id: caller.key_id,
+        action: "cancel".into(),
+        target: format!("proposal {id}"),
+        outcome: "cancelled".into(),
+        detail: json!({ "by": by }),
+    };
+    persist(&state, g, &next, audit)?;
+    *g = next;
+    Ok(Json(record_json(g, id)?).into_response())
+}
+
+/// `POST /v1/params/emergency/ratify`: M members keep the guardian's emergency set in force.
+pub async fn post_ratify(
+    caller: Caller,
+    State(state): State<Shared>,
+    Body(body, _): Body<SignaturesIn>,
+) -> Result<Response, ApiError> {
+    caller.require(PROPOSERS)?;
+    check_count(&body)?;
+    let mut guard = state.gov.state.lock().await;
+    let g = guard.as_mut().ok_or_else(disabled)?;
+    lapse_if_due(&state, g).await?;
+    let mut next = g.clone();
+    let now = state.gov.now_ms();
+    let by = next
+        .ratify_emergency(&body.signatures, now)
+        .map_err(gov_error)?;
+    let version = next.active_version();
+    let audit = AuditEntry {
+        ts_ms: now,
+        key_id: caller.key_id,
+        action: "ratify_emergency".into(),
+        target: format!("version {version}"),
+        outcome: "ratified".into(),
+        detail: json!({ "by": by }),
+    };
+    persist(&state, g, &next, audit)?;
+    *g = next;
+    Ok(Json(json!({ "version": version, "ratified_by": by })).into_response())
+}
+
+/// `GET /v1/governance`: what members need to sign (the deployment id) and where things
+/// stand (the committee's rules, the active version, the latest emergency episode).
+pub async fn get_governance(
+    caller: Caller,
+    State(state): State<Shared>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(STAFF)?;
+    let guard = state.gov.state.lock().await;
+    let g = guard.as_ref().ok_or_else(disabled)?;
+    let c = g.committee();
+    Ok(Json(json!({
+        "deployment_id": g.deployment_id(),
+        "now_ms": state.gov.now_ms(),
+        "members": c.members.iter().map(|m| &m.id).collect::<Vec<_>>(),
+        "threshold": c.threshold,
+        "timelock_ms": c.timelock_ms,
+        "ratify_window_ms": c.ratify_window_ms,
+        "guardian": c.guardian.is_some(),
+        "active_version": g.active_version(),
+        "emergency": g.emergency_record(),
+    })))
+}
+
+/// Lapses `g`'s emergency set if its window has closed: the base set goes back in force
+/// through the event log (an `activate_params` event under [`GOVERNANCE_KEY_ID`]), then the
+/// governance state is stored. Returns the restored version.
+async fn lapse_if_due(state: &Shared, g: &mut Governance) -> Result<Option<u64>, ApiError> {
+    let now = state.gov.now_ms();
+    let mut next = g.clone();
+    let Some(params) = next.expire_emergency(now) else {
+        return Ok(None);
+    };
+    let result = activate_in_engine(state, GOVERNANCE_KEY_ID, &params).await?;
+    let lapsed = g.pending_emergency().map(|e| (e.version, e.expires_ms));
+    let audit = AuditEntry {
+        ts_ms: now,
+        key_id: GOVERNANCE_KEY_ID.into(),
+        action: "emergency_lapsed".into(),
+        target: format!("version {}", params.version),
+        outcome: "restored the base set".into(),
+        detail: json!({
+            "sequence": result.sequence,
+            "lapsed_version": lapsed.map(|l| l.0),
+            "expires_ms": lapsed.map(|l| l.1),
+        }),
+    };
+    persist(state, g, &next, audit)?;
+    *g = next;
+    Ok(Some(params.version))
+}
+
+/// Lapses the pending emergency set if its ratification window has closed (see
+/// [`lapse_if_due`]); what the timer runs, and what a test calls after moving its clock.
+pub async fn lapse_emergency(state: &Shared) -> Result<Option<u64>, ApiError> {
+    let mut guard = state.gov.state.lock().await;
+    match guard.as_mut() {
+        Some(g) => lapse_if_due(state, g).await,
+        None => Ok(None),
+    }
+}
+
+/// Every [`LAPSE_CHECK_EVERY`], lapses an emergency set past its window.
+pub async fn lapse_timer(state: Shared) {
+    let mut interval = tokio::time::interval(LAPSE_CHECK_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        if state.failure().is_some() {
+            continue;
+        }
+        if let Err(e) = lapse_emergency(&state).await {
+            eprintln!("pmargin: governance: emergency lapse: {}", e.message);
+        }
+    }
 }

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod error;
 pub mod governance;
+pub mod limits;
 pub mod metrics;
 pub mod settlement;
 pub mod state;
@@ -38,6 +39,13 @@ pub fn cores_but_one() -> usize {
         .max(1)
 }
 
+/// How far ahead of the server's clock a quote's `ts_ms` may be, by default.
+pub const DEFAULT_MAX_CLOCK_SKEW_MS: i64 = 2_000;
+
+/// Where a first start without `PMARGIN_ADMIN_KEY` leaves the admin key it made (mode 0600,
+/// in the data directory): never in the log.
+pub const ADMIN_KEY_FILE: &str = "admin_key";
+
 /// Messages kept in memory for stream resumption.
 pub const DEFAULT_RING: usize = 65_536;
 
@@ -60,8 +68,18 @@ pub struct ServerConfig {
     pub committee: Option<pmargin_governance::Committee>,
     /// The EIP-712 domain and signing key of settlement messages.
     pub settlement: settlement::SettlementConfig,
+    /// The id every governance signature names, so one made for another deployment (staging)
+    /// is refused; `None`: [`governance::default_deployment_id`] of `settlement`.
+    pub deployment_id: Option<String>,
+    /// The clock governance reads (timelocks, ratification windows); tests inject a
+    /// [`pmargin_governance::ManualClock`] instead of sleeping.
+    pub governance_clock: Arc<dyn pmargin_governance::Clock>,
     /// Events between two snapshots (stores that keep them; 0: only on a clean stop).
     pub snapshot_every: u64,
+    /// Rate limits, queue bounds, page caps, timeouts (see [`limits`]).
+    pub limits: limits::Limits,
+    /// How far ahead of the server's clock a quote's `ts_ms` may be (422 beyond).
+    pub max_clock_skew_ms: i64,
 }
 
 impl ServerConfig {
@@ -80,7 +98,16 @@ impl ServerConfig {
             store_kind: StoreKind::default(),
             committee: None,
             settlement: settlement::SettlementConfig::default(),
+            deployment_id: None,
+            governance_clock: Arc::new(pmargin_governance::SystemClock),
             snapshot_every: state::SNAPSHOT_EVERY,
+            // The oracle's clock runs in `pmargin serve` (see its `--oracle-tick-ms`); here only
+            // quotes move it, so tests may date quotes in the past.
+            limits: limits::Limits {
+                oracle_tick: None,
+                ..limits::Limits::default()
+            },
+            max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
         }
     }
 }
@@ -89,8 +116,11 @@ impl ServerConfig {
 pub struct Running {
     pub addr: SocketAddr,
     pub state: Arc<AppState>,
-    /// The admin key made on first start: shown once, only its hash is stored.
+    /// The admin key made on first start (only its hash is stored); with a data directory it
+    /// is also in [`Running::admin_key_file`], for the operator.
     pub new_admin_key: Option<String>,
+    /// The 0600 file holding the admin key made on this start.
+    pub admin_key_file: Option<PathBuf>,
     /// Events the recovered state holds.
     pub recovered_events: usize,
     /// Of those, the events applied at start (after the snapshot, or all without one).
@@ -100,29 +130,79 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), String>>,
     feed: Option<JoinHandle<()>>,
+    clock: Option<JoinHandle<()>>,
 }
 
 /// Opens the store, recovers the state, binds the listener and serves in the background.
 pub async fn start(config: ServerConfig) -> Result<Running, String> {
+    // (Before the store is opened: a refused start leaves no data directory behind.)
+    if let Some(key) = &config.admin_key {
+        auth::check_admin_key(key)?;
+    }
     let store: Box<dyn Store> = match &config.data_dir {
         Some(dir) => open_dir(dir, config.store_kind)?,
         None => Box::new(MemoryStore::default()),
     };
-    let (genesis, admin, ring, every) = (
+    start_with_store(config, store).await
+}
+
+/// [`start`] on a store opened by the caller (a wrapper that injects storage failures, in
+/// tests and drills); `config.data_dir` still locates the committee and the signing key.
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Box<dyn Store>,
+) -> Result<Running, String> {
+    if let Some(key) = &config.admin_key {
+        auth::check_admin_key(key)?;
+    }
+    if config.max_clock_skew_ms < 0 {
+        return Err(format!(
+            "max_clock_skew_ms must be non-negative, got {}",
+            config.max_clock_skew_ms
+        ));
+    }
+    let secret = auth::KeySecret::open(config.data_dir.as_deref())?;
+    let (genesis, admin, ring, every, limits) = (
         config.genesis.clone(),
         config.admin_key.clone(),
         config.ring_capacity,
         config.snapshot_every,
+        config.limits.clone(),
     );
+    api::set_heavy_queue(limits.heavy_queue);
     let started = tokio::task::spawn_blocking(move || {
-        state::start(store, genesis, admin.as_deref(), ring, every)
+        state::start(
+            store,
+            genesis,
+            admin.as_deref(),
+            secret,
+            ring,
+            every,
+            limits,
+        )
     })
     .await
     .map_err(|e| format!("start: {e}"))??;
     for note in &started.notes {
         eprintln!("pmargin: recovery: {note}");
     }
+    started.state.max_clock_skew_ms.store(
+        config.max_clock_skew_ms,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let admin_key_file = match (&started.new_admin_key, &config.data_dir) {
+        (Some(key), Some(dir)) => {
+            let path = dir.join(ADMIN_KEY_FILE);
+            auth::write_private(&path, format!("{key}\n").as_bytes())?;
+            Some(path)
+        }
+        _ => None,
+    };
     let active = started.state.engine().params().clone();
+    let deployment_id = config
+        .deployment_id
+        .clone()
+        .unwrap_or_else(|| governance::default_deployment_id(&config.settlement));
     started
         .state
         .gov
@@ -131,8 +211,11 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
             config.data_dir.as_deref(),
             config.committee.clone(),
             &active,
+            &deployment_id,
+            config.governance_clock.clone(),
         )
         .await?;
+    started.state.gov.start_timer(started.state.clone());
     let signer = settlement::Settlement::open(&config.settlement, config.data_dir.as_deref())?;
     let _ = started.state.settlement.set(signer);
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -147,27 +230,56 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         let _ = stream.set_nodelay(true);
     });
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-            .map_err(|e| format!("server: {e}"))
+        // (With the client's address: failed authentications are throttled per address.)
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await
+        .map_err(|e| format!("server: {e}"))
     });
     let feed = config
         .demo_feed
         .map(|f| tokio::spawn(demo::feed(started.state.clone(), f)));
+    let clock = config
+        .limits
+        .oracle_tick
+        .map(|every| tokio::spawn(oracle_clock(started.state.clone(), every)));
     Ok(Running {
         addr,
         state: started.state,
         new_admin_key: started.new_admin_key,
+        admin_key_file,
         recovered_events: started.recovered_events,
         replayed_events: started.replayed_events,
         snapshot_seq: started.snapshot_seq,
         shutdown: Some(tx),
         task,
         feed,
+        clock,
     })
+}
+
+/// The oracle's clock: every `every`, if re-assessing the indices now would change one (its
+/// quotes aged out, say), an [`pmargin_engine::Event::OracleTick`] goes through the writer like
+/// any event (logged, so a replay sees the same staleness at the same point).
+async fn oracle_clock(state: Arc<AppState>, every: std::time::Duration) {
+    let mut interval = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        let now = state::now_ms();
+        let due = state.failure().is_none() && state.engine().oracle_tick_due(now);
+        if due {
+            let tick = pmargin_engine::Event::OracleTick { now_ms: now };
+            if let Err(e) = state.submit(tick, "oracle-clock", None).await {
+                eprintln!("pmargin: oracle clock: {e}");
+            }
+        }
+    }
 }
 
 impl Running {
@@ -177,6 +289,10 @@ impl Running {
         if let Some(feed) = self.feed.take() {
             feed.abort();
         }
+        if let Some(clock) = self.clock.take() {
+            clock.abort();
+        }
+        self.state.gov.stop_timer();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -36,6 +36,11 @@ pub struct Metrics {
     snapshot_bytes: AtomicU64,
     snapshot_capture_ns: AtomicU64,
     snapshot_write_ns: AtomicU64,
+    /// Requests and events refused, by reason (rate limits, full queues, engine refusals,
+    /// storage failures): refusals are counted here rather than logged one by one.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Whether writes are suspended after a failed commit.
+    pub storage_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Metrics {
@@ -57,6 +62,8 @@ impl Default for Metrics {
             snapshot_bytes: AtomicU64::new(0),
             snapshot_capture_ns: AtomicU64::new(0),
             snapshot_write_ns: AtomicU64::new(0),
+            refused: Mutex::new(BTreeMap::new()),
+            storage_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -102,6 +109,26 @@ impl Metrics {
             .position(|&b| s <= b)
             .unwrap_or(BUCKETS.len());
         self.commit_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request or event refused for `reason` (a fixed label).
+    pub fn refused(&self, reason: &'static str) {
+        *self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    /// Refusals so far for `reason`.
+    pub fn refused_count(&self, reason: &str) -> u64 {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(reason)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Counts the events of the log before a snapshot a restart started from, which it does not
@@ -171,6 +198,19 @@ impl Metrics {
             "pmargin_events_total{{result=\"rejected\"}} {}",
             self.rejected.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            w,
+            "# HELP pmargin_refused_total Requests and events refused, by reason (none of them is logged)."
+        );
+        let _ = writeln!(w, "# TYPE pmargin_refused_total counter");
+        for (reason, n) in self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(w, "pmargin_refused_total{{reason=\"{reason}\"}} {n}");
+        }
         let _ = writeln!(w, "# HELP pmargin_events_per_second Events applied per second over the last {WINDOW_S} s.");
         let _ = writeln!(w, "# TYPE pmargin_events_per_second gauge");
         let _ = writeln!(w, "pmargin_events_per_second {}", self.events_per_second());
@@ -331,6 +371,13 @@ impl Metrics {
         );
         let _ = writeln!(w, "# TYPE pmargin_store_durable gauge");
         let _ = writeln!(w, "pmargin_store_durable {}", u8::from(durable));
+        let _ = writeln!(w, "# HELP pmargin_storage_failed Whether writes are suspended after a failed commit (until the store takes writes again).");
+        let _ = writeln!(w, "# TYPE pmargin_storage_failed gauge");
+        let _ = writeln!(
+            w,
+            "pmargin_storage_failed {}",
+            u8::from(self.storage_failed.load(Ordering::Relaxed))
+        );
         out
     }
 }

@@ -296,13 +296,15 @@ pub async fn get_settlement(
         .settlement
         .get()
         .ok_or_else(|| ApiError::unavailable("no signing key is configured"))?;
-    let (sequence, risk, params_version) = {
-        let engine = state.engine();
-        let risk = engine
-            .risk(&id)
-            .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
-        (engine.sequence(), risk, engine.params().version)
-    };
+    // Signed figures are an on-chain claim: only those of durable events are signed.
+    let (sequence, risk, params_version) = state
+        .read_durable(Some(&id), |engine| {
+            let risk = engine
+                .risk(&id)
+                .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
+            Ok((engine.sequence(), risk, engine.params().version))
+        })
+        .await?;
     let fixed = |e: pmargin_settlement::Error| ApiError::unprocessable(e.to_string());
     let status = match risk.status.as_str() {
         "healthy" => 0,

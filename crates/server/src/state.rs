@@ -15,19 +15,27 @@
 //! commits them to the store in one transaction (one disk sync), and only then answers the
 //! callers and publishes the stream.
 //! So an event is acknowledged only once durable, and events are applied in one total order.
+//!
+//! A refused event changes nothing: it is answered (422) and counted in the metrics, but not
+//! logged or audited, and takes no sequence number ([`Engine::apply_accepted`]). Reads never
+//! show a figure before the event behind it is durable ([`AppState::read_durable`]). A failed
+//! commit (a full disk) rolls back what the batch applied (the engine is rebuilt from the log,
+//! as at a restart), refuses every write and turns `/healthz` to 503; the writer tries the
+//! store again on the next write and every [`PROBE_EVERY`], and writes resume once it takes one.
 
-use crate::auth::{generate_key, hash_key, KeyRecord, KeyRing, Role};
+use crate::auth::{generate_key, KeyRing, KeySecret, Role};
 use crate::error::ApiError;
+use crate::limits::{check_magnitudes, Limits, RateLimiter, StreamSlots};
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, EventRecord, Genesis, LoggedEvent, Store};
-use crate::stream::{apply_event, stored_messages, Hub};
+use crate::stream::{apply_event, apply_new_event, stored_messages, Hub};
 use axum::body::Bytes;
 use pmargin_core::{Market, Params, Portfolio};
 use pmargin_engine::oracle::Health;
 use pmargin_engine::{Engine, Event, Output};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -67,20 +75,31 @@ pub struct AppState {
     pub engine: RwLock<Engine>,
     pub store: Mutex<Box<dyn Store>>,
     pub keys: RwLock<KeyRing>,
+    /// How far a quote's `ts_ms` may be ahead of the server's clock (set at start).
+    pub max_clock_skew_ms: std::sync::atomic::AtomicI64,
     pub hub: Hub,
     pub metrics: Metrics,
     pub genesis: Genesis,
     pub durable: bool,
-    /// Set when a commit failed: the engine may hold events the log does not, so every
-    /// further write is refused until a restart recovers from the log.
+    /// Set when a commit failed: every write is refused (and `/healthz` answers 503) until
+    /// the writer, having rebuilt the engine from the log, finds the store writable again (it
+    /// tries on the next write, and every [`PROBE_EVERY`] meanwhile).
     pub failed: RwLock<Option<String>>,
+    /// The engine sequence of the last durable event: reads never show figures beyond it.
+    committed: AtomicU64,
+    committed_tx: tokio::sync::watch::Sender<u64>,
+    pub limits: Limits,
+    /// Per-key token buckets of writes.
+    pub limiter: RateLimiter,
+    /// Open streams per key.
+    pub streams: StreamSlots,
     /// What changed when, so reads can reuse the reports computed since (see [`ReportCache`]).
     pub reports: ReportCache,
     /// Governed parameters (proposals, approvals, activation).
     pub gov: crate::governance::Gov,
     /// The settlement-message signer (set at start).
     pub settlement: std::sync::OnceLock<crate::settlement::Settlement>,
-    writer: mpsc::Sender<Command>,
+    writer: mpsc::SyncSender<Command>,
     /// Joined by [`AppState::stop_writer`], so a stop returns after the final snapshot.
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -120,6 +139,9 @@ pub type WhatIfKey = (String, [u8; 32]);
 
 #[derive(Default)]
 struct Versions {
+    /// Added to engine sequences: raised when events that were applied but never made durable
+    /// are rolled back, so a version is never given again to other inputs.
+    offset: u64,
     /// Last event that changed every account.
     global: u64,
     /// Last oracle quote that moved an index (a soft change).
@@ -204,6 +226,7 @@ impl ReportCache {
     /// moved its index (or its health). Call with the engine write-locked.
     pub fn applied(&self, seq: u64, event: &Event, moved: bool) {
         let mut v = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        let seq = seq + v.offset;
         match event {
             Event::Deposit { account, .. } | Event::Withdrawal { account, .. } => {
                 v.touched.insert(account.clone(), seq);
@@ -228,6 +251,39 @@ impl ReportCache {
                 v.touched.clear();
             }
         }
+    }
+
+    /// The engine was rebuilt from the log at sequence `seq`, below `from` (events not made
+    /// durable were dropped): every cached report and what-if is forgotten, and versions go on
+    /// above any given before.
+    pub fn rolled_back(&self, from: u64, seq: u64) {
+        let mut v = self.versions.write().unwrap_or_else(|p| p.into_inner());
+        v.offset += from.saturating_sub(seq) + 1;
+        v.global = seq + v.offset;
+        v.soft = 0;
+        v.touched.clear();
+        self.reports
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.what_ifs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The engine sequence of the last event that changed `account`'s inputs. Call with the
+    /// engine read-locked.
+    pub fn last_change(&self, account: &str) -> u64 {
+        let v = self.versions.read().unwrap_or_else(|p| p.into_inner());
+        let last = v
+            .touched
+            .get(account)
+            .copied()
+            .unwrap_or(0)
+            .max(v.global)
+            .max(v.soft);
+        last.saturating_sub(v.offset)
     }
 
     /// The version of `account`'s inputs. Call with the engine read-locked.
@@ -488,8 +544,10 @@ pub fn start(
     mut store: Box<dyn Store>,
     genesis: Genesis,
     admin_key: Option<&str>,
+    secret: KeySecret,
     ring: usize,
     snapshot_every: u64,
+    limits: Limits,
 ) -> Result<Started, String> {
     let genesis = match store.genesis()? {
         Some(g) => g,
@@ -602,50 +660,48 @@ pub fn start(
         let older_from = stream_next.saturating_sub(capacity - published).max(1);
         (older_from < stream_next).then_some((older_from, stream_next))
     });
-    // Keys: the admin bootstrap.
+    // Keys: the admin bootstrap (hashes under `secret`; see `auth`).
     let mut keys = store.keys()?;
     let mut new_admin_key = None;
     if let Some(key) = admin_key {
-        let hash = hex::encode(hash_key(key));
-        if !keys.iter().any(|k| k.id == "admin" && k.hash == hash) {
-            let record = KeyRecord {
-                id: "admin".into(),
-                role: Role::Admin,
-                accounts: Vec::new(),
-                hash,
-                created_ms: now_ms(),
-                label: Some("PMARGIN_ADMIN_KEY".into()),
-            };
+        let hash = hex::encode(secret.hash(key));
+        if !keys
+            .iter()
+            .any(|k| k.id == "admin" && k.hash == hash && k.is_active())
+        {
+            let mut record = secret.record("admin".into(), Role::Admin, key, now_ms());
+            record.label = Some("PMARGIN_ADMIN_KEY".into());
             store.put_key(&record)?;
             keys.retain(|k| k.id != "admin");
             keys.push(record);
         }
-    } else if !keys.iter().any(|k| k.role == Role::Admin) {
+    } else if !keys.iter().any(|k| k.role == Role::Admin && k.is_active()) {
         let (_, key) = generate_key()?;
-        let record = KeyRecord {
-            id: "admin".into(),
-            role: Role::Admin,
-            accounts: Vec::new(),
-            hash: hex::encode(hash_key(&key)),
-            created_ms: now_ms(),
-            label: Some("created on first start".into()),
-        };
+        let mut record = secret.record("admin".into(), Role::Admin, &key, now_ms());
+        record.label = Some("created on first start".into());
         store.put_key(&record)?;
+        keys.retain(|k| k.id != "admin");
         keys.push(record);
         new_admin_key = Some(key);
     }
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(limits.writer_queue.max(1));
     let recovered_seq = engine.sequence();
     let keeps_snapshots = store.keeps_snapshots();
     let state = Arc::new(AppState {
         engine: RwLock::new(engine),
         durable: store.durable(),
         store: Mutex::new(store),
-        keys: RwLock::new(KeyRing::new(keys)),
+        keys: RwLock::new(KeyRing::new(secret, keys)),
+        max_clock_skew_ms: std::sync::atomic::AtomicI64::new(crate::DEFAULT_MAX_CLOCK_SKEW_MS),
         hub,
         metrics,
         genesis,
         failed: RwLock::new(None),
+        committed: AtomicU64::new(recovered_seq),
+        committed_tx: tokio::sync::watch::Sender::new(recovered_seq),
+        limiter: RateLimiter::new(limits.writes_per_second, limits.write_burst),
+        streams: StreamSlots::default(),
+        limits,
         reports: ReportCache::default(),
         gov: crate::governance::Gov::disabled(),
         settlement: std::sync::OnceLock::new(),
@@ -668,6 +724,8 @@ pub fn start(
         idem,
         finds_keys,
         snapshots,
+        rebuilt: true,
+        probed: None,
     };
     let writer_state = state.clone();
     let handle = std::thread::Builder::new()
@@ -751,6 +809,7 @@ impl AppState {
         key_id: &str,
         idempotency: Option<(String, [u8; 32])>,
     ) -> Result<oneshot::Receiver<Result<EventResult, ApiError>>, ApiError> {
+        check_magnitudes(&event).inspect_err(|_| self.metrics.refused("magnitude"))?;
         let (reply, rx) = oneshot::channel();
         let cmd = Command::Submit(Submit {
             event,
@@ -758,10 +817,19 @@ impl AppState {
             idempotency,
             reply,
         });
-        self.writer
-            .send(cmd)
-            .map_err(|_| ApiError::unavailable("the engine writer has stopped"))?;
-        Ok(rx)
+        match self.writer.try_send(cmd) {
+            Ok(()) => Ok(rx),
+            Err(mpsc::TrySendError::Full(_)) => {
+                self.metrics.refused("writer_queue_full");
+                Err(ApiError::unavailable(format!(
+                    "the write queue is full ({} events waiting); retry shortly",
+                    self.limits.writer_queue
+                )))
+            }
+            Err(mpsc::TrySendError::Disconnected(_)) => {
+                Err(ApiError::unavailable("the engine writer has stopped"))
+            }
+        }
     }
 
     /// Stops the writer thread (after the commands already queued) and waits until it has
@@ -791,6 +859,48 @@ impl AppState {
             .clone()
     }
 
+    /// The engine sequence of the last durable event.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    fn set_committed(&self, seq: u64) {
+        self.committed.store(seq, Ordering::Release);
+        self.committed_tx.send_replace(seq);
+    }
+
+    /// Reads the engine with `read` once every event it shows (for `account`, or for every
+    /// account) is durable: a figure is never shown, or signed, before the event behind it
+    /// is in the log (were its commit to fail, the event would be rolled back). Waits for the
+    /// commit under way if needed; 503 if none comes within [`DURABLE_WAIT`].
+    pub async fn read_durable<T>(
+        &self,
+        account: Option<&str>,
+        mut read: impl FnMut(&Engine) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let deadline = tokio::time::Instant::now() + DURABLE_WAIT;
+        let mut rx = self.committed_tx.subscribe();
+        loop {
+            {
+                let engine = self.engine();
+                let needed = match account {
+                    Some(a) => self.reports.last_change(a),
+                    None => engine.sequence(),
+                };
+                if needed <= self.committed() {
+                    return read(&engine);
+                }
+            }
+            // Any change is looked at afresh: a rollback lowers what is needed.
+            let waited = tokio::time::timeout_at(deadline, rx.changed()).await;
+            if !matches!(waited, Ok(Ok(()))) {
+                return Err(ApiError::unavailable(
+                    "the figures are not durable yet (a commit is under way or failed); retry shortly",
+                ));
+            }
+        }
+    }
+
     /// Records writes other than events (keys, proposals) in the audit trail, durably.
     pub fn audit(&self, entry: AuditEntry) -> Result<(), ApiError> {
         self.store
@@ -805,6 +915,12 @@ type Reply = (
     oneshot::Sender<Result<EventResult, ApiError>>,
     Result<EventResult, ApiError>,
 );
+
+/// How long a read waits at most for the commit of the figures it is to show.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
+
+/// After a failed commit, how often the writer tries the store again while no write comes.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Under concurrent writes, how long a batch may wait at most for more submitters.
 pub const LINGER_MAX: Duration = Duration::from_micros(2000);
@@ -821,6 +937,10 @@ struct Writer {
     finds_keys: bool,
     /// `None`: the store keeps no snapshots.
     snapshots: Option<Snapshots>,
+    /// After a failed commit: whether the engine was rebuilt from the log yet.
+    rebuilt: bool,
+    /// When the store was last tried after a failure.
+    probed: Option<Instant>,
 }
 
 /// A snapshot the writer copied, for the snapshot thread to serialize and store.
@@ -952,7 +1072,23 @@ fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut w: Writer) {
     // batches alternate between those answered by the last commit and those that arrived
     // during it; their sum estimates N.
     let mut last = (0usize, 0usize);
-    while let Ok(first) = rx.recv() {
+    loop {
+        // After a storage failure the store is tried again now and then, writes or not.
+        let first = if state.failure().is_some() {
+            match rx.recv_timeout(PROBE_EVERY) {
+                Ok(c) => c,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    w.recover(&state);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            }
+        };
         let mut batch = Vec::with_capacity(64);
         let mut stop = false;
         match first {
@@ -1001,7 +1137,83 @@ fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut w: Writer) {
     }
 }
 
+/// Rebuilds the engine from the log (the latest snapshot and the events after it), dropping
+/// the events applied but not made durable by a failed commit, as a restart would.
+fn rebuild(state: &AppState) -> Result<(), String> {
+    let mut notes = Vec::new();
+    let (mut engine, log) = {
+        let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
+        let (engine, from) = match restore_snapshot(&mut **store, &mut notes) {
+            Some((seq, engine, _)) => (engine, seq),
+            None => (genesis_engine(&state.genesis)?, 0),
+        };
+        (engine, store.events_from(from + 1)?)
+    };
+    for logged in log {
+        apply_event(&mut engine, &logged.event);
+        if engine.sequence() != logged.seq {
+            return Err(format!(
+                "event log: entry {} found at engine sequence {}",
+                logged.seq,
+                engine.sequence()
+            ));
+        }
+    }
+    let seq = engine.sequence();
+    {
+        let mut current = state.engine.write().unwrap_or_else(|p| p.into_inner());
+        let from = current.sequence();
+        *current = engine;
+        state.reports.rolled_back(from, seq);
+    }
+    state.set_committed(seq);
+    Ok(())
+}
+
 impl Writer {
+    /// After a storage failure: rebuilds the engine from the log (once), then tries a write
+    /// (an audit entry saying so); true once the store took it and writes may go on.
+    fn recover(&mut self, state: &AppState) -> bool {
+        let Some(failure) = state.failure() else {
+            return true;
+        };
+        if !self.rebuilt {
+            match rebuild(state) {
+                Ok(()) => self.rebuilt = true,
+                Err(e) => {
+                    eprintln!("pmargin: cannot rebuild the engine from the log: {e}");
+                    return false;
+                }
+            }
+        }
+        self.probed = Some(Instant::now());
+        let entry = AuditEntry {
+            ts_ms: now_ms(),
+            key_id: "service".into(),
+            action: "storage_recovered".into(),
+            target: format!("seq {}", state.committed()),
+            outcome: "writes resumed".into(),
+            detail: serde_json::json!({ "failure": failure }),
+        };
+        let probe = state
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .commit(&[], &[entry]);
+        match probe {
+            Ok(()) => {
+                *state.failed.write().unwrap_or_else(|p| p.into_inner()) = None;
+                state.metrics.storage_failed.store(false, Ordering::Relaxed);
+                eprintln!("pmargin: the store takes writes again; writes resumed");
+                true
+            }
+            Err(e) => {
+                *state.failed.write().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                false
+            }
+        }
+    }
+
     /// Fetches from the store (one lock for the batch) the answers to the batch's idempotency
     /// keys not in memory: keys used before this start, or dropped from the cache. Returns
     /// the keys whose look-up failed, with why: those requests are refused, as applying them
@@ -1059,14 +1271,18 @@ impl Writer {
 
 /// Applies, commits and answers a batch; returns how many events it committed.
 fn process(state: &AppState, batch: Vec<Submit>, w: &mut Writer) -> usize {
-    if let Some(failure) = state.failure() {
+    if !w.recover(state) {
+        let failure = state.failure().unwrap_or_default();
         for s in batch {
+            state.metrics.refused("storage_failed");
             let _ = s.reply.send(Err(ApiError::unavailable(format!(
                 "writes are suspended after a storage failure: {failure}"
             ))));
         }
         return 0;
     }
+    // Idempotency answers kept for this batch: forgotten if its commit fails.
+    let mut remembered: Vec<String> = Vec::new();
     let ts = now_ms();
     let lookup_failed = w.look_up_keys(state, &batch);
     // Only this thread publishes, so the numbers the batch's messages will get are known
@@ -1105,20 +1321,36 @@ fn process(state: &AppState, batch: Vec<Submit>, w: &mut Writer) -> usize {
         let t = Instant::now();
         // The write lock is taken per event, not per batch, so reads interleave with a long
         // batch (they see applied events before they are durable either way).
-        let (sequence, record) = {
+        let (sequence, record, accepted) = {
             let mut engine = state.engine.write().unwrap_or_else(|p| p.into_inner());
             let before = index_state(&engine, &s.event);
-            let applied = apply_event(&mut engine, &s.event);
-            let moved = before != index_state(&engine, &s.event);
-            state.reports.applied(engine.sequence(), &s.event, moved);
+            let applied = apply_new_event(&mut engine, &s.event);
+            let accepted = !applied
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Output::Rejected { .. }));
+            if accepted {
+                let moved = before != index_state(&engine, &s.event);
+                state.reports.applied(engine.sequence(), &s.event, moved);
+            }
             let record = EventRecord {
                 outputs: applied.outputs,
                 stream_seq: stream_next,
                 stream_extra: applied.extra,
                 params_version: engine.params().version,
             };
-            (engine.sequence(), record)
+            (engine.sequence(), record, accepted)
         };
+        if !accepted {
+            // A refusal changed nothing: it is answered and counted, not logged or audited
+            // (a client could otherwise fill the log and the trail with refusals forever).
+            state.metrics.record_event(false, t.elapsed());
+            state
+                .metrics
+                .refused(refusal_reason(&s.event, &record.outputs));
+            replies.push((s.reply, Ok(result_of(sequence, record.outputs))));
+            continue;
+        }
         let event_items = record.items(sequence);
         stream_next += event_items.len() as u64;
         items.extend(event_items);
@@ -1146,6 +1378,7 @@ fn process(state: &AppState, batch: Vec<Submit>, w: &mut Writer) -> usize {
             record: Some(record),
         });
         if let Some((key, hash)) = s.idempotency {
+            remembered.push(key.clone());
             w.idem.insert(
                 key,
                 Idem {
@@ -1156,15 +1389,23 @@ fn process(state: &AppState, batch: Vec<Submit>, w: &mut Writer) -> usize {
         }
         replies.push((s.reply, Ok(result)));
     }
-    let t = Instant::now();
-    let committed = state
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .commit(&logged, &audit);
-    state.metrics.record_commit(logged.len(), t.elapsed());
+    let committed = if logged.is_empty() {
+        Ok(())
+    } else {
+        let t = Instant::now();
+        let committed = state
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .commit(&logged, &audit);
+        state.metrics.record_commit(logged.len(), t.elapsed());
+        committed
+    };
     match committed {
         Ok(()) => {
+            if let Some(last) = logged.last() {
+                state.set_committed(last.seq);
+            }
             state.hub.publish(items);
             for (reply, answer) in replies {
                 let _ = reply.send(answer);
@@ -1172,14 +1413,50 @@ fn process(state: &AppState, batch: Vec<Submit>, w: &mut Writer) -> usize {
             logged.len()
         }
         Err(e) => {
+            // The engine holds events the log does not: they are rolled back (the engine is
+            // rebuilt from the log) and writes are refused until the store takes one again.
+            eprintln!("pmargin: commit failed, writes suspended: {e}");
             *state.failed.write().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            state.metrics.storage_failed.store(true, Ordering::Relaxed);
+            for key in remembered {
+                w.idem.remove(&key);
+            }
+            w.rebuilt = false;
+            match rebuild(state) {
+                Ok(()) => w.rebuilt = true,
+                Err(why) => eprintln!("pmargin: cannot rebuild the engine from the log: {why}"),
+            }
             for (reply, _) in replies {
+                state.metrics.refused("storage_failed");
                 let _ = reply.send(Err(ApiError::unavailable(format!(
-                    "the event could not be made durable: {e}"
+                    "the event could not be made durable (nothing was applied): {e}"
                 ))));
             }
             0
         }
+    }
+}
+
+/// The metrics label of a refused event: its type, or why for the refusals that say
+/// something about the market (a withdrawal on a stale index).
+fn refusal_reason(event: &Event, outputs: &[Output]) -> &'static str {
+    let stale = outputs.iter().any(|o| {
+        matches!(o, Output::Rejected { reason, .. }
+            if reason.starts_with(pmargin_engine::engine::STALE_INDEX_REJECTION))
+    });
+    if stale {
+        return "stale_index";
+    }
+    match event {
+        Event::Deposit { .. } => "rejected_deposit",
+        Event::Withdrawal { .. } => "rejected_withdrawal",
+        Event::Trade { .. } => "rejected_trade",
+        Event::Quote { .. } => "rejected_quote",
+        Event::OracleTick { .. } => "rejected_oracle_tick",
+        Event::Price { .. } | Event::Mark { .. } | Event::Vol { .. } => "rejected_market",
+        Event::ActivateParams { .. } => "rejected_params",
+        Event::Settlement { .. } | Event::Funding { .. } => "rejected_settlement",
+        Event::Liquidate => "rejected_liquidate",
     }
 }
 

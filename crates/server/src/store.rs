@@ -13,7 +13,7 @@
 use crate::auth::KeyRecord;
 use pmargin_engine::{EngineConfig, Event, Output};
 use pmargin_governance::{
-    Activation, Approval, Committee, Governance, ProposalRecord, ProposalState, VersionRecord,
+    Activation, Approval, Committee, EmergencyRecord, Governance, ProposalRecord, VersionRecord,
 };
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub type StoreResult<T> = Result<T, String>;
 
-/// The state the log starts from: the input texts (FORMATS.md) and the engine settings.
+/// The state the log starts from: the input texts (docs/FORMATS.md) and the engine settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Genesis {
@@ -32,8 +32,10 @@ pub struct Genesis {
     pub config: EngineConfig,
 }
 
-/// One applied event. `seq` equals the engine's sequence after applying it (a refused event
-/// is logged too: replaying it refuses it again, so sequences stay aligned).
+/// One applied event. `seq` equals the engine's sequence after applying it. A refused event
+/// is not logged (it changed nothing, and takes no number); logs written before that rule
+/// hold refusals with their numbers, and replaying them refuses them again, so sequences stay
+/// aligned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggedEvent {
@@ -474,13 +476,15 @@ fn read_keys(dir: &Path) -> StoreResult<Vec<KeyRecord>> {
     }
 }
 
-/// Adds or replaces (by id) one key in `<dir>/keys.json`, rewritten atomically.
+/// Adds or replaces (by id) one key in `<dir>/keys.json`, rewritten atomically and readable by
+/// its owner only (0600): the hashes are keyed, but a copy would still let anyone with the
+/// secret test guesses.
 fn put_key_file(dir: &Path, key: &KeyRecord) -> StoreResult<()> {
     let mut keys = read_keys(dir)?;
     keys.retain(|k| k.id != key.id);
     keys.push(key.clone());
     let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
-    write_atomic(&dir.join("keys.json"), &text)
+    crate::auth::write_private(&dir.join("keys.json"), text.as_bytes())
 }
 
 /// Where the file store (and earlier builds with the SQLite store) kept the governance state.
@@ -497,14 +501,6 @@ pub fn read_governance_file(path: &Path) -> StoreResult<Option<Governance>> {
     }
 }
 
-fn status_name(state: &ProposalState) -> &'static str {
-    match state {
-        ProposalState::Pending => "pending",
-        ProposalState::Activated { .. } => "activated",
-        ProposalState::Superseded { .. } => "superseded",
-    }
-}
-
 fn to_json<T: Serialize>(v: &T) -> StoreResult<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
@@ -514,7 +510,8 @@ fn proposal_row(r: &ProposalRecord) -> StoreResult<pmargin_store::ProposalRow> {
         id: r.proposal.id,
         proposal: to_json(&r.proposal)?,
         submitted_ms: r.submitted_ms,
-        status: status_name(&r.state).into(),
+        quorum_ms: r.quorum_ms,
+        status: r.state.status().into(),
         state: to_json(&r.state)?,
         approvals: r
             .approvals
@@ -584,13 +581,19 @@ fn from_rows(rows: pmargin_store::GovernanceRows) -> StoreResult<Governance> {
                 proposal: serde_json::from_value(p.proposal)
                     .map_err(|e| bad(format!("proposal {}: {e}", p.id)))?,
                 submitted_ms: p.submitted_ms,
+                quorum_ms: p.quorum_ms,
                 approvals,
                 state: serde_json::from_value(p.state)
                     .map_err(|e| bad(format!("proposal {}: {e}", p.id)))?,
             })
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    Governance::from_parts(committee, history, proposals).map_err(|e| bad(e.to_string()))
+    let emergency: Option<EmergencyRecord> = rows
+        .emergency
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| bad(format!("emergency: {e}")))?;
+    Governance::from_parts(committee, history, proposals, emergency).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]
@@ -846,6 +849,10 @@ impl Store for SqliteStore {
             Some(p) if p.committee() == next.committee() => None,
             _ => Some(to_json(next.committee())?),
         };
+        let emergency = match prev {
+            Some(p) if p.emergency_record() == next.emergency_record() => None,
+            _ => Some(to_json(&next.emergency_record())?),
+        };
         let proposals = next
             .proposals()
             .filter(|r| prev.and_then(|p| p.proposal(r.proposal.id)) != Some(*r))
@@ -864,6 +871,7 @@ impl Store for SqliteStore {
             .save_governance(&pmargin_store::GovernanceChange {
                 ts_ms: audit.ts_ms,
                 committee: committee.as_ref(),
+                emergency: emergency.as_ref(),
                 proposals: &proposals,
                 versions: &versions,
                 audit: Some((Some(&audit.key_id), AUDIT_ACTION, &detail)),

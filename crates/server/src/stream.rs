@@ -44,20 +44,36 @@ fn health_of(engine: &Engine, underlying: &str) -> Option<(Health, Option<f64>)>
         .map(|s| (s.health, s.price))
 }
 
-/// Applies an event and derives what its stream messages need beyond the outputs
-/// (deterministically).
+/// Applies a logged event and derives what its stream messages need beyond the outputs
+/// (deterministically). A refusal counts in the engine's sequence, as it did in logs written
+/// before refusals were left out of them.
 pub fn apply_event(engine: &mut Engine, event: &Event) -> Applied {
-    let watched = match event {
-        Event::Quote { underlying, .. } => {
-            Some((underlying.clone(), health_of(engine, underlying)))
-        }
-        _ => None,
+    applied_with(engine, event, |e, ev| e.apply(ev))
+}
+
+/// [`apply_event`] of a new event: a refusal leaves the sequence as it was (it is not logged).
+pub fn apply_new_event(engine: &mut Engine, event: &Event) -> Applied {
+    applied_with(engine, event, |e, ev| e.apply_accepted(ev))
+}
+
+fn applied_with(
+    engine: &mut Engine,
+    event: &Event,
+    apply: impl FnOnce(&mut Engine, &Event) -> Vec<Output>,
+) -> Applied {
+    let watched: Vec<String> = match event {
+        Event::Quote { underlying, .. } => vec![underlying.clone()],
+        Event::OracleTick { .. } => engine
+            .oracle()
+            .map(|o| o.underlyings().map(str::to_string).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
     };
-    let outputs = engine.apply(event);
+    let before: Vec<_> = watched.iter().map(|u| health_of(engine, u)).collect();
+    let outputs = apply(engine, event);
     let mut extra = Vec::new();
-    if let Some((underlying, before)) = watched {
-        let after = health_of(engine, &underlying);
-        if let Some((health, price)) = after {
+    for (underlying, before) in watched.into_iter().zip(before) {
+        if let Some((health, price)) = health_of(engine, &underlying) {
             if before.map(|b| b.0) != Some(health) {
                 extra.push(json!({ "type": "oracle_health", "underlying": underlying, "health": health, "price": price }));
             }

@@ -37,6 +37,13 @@ async fn every_refusal_is_a_clean_json_error() {
         (c.get(url(&r, "/v1/nothing")).bearer_auth(ADMIN), 404, "unknown endpoint"),
         (c.get(url(&r, "/v1/accounts?status=sleepy")).bearer_auth(ADMIN), 400, "bad status"),
     ];
+    let snapshot = || async {
+        let (_, a) = send(c.get(url(&r, "/v1/accounts/vol-desk")).bearer_auth(ADMIN)).await;
+        let (_, b) = send(c.get(url(&r, "/v1/accounts/basis-fund")).bearer_auth(ADMIN)).await;
+        (a["sequence"].clone(), a["account"].clone(), b["account"].clone())
+    };
+    let before = snapshot().await;
+    assert!(before.0.is_u64() && before.1.is_object(), "{before:?}");
     for (req, want, what) in cases {
         let (status, body) = send(req).await;
         assert_eq!(status, want, "{what}: {body}");
@@ -48,6 +55,8 @@ async fn every_refusal_is_a_clean_json_error() {
             "{what}: {body}"
         );
     }
+    // Nothing any refused request tried moved the log or the accounts it named.
+    assert_eq!(snapshot().await, before);
     // The trader reads its own account; the feeder feeds.
     let (status, body) = send(c.get(url(&r, "/v1/accounts/vol-desk")).bearer_auth(&trader)).await;
     assert_eq!(status, 200, "{body}");

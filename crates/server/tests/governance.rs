@@ -1,77 +1,21 @@
 //! Governed parameters over HTTP: refusals (no quorum, timelock, forged and duplicate
-//! signatures, out-of-range values) and the happy path that puts a new version in force.
+//! signatures, out-of-range values), the happy path that puts a new version in force, and what
+//! survives a restart. The governance clock is a manual one: timelocks are crossed by moving
+//! it, never by sleeping.
 
 mod common;
+mod gov_common;
 
 use common::*;
-use ed25519_dalek::{Signer, SigningKey};
-use pmargin_governance::{approval_message, sign_emergency, Committee, CommitteeMember};
+use gov_common::*;
+use pmargin_governance::{sign_emergency, Clock, Committee};
 use pmargin_server::demo::demo_genesis;
 use pmargin_server::{start, Running, ServerConfig};
 use serde_json::{json, Value};
 
-fn member_key(i: u8) -> SigningKey {
-    SigningKey::from_bytes(&[i; 32])
-}
-
-fn guardian_key() -> SigningKey {
-    SigningKey::from_bytes(&[99; 32])
-}
-
-async fn gov_server(timelock_ms: i64) -> Running {
-    let members = (1..=3)
-        .map(|i| CommitteeMember {
-            id: format!("m{i}"),
-            public_key: member_key(i).verifying_key().to_bytes(),
-        })
-        .collect();
-    let committee = Committee::new(
-        members,
-        2,
-        timelock_ms,
-        Some(guardian_key().verifying_key().to_bytes()),
-    )
-    .unwrap();
-    let mut cfg = ServerConfig::new("127.0.0.1:0", None, demo_genesis());
-    cfg.admin_key = Some(ADMIN.into());
-    cfg.committee = Some(committee);
-    start(cfg).await.unwrap()
-}
-
-/// The active parameters with the next version and wider BTC scan range.
-async fn next_params(r: &Running) -> Value {
-    let c = reqwest::Client::new();
-    let (status, body) = send(c.get(url(r, "/v1/params")).bearer_auth(ADMIN)).await;
-    assert_eq!(status, 200, "{body}");
-    let mut p = body["params"].clone();
-    p["version"] = json!(body["version"].as_u64().unwrap() + 1);
-    let range = p["underlyings"]["BTC"]["price_scan_range"]
-        .as_f64()
-        .unwrap();
-    p["underlyings"]["BTC"]["price_scan_range"] = json!(range * 1.25);
-    p
-}
-
-fn approval(member: u8, hash_hex: &str) -> Value {
-    let hash: [u8; 32] = hex::decode(hash_hex).unwrap().try_into().unwrap();
-    let sig = member_key(member).sign(&approval_message(&hash)).to_bytes();
-    json!({ "member": format!("m{member}"), "signature": hex::encode(sig) })
-}
-
-fn assert_error(status: u16, body: &Value, want: u16, what: &str) {
-    assert_eq!(status, want, "{what}: {body}");
-    assert_eq!(body["error"]["status"], want, "{what}: {body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{what}: {body}"
-    );
-}
-
 #[tokio::test]
 async fn refusals_are_clean_and_nothing_activates() {
-    let r = gov_server(60_000).await;
+    let (r, _clock) = gov_server(60_000).await;
     let c = reqwest::Client::new();
     let reader = key(&r, "read_only", &[]).await;
     let p = next_params(&r).await;
@@ -176,7 +120,7 @@ async fn refusals_are_clean_and_nothing_activates() {
 
 #[tokio::test]
 async fn approved_proposal_activates_after_timelock_and_emergency_tightens() {
-    let r = gov_server(800).await;
+    let (r, clock) = gov_server(HOUR).await;
     let c = reqwest::Client::new();
     let p = next_params(&r).await;
     let version = p["version"].as_u64().unwrap();
@@ -198,7 +142,7 @@ async fn approved_proposal_activates_after_timelock_and_emergency_tightens() {
         .await;
         assert_eq!(s, 200, "{b}");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    clock.advance(HOUR);
     let (s, b) = send(
         c.post(url(&r, &format!("/v1/proposals/{id}/activate")))
             .bearer_auth(ADMIN),
@@ -230,8 +174,8 @@ async fn approved_proposal_activates_after_timelock_and_emergency_tightens() {
     let mut e = next_params(&r).await;
     let mut ep = pmargin_core::Params::parse("e", &e.to_string()).unwrap();
     ep.source = String::new();
-    let sig = hex::encode(sign_emergency(&guardian_key(), &ep));
-    let wrong = hex::encode(sign_emergency(&member_key(1), &ep));
+    let sig = hex::encode(sign_emergency(&guardian_key(), DEPLOY, &ep));
+    let wrong = hex::encode(sign_emergency(&member_key(1), DEPLOY, &ep));
     let (s, b) = send(
         c.post(url(&r, "/v1/params/emergency"))
             .bearer_auth(ADMIN)
@@ -256,7 +200,7 @@ async fn approved_proposal_activates_after_timelock_and_emergency_tightens() {
     e["underlyings"]["BTC"]["price_scan_range"] = json!(range / 2.0);
     let mut ep = pmargin_core::Params::parse("e", &e.to_string()).unwrap();
     ep.source = String::new();
-    let sig = hex::encode(sign_emergency(&guardian_key(), &ep));
+    let sig = hex::encode(sign_emergency(&guardian_key(), DEPLOY, &ep));
     let (s, b) = send(
         c.post(url(&r, "/v1/params/emergency"))
             .bearer_auth(ADMIN)
@@ -267,77 +211,32 @@ async fn approved_proposal_activates_after_timelock_and_emergency_tightens() {
     r.stop().await.unwrap();
 }
 
-fn committee(timelock_ms: i64) -> Committee {
-    let members = (1..=3)
-        .map(|i| CommitteeMember {
-            id: format!("m{i}"),
-            public_key: member_key(i).verifying_key().to_bytes(),
-        })
-        .collect();
-    Committee::new(
-        members,
-        2,
-        timelock_ms,
-        Some(guardian_key().verifying_key().to_bytes()),
-    )
-    .unwrap()
-}
-
 fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("pmargin-gov-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
-async fn dir_server(dir: &std::path::Path, committee: Option<Committee>) -> Running {
-    let mut cfg = ServerConfig::new("127.0.0.1:0", Some(dir.to_path_buf()), demo_genesis());
-    cfg.admin_key = Some(ADMIN.into());
-    cfg.committee = committee;
-    start(cfg).await.unwrap()
-}
-
-async fn propose(r: &Running, p: &Value) -> (u64, String) {
-    let (s, b) = send(
-        reqwest::Client::new()
-            .post(url(r, "/v1/proposals"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"params": p, "rationale": "wider BTC scan"})),
-    )
-    .await;
-    assert_eq!(s, 201, "{b}");
-    (
-        b["proposal"]["id"].as_u64().unwrap(),
-        b["proposal"]["hash"].as_str().unwrap().to_string(),
-    )
-}
-
-async fn approve(r: &Running, id: u64, member: u8, hash: &str) -> (u16, Value) {
-    send(
-        reqwest::Client::new()
-            .post(url(r, &format!("/v1/proposals/{id}/approvals")))
-            .bearer_auth(ADMIN)
-            .json(&approval(member, hash)),
-    )
-    .await
-}
-
-async fn get(r: &Running, path: &str) -> Value {
-    let (s, b) = send(reqwest::Client::new().get(url(r, path)).bearer_auth(ADMIN)).await;
-    assert_eq!(s, 200, "{path}: {b}");
-    b
+async fn dir_server(
+    dir: &std::path::Path,
+    committee: Option<Committee>,
+    clock: &std::sync::Arc<pmargin_governance::ManualClock>,
+) -> Running {
+    gov_server_at(committee, Some(dir.to_path_buf()), clock).await
 }
 
 #[tokio::test]
 async fn proposals_approvals_and_versions_survive_a_restart() {
     let dir = temp_dir("restart");
-    let r = dir_server(&dir, Some(committee(300))).await;
+    let clock = manual_clock();
+    let r = dir_server(&dir, Some(committee(HOUR)), &clock).await;
     let p = next_params(&r).await;
     let version = p["version"].as_u64().unwrap();
     let (id1, hash1) = propose(&r, &p).await;
     for m in [1, 2] {
         assert_eq!(approve(&r, id1, m, &hash1).await.0, 200);
     }
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    clock.advance(HOUR);
     let (s, b) = send(
         reqwest::Client::new()
             .post(url(&r, &format!("/v1/proposals/{id1}/activate")))
@@ -356,7 +255,7 @@ async fn proposals_approvals_and_versions_survive_a_restart() {
     assert!(!dir.join("governance.json").exists());
 
     // Restarted with the same committee: everything is back from the database.
-    let r = dir_server(&dir, Some(committee(300))).await;
+    let r = dir_server(&dir, Some(committee(HOUR)), &clock).await;
     assert_eq!(
         get(&r, "/v1/params").await["version"].as_u64(),
         Some(version)
@@ -385,7 +284,7 @@ async fn proposals_approvals_and_versions_survive_a_restart() {
     r.stop().await.unwrap();
 
     // Without a configured committee the stored one is used.
-    let r = dir_server(&dir, None).await;
+    let r = dir_server(&dir, None, &clock).await;
     let b = get(&r, &format!("/v1/proposals/{id2}")).await;
     assert_eq!(b["approvals"].as_array().unwrap().len(), 2, "{b}");
     r.stop().await.unwrap();
@@ -405,8 +304,9 @@ async fn proposals_approvals_and_versions_survive_a_restart() {
 #[tokio::test]
 async fn an_old_governance_json_is_imported_once() {
     let dir = temp_dir("import");
+    let clock = manual_clock();
     // A data directory from an earlier build: no governance in the database, a file beside it.
-    let r = dir_server(&dir, None).await;
+    let r = dir_server(&dir, None, &clock).await;
     let active = get(&r, "/v1/params").await["params"].clone();
     let p = next_params(&r).await;
     r.stop().await.unwrap();
@@ -415,9 +315,10 @@ async fn an_old_governance_json_is_imported_once() {
         p.source = String::new();
         p
     };
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = clock.now_ms();
     let mut g =
         pmargin_governance::Governance::new(committee(60_000), parse(&active), now).unwrap();
+    g.set_deployment_id(DEPLOY, now);
     let proposal = pmargin_governance::Proposal::new(
         1,
         parse(&p),
@@ -430,7 +331,8 @@ async fn an_old_governance_json_is_imported_once() {
     g.submit(proposal.clone(), now).unwrap();
     g.approve(
         1,
-        pmargin_governance::Approval::sign("m2", &member_key(2), &proposal),
+        pmargin_governance::Approval::sign("m2", &member_key(2), DEPLOY, &proposal),
+        now,
     )
     .unwrap();
     std::fs::write(
@@ -439,7 +341,7 @@ async fn an_old_governance_json_is_imported_once() {
     )
     .unwrap();
 
-    let r = dir_server(&dir, None).await;
+    let r = dir_server(&dir, None, &clock).await;
     let b = get(&r, "/v1/proposals/1").await;
     assert_eq!(b["approvals"][0]["member"], "m2", "{b}");
     assert_eq!(b["proposal"]["rationale"], "from the file", "{b}");
@@ -447,7 +349,7 @@ async fn an_old_governance_json_is_imported_once() {
     assert!(!dir.join("governance.json").exists());
     assert!(dir.join("governance.json.imported").exists());
     // From the database from now on.
-    let r = dir_server(&dir, None).await;
+    let r = dir_server(&dir, None, &clock).await;
     assert_eq!(get(&r, "/v1/proposals/1").await, b);
     r.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -459,14 +361,17 @@ async fn an_activation_in_the_log_without_its_governance_write_is_recovered() {
     // back the state from before the activation: as if the service died between the
     // activation event (durable) and the governance write.
     let dir = temp_dir("recovered");
+    let clock = manual_clock();
     let server = |committee: Option<Committee>| {
         let mut cfg = ServerConfig::new("127.0.0.1:0", Some(dir.clone()), demo_genesis());
         cfg.admin_key = Some(ADMIN.into());
         cfg.committee = committee;
         cfg.store_kind = pmargin_server::store::StoreKind::Files;
+        cfg.deployment_id = Some(DEPLOY.into());
+        cfg.governance_clock = clock.clone();
         start(cfg)
     };
-    let r = server(Some(committee(200))).await.unwrap();
+    let r = server(Some(committee(HOUR))).await.unwrap();
     let p = next_params(&r).await;
     let version = p["version"].as_u64().unwrap();
     let (id, hash) = propose(&r, &p).await;
@@ -474,7 +379,7 @@ async fn an_activation_in_the_log_without_its_governance_write_is_recovered() {
         assert_eq!(approve(&r, id, m, &hash).await.0, 200);
     }
     let before = std::fs::read(dir.join("governance.json")).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    clock.advance(HOUR);
     let (s, b) = send(
         reqwest::Client::new()
             .post(url(&r, &format!("/v1/proposals/{id}/activate")))
@@ -496,4 +401,75 @@ async fn an_activation_in_the_log_without_its_governance_write_is_recovered() {
     assert!(audit.to_string().contains("governance_open"), "{audit}");
     r.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn quorum_moments_cancellations_and_emergencies_survive_a_restart_and_a_lapse_replays() {
+    let dir = temp_dir("episode");
+    let clock = manual_clock();
+    let r = dir_server(&dir, Some(committee(HOUR)), &clock).await;
+    let base = get(&r, "/v1/params").await;
+    let v = base["version"].as_u64().unwrap();
+    let tight = scaled_params(&r, 1.5).await;
+    let (s, b) = post(&r, "/v1/params/emergency", &emergency_for(DEPLOY, &tight)).await;
+    assert_eq!(s, 200, "{b}");
+    let expires_ms = b["expires_ms"].as_i64().unwrap();
+    clock.advance(HOUR);
+    let p = next_params(&r).await;
+    let (id1, hash1) = propose(&r, &p).await;
+    assert_eq!(approve(&r, id1, 1, &hash1).await.0, 200);
+    clock.advance(HOUR);
+    assert_eq!(approve(&r, id1, 2, &hash1).await.0, 200);
+    let quorum_ms = clock_now(&clock);
+    let mut p2 = p.clone();
+    p2["underlyings"]["ETH"]["price_scan_range"] = json!(0.3);
+    let (id2, hash2) = propose(&r, &p2).await;
+    let (s, b) = post(
+        &r,
+        &format!("/v1/proposals/{id2}/cancel"),
+        &json!({ "signatures": [cancel(1, &hash2), cancel(3, &hash2)] }),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    r.stop().await.unwrap();
+
+    let r = dir_server(&dir, Some(committee(HOUR)), &clock).await;
+    let b1 = get(&r, &format!("/v1/proposals/{id1}")).await;
+    assert_eq!(b1["quorum_ms"].as_i64(), Some(quorum_ms), "{b1}");
+    assert_eq!(b1["eligible_ms"].as_i64(), Some(quorum_ms + HOUR), "{b1}");
+    let b2 = get(&r, &format!("/v1/proposals/{id2}")).await;
+    assert_eq!(b2["status"], "cancelled", "{b2}");
+    let g = get(&r, "/v1/governance").await;
+    assert_eq!(g["deployment_id"], DEPLOY);
+    assert_eq!(g["emergency"]["state"]["state"], "pending", "{g}");
+    assert_eq!(g["emergency"]["expires_ms"].as_i64(), Some(expires_ms));
+    // The window closes while proposal 1 waits out its timelock: the committee's set comes
+    // back as version v + 2, which also supersedes proposal 1 (drafted as v + 2).
+    clock.set(expires_ms);
+    // (The server's lapse timer may get there first: either way the lapse happens once.)
+    pmargin_server::governance::lapse_emergency(&r.state)
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "/v1/params").await["version"].as_u64(), Some(v + 2));
+    assert_eq!(
+        get(&r, &format!("/v1/proposals/{id1}")).await["status"],
+        "superseded"
+    );
+    let lapsed = get(&r, "/v1/params").await;
+    r.stop().await.unwrap();
+
+    // The lapse is an event of the log: a restart replays it to the same parameters.
+    let r = dir_server(&dir, None, &clock).await;
+    assert_eq!(get(&r, "/v1/params").await, lapsed);
+    let mut restored = base["params"].clone();
+    restored["version"] = json!(v + 2);
+    assert_eq!(lapsed["params"], restored);
+    let g = get(&r, "/v1/governance").await;
+    assert_eq!(g["emergency"]["state"]["state"], "lapsed", "{g}");
+    r.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn clock_now(clock: &pmargin_governance::ManualClock) -> i64 {
+    clock.now_ms()
 }

@@ -8,8 +8,12 @@
 //!
 //! Tables (v2 `proposals` and `param_versions`, extended by migration 3):
 //! - `governance`: one row, the committee (JSON);
+//! - `governance`: one row, the committee (JSON) and, from migration 5, the guardian's latest
+//!   emergency episode (`emergency`, JSON; NULL when there was none);
 //! - `proposals`: one row per proposal: the proposal document, `status` (`pending`,
-//!   `activated`, `superseded`), `state` (the full state as JSON), submission time;
+//!   `activated`, `superseded`, `cancelled`), `state` (the full state as JSON), submission
+//!   time and, from migration 5, `quorum_ms`, the moment the M-th approval arrived (the
+//!   timelock runs from it);
 //! - `proposal_approvals`: the approvals of each proposal in the order they came;
 //! - `param_versions`: each version in force, with how it came into force (`activation`).
 
@@ -33,6 +37,10 @@ pub const MIGRATION: &str = "CREATE TABLE governance (
      );
      ALTER TABLE param_versions ADD COLUMN activation TEXT;";
 
+/// Migration 5: when each proposal reached quorum, and the guardian's emergency episode.
+pub const MIGRATION_QUORUM_EMERGENCY: &str = "ALTER TABLE proposals ADD COLUMN quorum_ms INTEGER;
+     ALTER TABLE governance ADD COLUMN emergency TEXT;";
+
 /// One approval: a member id and its signature (hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRow {
@@ -47,7 +55,10 @@ pub struct ProposalRow {
     /// The proposal document.
     pub proposal: Value,
     pub submitted_ms: i64,
-    /// `pending`, `activated` or `superseded` (for queries).
+    /// When the M-th valid approval arrived (`None` before, and in rows written before
+    /// migration 5).
+    pub quorum_ms: Option<i64>,
+    /// `pending`, `activated`, `superseded` or `cancelled` (for queries).
     pub status: String,
     /// The full state document.
     pub state: Value,
@@ -70,6 +81,8 @@ pub struct VersionRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GovernanceRows {
     pub committee: Value,
+    /// The guardian's latest emergency episode, if any.
+    pub emergency: Option<Value>,
     /// By id.
     pub proposals: Vec<ProposalRow>,
     /// Oldest first.
@@ -82,6 +95,9 @@ pub struct GovernanceChange<'a> {
     pub ts_ms: i64,
     /// The committee (written when given).
     pub committee: Option<&'a Value>,
+    /// The emergency episode (written when given; JSON `null` clears it). Written only with
+    /// a committee row present (in the same change or before).
+    pub emergency: Option<&'a Value>,
     /// Proposals added or changed (approvals replaced by the given list).
     pub proposals: &'a [ProposalRow],
     /// Versions that came into force (new versions only).
@@ -107,20 +123,32 @@ impl Store {
                 params![committee.to_string(), change.ts_ms],
             )?;
         }
+        if let Some(emergency) = change.emergency {
+            let text = (!emergency.is_null()).then(|| emergency.to_string());
+            let updated = tx.execute(
+                "UPDATE governance SET emergency = ?1, updated_ms = ?2 WHERE id = 1",
+                params![text, change.ts_ms],
+            )?;
+            if updated != 1 {
+                return Err(corrupt("an emergency record without a committee row"));
+            }
+        }
         for p in change.proposals {
             let id = p.id.to_string();
             tx.execute(
-                "INSERT INTO proposals (id, proposal, status, created_ms, updated_ms, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO proposals (id, proposal, status, created_ms, updated_ms, state, quorum_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(id) DO UPDATE SET proposal = excluded.proposal, status = excluded.status,
-                    updated_ms = excluded.updated_ms, state = excluded.state",
+                    updated_ms = excluded.updated_ms, state = excluded.state,
+                    quorum_ms = excluded.quorum_ms",
                 params![
                     id,
                     p.proposal.to_string(),
                     p.status,
                     p.submitted_ms,
                     change.ts_ms,
-                    p.state.to_string()
+                    p.state.to_string(),
+                    p.quorum_ms
                 ],
             )?;
             tx.execute(
@@ -158,20 +186,26 @@ impl Store {
 
     /// The stored governance state; `None` until a committee was saved.
     pub fn load_governance(&self) -> Result<Option<GovernanceRows>> {
-        let committee: Option<String> = self
+        let row: Option<(String, Option<String>)> = self
             .conn
-            .query_row("SELECT committee FROM governance WHERE id = 1", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT committee, emergency FROM governance WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
-        let Some(committee) = committee else {
+        let Some((committee, emergency)) = row else {
             return Ok(None);
         };
         let committee = serde_json::from_str(&committee).map_err(corrupt)?;
+        let emergency = emergency
+            .map(|e| serde_json::from_str(&e))
+            .transpose()
+            .map_err(|e| corrupt(format!("emergency: {e}")))?;
         let mut proposals = Vec::new();
         {
             let mut stmt = self.conn.prepare(
-                "SELECT id, proposal, created_ms, status, state FROM proposals WHERE state IS NOT NULL",
+                "SELECT id, proposal, created_ms, status, state, quorum_ms FROM proposals WHERE state IS NOT NULL",
             )?;
             let rows = stmt.query_map([], |r| {
                 Ok((
@@ -180,13 +214,14 @@ impl Store {
                     r.get::<_, i64>(2)?,
                     r.get::<_, String>(3)?,
                     r.get::<_, String>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
                 ))
             })?;
             let mut approvals = self.conn.prepare(
                 "SELECT member, signature FROM proposal_approvals WHERE proposal_id = ?1 ORDER BY position",
             )?;
             for row in rows {
-                let (id_text, proposal, submitted_ms, status, state) = row?;
+                let (id_text, proposal, submitted_ms, status, state, quorum_ms) = row?;
                 let id: u64 = id_text
                     .parse()
                     .map_err(|_| corrupt(format!("proposal id `{id_text}`")))?;
@@ -203,6 +238,7 @@ impl Store {
                     proposal: serde_json::from_str(&proposal)
                         .map_err(|e| corrupt(format!("proposal {id}: {e}")))?,
                     submitted_ms,
+                    quorum_ms,
                     status,
                     state: serde_json::from_str(&state)
                         .map_err(|e| corrupt(format!("proposal {id}: {e}")))?,
@@ -243,6 +279,7 @@ impl Store {
         }
         Ok(Some(GovernanceRows {
             committee,
+            emergency,
             proposals,
             versions,
         }))
@@ -268,6 +305,7 @@ mod tests {
             id,
             proposal: json!({ "id": id, "rationale": "wider" }),
             submitted_ms: 100 + id as i64,
+            quorum_ms: None,
             status: "pending".into(),
             state: json!({ "state": "pending" }),
             approvals: (0..approvals)
@@ -296,6 +334,7 @@ mod tests {
         s.save_governance(&GovernanceChange {
             ts_ms: 5,
             committee: Some(&committee),
+            emergency: None,
             proposals: &[proposal(1, 1)],
             versions: std::slice::from_ref(&genesis),
             audit: Some((Some("admin"), "governance", &detail)),
@@ -315,6 +354,7 @@ mod tests {
         s.save_governance(&GovernanceChange {
             ts_ms: 9,
             committee: None,
+            emergency: None,
             proposals: &[p.clone(), proposal(2, 0)],
             versions: std::slice::from_ref(&v2),
             audit: None,
@@ -325,6 +365,7 @@ mod tests {
             .save_governance(&GovernanceChange {
                 ts_ms: 10,
                 committee: None,
+                emergency: None,
                 proposals: &[proposal(3, 0)],
                 versions: std::slice::from_ref(&v2),
                 audit: None,
@@ -339,6 +380,60 @@ mod tests {
         let audit = s.audit_list(0, 10).unwrap();
         assert_eq!(audit.len(), 1);
         assert_eq!(audit[0].action, "governance");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn quorum_moments_and_the_emergency_episode_round_trip() {
+        let dir = temp_dir("quorum");
+        let mut s = Store::open(&dir).unwrap();
+        let committee = json!({ "threshold": 2 });
+        // An emergency before any committee row has nowhere to go: refused, nothing written.
+        let episode = json!({ "version": 2, "base_version": 1, "state": "pending" });
+        assert!(s
+            .save_governance(&GovernanceChange {
+                ts_ms: 1,
+                committee: None,
+                emergency: Some(&episode),
+                proposals: &[proposal(1, 0)],
+                versions: &[],
+                audit: None,
+            })
+            .is_err());
+        assert_eq!(s.load_governance().unwrap(), None);
+        let mut p = proposal(1, 2);
+        p.quorum_ms = Some(1_234);
+        s.save_governance(&GovernanceChange {
+            ts_ms: 2,
+            committee: Some(&committee),
+            emergency: Some(&episode),
+            proposals: std::slice::from_ref(&p),
+            versions: &[],
+            audit: None,
+        })
+        .unwrap();
+        drop(s);
+        let mut s = Store::open(&dir).unwrap();
+        let rows = s.load_governance().unwrap().unwrap();
+        assert_eq!(rows.proposals, vec![p.clone()]);
+        assert_eq!(rows.emergency, Some(episode));
+        // Cancelled, and the episode cleared with JSON null; a change without `emergency`
+        // leaves it as it is.
+        p.status = "cancelled".into();
+        p.state = json!({ "state": "cancelled", "at_ms": 3, "by": ["a", "b"] });
+        p.quorum_ms = None;
+        s.save_governance(&GovernanceChange {
+            ts_ms: 3,
+            committee: None,
+            emergency: Some(&Value::Null),
+            proposals: std::slice::from_ref(&p),
+            versions: &[],
+            audit: None,
+        })
+        .unwrap();
+        let rows = s.load_governance().unwrap().unwrap();
+        assert_eq!((rows.proposals, rows.emergency), (vec![p], None));
+        assert_eq!(s.proposals(Some("cancelled")).unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -375,6 +470,7 @@ mod tests {
         s.save_governance(&GovernanceChange {
             ts_ms: 2,
             committee: Some(&committee),
+            emergency: None,
             proposals: &[proposal(7, 1)],
             versions: &[],
             audit: None,

@@ -87,6 +87,8 @@ pub const MIGRATIONS: &[&str] = &[
      ALTER TABLE events ADD COLUMN stream_extra TEXT;
      ALTER TABLE events ADD COLUMN params_version INTEGER;
      CREATE INDEX events_stream_seq ON events(stream_seq);",
+    // v5: when each proposal reached quorum, and the guardian's emergency episode.
+    governance::MIGRATION_QUORUM_EMERGENCY,
 ];
 
 /// The schema version this build writes.

@@ -22,10 +22,13 @@ fn key(i: u64) -> String {
 }
 
 /// The child: recover, then append the stream's next events until killed, acknowledging each
-/// (to stdout, flushed) only after `append` returned, i.e. after its commit.
+/// (to stdout, flushed) only after `append` returned, i.e. after its commit. Ignored so that a
+/// normal run does not count it as a pass: the parent test runs it with `--ignored`.
 #[test]
+#[ignore = "the child process of sigkill_at_random_moments_loses_no_acknowledged_event, run by it"]
 fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        eprintln!("SKIPPED: crash_child runs only as the child of the SIGKILL test ({CHILD_DIR})");
         return;
     };
     let mut store = Store::open(std::path::Path::new(&dir)).unwrap();
@@ -67,7 +70,13 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     let mut max_acked = 0;
     for round in 0..12 {
         let mut child = Command::new(&exe)
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_DIR, tmp.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

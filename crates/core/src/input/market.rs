@@ -20,6 +20,8 @@ struct RawMarket {
     vols: BTreeMap<String, RawSurface>,
     #[serde(default)]
     ivs: BTreeMap<String, f64>,
+    #[serde(default)]
+    confidence: BTreeMap<String, f64>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +69,8 @@ pub struct Market {
     pub future_marks: BTreeMap<(String, NaiveDate), f64>,
     pub vols: BTreeMap<String, VolSurface>,
     pub ivs: BTreeMap<String, f64>,
+    /// The oracle's price uncertainty per underlying, in USD (docs/MODEL.md section 11; absent: 0).
+    pub confidence: BTreeMap<String, f64>,
 }
 
 impl Market {
@@ -159,6 +163,9 @@ impl Market {
                 return Err(InputError::new(file, path, "ivs are for options only"));
             }
         }
+        for (u, c) in &raw.confidence {
+            check_number(file, &key_path("confidence", u), *c, 0.0, false)?;
+        }
         Ok(Market {
             source: file.to_string(),
             as_of,
@@ -168,6 +175,7 @@ impl Market {
             future_marks,
             vols,
             ivs: raw.ivs,
+            confidence: raw.confidence,
         })
     }
 
@@ -179,7 +187,7 @@ impl Market {
             .unwrap_or(spot)
     }
 
-    /// Implied vol of an option (MODEL.md section 1): its own `ivs` entry; else the smile of its
+    /// Option implied vol (docs/MODEL.md section 1): its own `ivs` entry; else the smile of its
     /// expiry, linear in ln(K/F) between neighbouring strikes and flat beyond; else the default.
     pub fn option_vol(&self, inst: &Instrument, strike: f64, forward: f64) -> Option<f64> {
         if let Some(iv) = self.ivs.get(&inst.name) {

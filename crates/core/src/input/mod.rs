@@ -1,4 +1,4 @@
-//! Reading the public formats (FORMATS.md) into validated domain types.
+//! Reading the public formats (docs/FORMATS.md) into validated domain types.
 //!
 //! Parsing is pure: each reader takes the file's text and the name to quote in errors, so the
 //! CLI, the server and tests share it. Unknown fields are rejected (a typo in a risk parameter

@@ -2,7 +2,7 @@
 //!
 //! Parameters are versioned; a risk committee approves each version. The same schema is read
 //! from JSON or TOML. Every section but `version` and `underlyings` may be left out and then
-//! takes the defaults of FORMATS.md.
+//! takes the defaults of docs/FORMATS.md.
 
 use super::{check_number, from_value, key_path, parse_json};
 use crate::error::{InputError, Result};
@@ -45,6 +45,68 @@ pub struct UnderlyingParams {
     pub vol_scan_down: f64,
     pub standard_im_rate: f64,
     pub standard_mm_rate: f64,
+    /// Price band of a fill: a trade more than this fraction away from the instrument's mark
+    /// is refused (issue 15: a fill at a made-up price moves value between its two sides).
+    /// In (0, 1]; default 0.10. Left out of the serialization at its default, so parameter
+    /// sets written before it keep their bytes (and their hashes).
+    #[serde(
+        default = "default_max_fill_deviation",
+        skip_serializing_if = "is_default_max_fill_deviation"
+    )]
+    pub max_fill_deviation: f64,
+    /// docs/MODEL.md section 9, vol shocks scaled by tenor: an option `d` days from expiry takes
+    /// `(vol_tenor_days / max(d, vol_min_days))^p` times the scan's vol shift, `p` the short
+    /// power under `vol_tenor_days`, the long one from it. Both powers 0 (the default): 1.
+    #[serde(default = "default_vol_tenor_days", skip_serializing_if = "is_thirty")]
+    pub vol_tenor_days: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vol_power_short: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vol_power_long: f64,
+    #[serde(default = "default_vol_min_days", skip_serializing_if = "is_one")]
+    pub vol_min_days: f64,
+    /// docs/MODEL.md section 11, the contingency add-ons (all 0, off, by default): per short option
+    /// contract, as a fraction of spot; on the smaller of the long and short linear exposures;
+    /// times the oracle's confidence per unit held; and the square-root impact of closing the
+    /// net delta against `adv`, the average daily volume in units of the underlying.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub option_contingency: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub basis_contingency: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub oracle_confidence_multiple: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub liquidity_coefficient: f64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub adv: f64,
+}
+
+// The version 2 fields are left out of the serialization at their defaults, as
+// `max_fill_deviation` is: a version 1 set keeps its bytes, and its governance hash.
+fn default_vol_tenor_days() -> f64 {
+    30.0
+}
+fn default_vol_min_days() -> f64 {
+    1.0
+}
+fn is_thirty(v: &f64) -> bool {
+    *v == 30.0
+}
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
+}
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
+pub const DEFAULT_MAX_FILL_DEVIATION: f64 = 0.10;
+
+fn default_max_fill_deviation() -> f64 {
+    DEFAULT_MAX_FILL_DEVIATION
+}
+
+fn is_default_max_fill_deviation(v: &f64) -> bool {
+    *v == DEFAULT_MAX_FILL_DEVIATION
 }
 
 /// How an asset counts as collateral. No `underlying` means a stablecoin: it never moves.
@@ -64,6 +126,46 @@ pub struct GridParams {
     pub extreme_multiple: f64,
     pub extreme_cover: f64,
     pub decoupling_fraction: f64,
+    /// docs/MODEL.md section 10: absolute price moves added to the single and tandem families.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extended_moves: Vec<ExtendedMove>,
+}
+
+/// One extended price move: `move` an absolute fraction of the price (-0.66 a 66% fall), in
+/// (-1, inf) and not 0; its vol direction; its weight `cover`, in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendedMove {
+    #[serde(rename = "move")]
+    pub price_move: f64,
+    #[serde(default)]
+    pub vol: VolDirection,
+    #[serde(default = "default_cover")]
+    pub cover: f64,
+}
+
+fn default_cover() -> f64 {
+    1.0
+}
+
+/// The vol shift an extended move takes: `+V+`, none, or `-V-` (tenor-scaled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolDirection {
+    Up,
+    #[default]
+    None,
+    Down,
+}
+
+impl VolDirection {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VolDirection::Up => "up",
+            VolDirection::None => "none",
+            VolDirection::Down => "down",
+        }
+    }
 }
 
 impl Default for GridParams {
@@ -73,6 +175,7 @@ impl Default for GridParams {
             extreme_multiple: 2.0,
             extreme_cover: 0.35,
             decoupling_fraction: 0.5,
+            extended_moves: Vec::new(),
         }
     }
 }
@@ -84,7 +187,7 @@ pub struct StatisticalParams {
     pub horizon_days: u32,
     pub ewma_lambda: f64,
     pub filtered: bool,
-    /// Which scenarios feed the statistical risk: `fhs` (MODEL.md section 5, the default) or
+    /// Which scenarios feed the statistical risk: `fhs` (docs/MODEL.md section 5, the default) or
     /// `mc` (Monte Carlo, see `crate::montecarlo`). The `mc_*` fields only matter for `mc`.
     pub model: StatisticalModel,
     /// Monte Carlo: number of simulated joint scenarios.
@@ -101,7 +204,7 @@ pub struct StatisticalParams {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatisticalModel {
-    /// Filtered historical simulation (exact, MODEL.md section 5).
+    /// Filtered historical simulation (exact, docs/MODEL.md section 5).
     #[default]
     Fhs,
     /// Monte Carlo: multivariate Student-t with EWMA vols and a stressed correlation.
@@ -239,6 +342,37 @@ impl Params {
                 0.0,
                 false,
             )?;
+            num(
+                &format!("{p}.max_fill_deviation"),
+                u.max_fill_deviation,
+                0.0,
+                true,
+            )?;
+            at_most(
+                &format!("{p}.max_fill_deviation"),
+                u.max_fill_deviation,
+                1.0,
+            )?;
+            num(&format!("{p}.vol_tenor_days"), u.vol_tenor_days, 0.0, true)?;
+            num(&format!("{p}.vol_min_days"), u.vol_min_days, 0.0, true)?;
+            for (field, v) in [
+                ("vol_power_short", u.vol_power_short),
+                ("vol_power_long", u.vol_power_long),
+                ("option_contingency", u.option_contingency),
+                ("basis_contingency", u.basis_contingency),
+                ("oracle_confidence_multiple", u.oracle_confidence_multiple),
+                ("liquidity_coefficient", u.liquidity_coefficient),
+                ("adv", u.adv),
+            ] {
+                num(&format!("{p}.{field}"), v, 0.0, false)?;
+            }
+            if u.liquidity_coefficient > 0.0 && u.adv <= 0.0 {
+                return Err(InputError::new(
+                    file,
+                    format!("{p}.adv"),
+                    "must be positive (average daily volume, in units) where liquidity_coefficient is set",
+                ));
+            }
             if u.standard_mm_rate > u.standard_im_rate {
                 return Err(InputError::new(
                     file,
@@ -285,6 +419,19 @@ impl Params {
             false,
         )?;
         at_most("grid.decoupling_fraction", g.decoupling_fraction, 1.0)?;
+        for (i, e) in g.extended_moves.iter().enumerate() {
+            let p = format!("grid.extended_moves[{i}]");
+            num(&format!("{p}.move"), e.price_move, -1.0, true)?;
+            if e.price_move == 0.0 {
+                return Err(InputError::new(
+                    file,
+                    format!("{p}.move"),
+                    "must not be 0 (an absolute fraction of the price: -0.66 is a 66% fall)",
+                ));
+            }
+            num(&format!("{p}.cover"), e.cover, 0.0, true)?;
+            at_most(&format!("{p}.cover"), e.cover, 1.0)?;
+        }
         let s = &self.statistical;
         num("statistical.confidence", s.confidence, 0.0, true)?;
         if s.confidence >= 1.0 {
@@ -424,6 +571,24 @@ price_steps = 9
         let j = Params::parse("p.json", MINIMAL).unwrap();
         assert_eq!(p.underlyings, j.underlyings);
         assert_eq!((p.grid.price_steps, p.som_rate), (9, 0.02));
+    }
+
+    #[test]
+    fn max_fill_deviation_defaults_to_a_tenth_and_must_be_in_zero_one() {
+        let p = Params::parse("p.json", MINIMAL).unwrap();
+        assert_eq!(p.underlyings["BTC"].max_fill_deviation, 0.10);
+        // At its default it is not written, so older parameter sets keep their bytes.
+        assert!(!serde_json::to_string(&p)
+            .unwrap()
+            .contains("max_fill_deviation"));
+        let with =
+            |v: &str| MINIMAL.replace("0.05}", &format!("0.05, \"max_fill_deviation\": {v}}}"));
+        let p = Params::parse("p.json", &with("1")).unwrap();
+        assert_eq!(p.underlyings["BTC"].max_fill_deviation, 1.0);
+        for bad in ["0", "-0.1", "1.5"] {
+            let err = Params::parse("p.json", &with(bad)).expect_err(bad);
+            assert_eq!(err.path, "underlyings.BTC.max_fill_deviation", "{bad}");
+        }
     }
 
     #[test]

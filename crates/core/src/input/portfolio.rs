@@ -54,7 +54,7 @@ pub struct Portfolio {
     pub accounts: Vec<Account>,
 }
 
-/// Largest account id, in characters (FORMATS.md).
+/// Largest account id, in characters (docs/FORMATS.md).
 pub const ACCOUNT_ID_MAX_LEN: usize = 64;
 
 pub fn valid_account_id(id: &str) -> bool {

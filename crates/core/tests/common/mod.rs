@@ -20,7 +20,7 @@ pub const SOL: f64 = 150.0;
 /// Year fraction from `AS_OF` to 27 Dec 2026 08:00 UTC: 33 days / 365.
 pub const T_27DEC26: f64 = 33.0 / 365.0;
 
-/// The contract tolerance of MODEL.md: 1e-9 relative or 1e-6 absolute, whichever is looser.
+/// The contract tolerance of docs/MODEL.md: 1e-9 relative or 1e-6 absolute, whichever is looser.
 #[track_caller]
 pub fn assert_close(actual: f64, expected: f64, what: &str) {
     let tol = (1e-9 * expected.abs()).max(1e-6);
@@ -180,7 +180,7 @@ pub fn find<'a>(r: &'a MarginReport, id: &str) -> &'a AccountReport {
 }
 
 /// Scenario loss of a single-underlying book under one (move, vol shift, weight): the test's
-/// own revaluation of MODEL.md section 3. `linear_notional` is the sum of size x mark of
+/// own revaluation of docs/MODEL.md section 3. `linear_notional` is the sum of size x mark of
 /// perpetuals/futures and amount x price of non-stable balances; options are
 /// `(is_call, size, forward, strike, t, vol)`.
 pub fn book_loss(

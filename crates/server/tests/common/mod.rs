@@ -18,11 +18,16 @@ pub fn url(r: &Running, path: &str) -> String {
     format!("http://{}{path}", r.addr)
 }
 
+/// A new key of `role`; an oracle feeder's is bound to sources `a`, `b` and `c`.
 pub async fn key(r: &Running, role: &str, accounts: &[&str]) -> String {
+    let mut body = serde_json::json!({ "role": role, "accounts": accounts });
+    if role == "oracle_feeder" {
+        body["sources"] = serde_json::json!(["a", "b", "c"]);
+    }
     let resp = reqwest::Client::new()
         .post(url(r, "/v1/keys"))
         .bearer_auth(ADMIN)
-        .json(&serde_json::json!({ "role": role, "accounts": accounts }))
+        .json(&body)
         .send()
         .await
         .unwrap();
