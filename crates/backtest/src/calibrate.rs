@@ -12,47 +12,22 @@
 
 use crate::{err, Error, Result};
 use pmargin_core::{History, Params};
-use pmargin_stats::calibration::{calibrate_range, CalibrationConfig};
+use pmargin_stats::calibration::calibrate_range;
+pub use pmargin_stats::calibration::CalibrationConfig;
+use pmargin_stats::ewma::log_returns;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// Calibration settings. `None` takes the parameter set's value.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CalibrateOptions {
-    /// Coverage per direction; default `statistical.confidence`.
-    pub coverage: Option<f64>,
-    /// Horizon in days; default `statistical.horizon_days`.
-    pub horizon_days: Option<f64>,
-    /// EWMA decay; default `statistical.ewma_lambda`.
-    pub lambda: Option<f64>,
-    /// Student-t degrees of freedom for the quantile (`None`: normal).
-    pub dof: Option<f64>,
-    /// Floor at the stressed-vol range.
-    pub floor_stressed: bool,
-    /// Rows searched for the stressed vol (`None`: the whole history).
-    pub stress_lookback: Option<usize>,
-    /// Buffer on top (0.25 = 25%).
-    pub buffer: f64,
-    /// Release the buffer when the current vol reaches the stressed vol.
-    pub release_buffer_in_stress: bool,
-    /// Weight of the stressed vol in the blend.
-    pub stressed_weight: f64,
-}
-
-impl Default for CalibrateOptions {
-    fn default() -> Self {
-        CalibrateOptions {
-            coverage: None,
-            horizon_days: None,
-            lambda: None,
-            dof: None,
-            floor_stressed: false,
-            stress_lookback: None,
-            buffer: 0.0,
-            release_buffer_in_stress: false,
-            stressed_weight: 0.0,
-        }
+/// The calibration settings a parameter set implies: its `statistical.confidence` as the
+/// coverage, its horizon and EWMA decay, a normal quantile and no anti-procyclicality tool.
+/// Callers override fields from here (`CalibrationConfig { buffer: 0.25, ..defaults(&p) }`).
+pub fn defaults(params: &Params) -> CalibrationConfig {
+    CalibrationConfig {
+        coverage: params.statistical.confidence,
+        horizon_days: f64::from(params.statistical.horizon_days),
+        lambda: params.statistical.ewma_lambda,
+        ..CalibrationConfig::default()
     }
 }
 
@@ -81,19 +56,6 @@ pub struct RangeChange {
     pub capped: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Settings {
-    pub coverage: f64,
-    pub horizon_days: f64,
-    pub lambda: f64,
-    pub dof: Option<f64>,
-    pub floor_stressed: bool,
-    pub stress_lookback: Option<usize>,
-    pub buffer: f64,
-    pub release_buffer_in_stress: bool,
-    pub stressed_weight: f64,
-}
-
 /// The audit trail written beside the proposed parameter set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rationale {
@@ -103,7 +65,7 @@ pub struct Rationale {
     pub params: String,
     pub old_version: u64,
     pub new_version: u64,
-    pub settings: Settings,
+    pub settings: CalibrationConfig,
     pub conversion: String,
     pub underlyings: Vec<RangeChange>,
 }
@@ -125,35 +87,12 @@ pub fn simple_range(log_range: f64) -> (f64, bool) {
 }
 
 /// Proposes a new parameter set: same as `params` but the scan ranges and `version + 1`.
+/// `settings` usually starts from [`defaults`] of `params`.
 pub fn calibrate(
     history: &History,
     params: &Params,
-    options: &CalibrateOptions,
+    settings: &CalibrationConfig,
 ) -> Result<Proposal> {
-    let settings = Settings {
-        coverage: options.coverage.unwrap_or(params.statistical.confidence),
-        horizon_days: options
-            .horizon_days
-            .unwrap_or(f64::from(params.statistical.horizon_days)),
-        lambda: options.lambda.unwrap_or(params.statistical.ewma_lambda),
-        dof: options.dof,
-        floor_stressed: options.floor_stressed,
-        stress_lookback: options.stress_lookback,
-        buffer: options.buffer,
-        release_buffer_in_stress: options.release_buffer_in_stress,
-        stressed_weight: options.stressed_weight,
-    };
-    let config = CalibrationConfig {
-        coverage: settings.coverage,
-        horizon_days: settings.horizon_days,
-        lambda: settings.lambda,
-        dof: settings.dof,
-        floor_stressed: settings.floor_stressed,
-        stress_lookback: settings.stress_lookback,
-        buffer: settings.buffer,
-        release_buffer_in_stress: settings.release_buffer_in_stress,
-        stressed_weight: settings.stressed_weight,
-    };
     let mut new = params.clone();
     new.version = params.version + 1;
     let mut changes = Vec::new();
@@ -182,8 +121,8 @@ pub fn calibrate(
             continue;
         };
         any = true;
-        let returns: Vec<f64> = closes.windows(2).map(|w| (w[1] / w[0]).ln()).collect();
-        let c = calibrate_range(&returns, &config)
+        let c = log_returns(closes)
+            .and_then(|returns| calibrate_range(&returns, settings))
             .map_err(|e| Error(format!("calibrating {name} from {}: {e}", history.source)))?;
         let (range, capped) = simple_range(c.final_range);
         if let Some(p) = new.underlyings.get_mut(name) {
@@ -235,7 +174,7 @@ pub fn calibrate(
             params: params.source.clone(),
             old_version: params.version,
             new_version: params.version + 1,
-            settings,
+            settings: settings.clone(),
             conversion: "price_scan_range = exp(final_log_range) - 1, capped at 1: the simple \
                          up move of the calibrated log move, which also covers the down move"
                 .to_string(),

@@ -8,14 +8,16 @@ use chrono::NaiveDate;
 use pmargin_core::{History, Params};
 use std::collections::BTreeMap;
 
-/// Daily closes of BTC and ETH, 2015-08-07 .. 2021-11-24 (2298 rows).
-pub const HISTORY_CSV: &str = include_str!("../../../data/history.csv");
+/// Daily closes of BTC and ETH, 2015-08-07 .. 2021-11-24 (2298 rows). A `static`, not a
+/// `const`: the sim and server demos use it too, and a `const` would be copied into each
+/// crate that names it, so the binary would carry the file once per user.
+pub static HISTORY_CSV: &str = include_str!("../../../data/history.csv");
 /// The name errors and reports quote for [`HISTORY_CSV`].
 pub const HISTORY_NAME: &str = "bundled data/history.csv";
 
 /// Daily closes of BTC and ETH, 2015-08-07 .. 2023-08-29 (2941 rows): `history.csv` to
 /// 2021-11-23, then Yahoo Finance's BTC-USD and ETH-USD of `data/real/stablecoins/usdc_2021_2023`.
-pub const BTC_ETH_CSV: &str = include_str!("../../../data/btc_eth.csv");
+pub static BTC_ETH_CSV: &str = include_str!("../../../data/btc_eth.csv");
 pub const BTC_ETH_NAME: &str = "bundled data/btc_eth.csv";
 
 /// Daily BTC closes, 2011-08-18 .. 2025-09-24 (5152 rows, Bitstamp then Coinbase).

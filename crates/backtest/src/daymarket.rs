@@ -3,11 +3,13 @@
 //! the implied vol index of the row's date where one is given (DVOL), else the EWMA rule.
 
 use crate::data::ImpliedVols;
+use crate::{Error, Result};
 use chrono::{DateTime, NaiveDate, Utc};
-use pmargin_core::fhs::{ewma_variances, EWMA_SEED_RETURNS};
 use pmargin_core::input::market::{Market, VolSurface};
 use pmargin_core::instrument::expiry_instant;
 use pmargin_core::{History, Params};
+use pmargin_stats::ewma::{ewma_variances, log_returns, SEED_WINDOW};
+use pmargin_stats::StatsError;
 use std::collections::BTreeMap;
 
 /// Default floor of the flat option vol.
@@ -32,25 +34,31 @@ pub struct DayMarkets {
 
 /// Annualised flat vol of each row of `closes`, using only the returns up to that row:
 /// `max(floor, sqrt(365 * s2))` with `s2` the EWMA forecast after the row's return.
-pub fn vol_path(closes: &[f64], lambda: f64, floor: f64) -> Vec<f64> {
-    let returns: Vec<f64> = closes.windows(2).map(|w| (w[1] / w[0]).ln()).collect();
-    let full = ewma_variances(&returns, lambda);
-    (0..closes.len())
-        .map(|t| {
-            let s2 = if t == 0 {
-                0.0
-            } else if t < EWMA_SEED_RETURNS {
-                // The seed averages the first min(30, N) returns: before row 30 the prefix has
-                // its own seed, which must not peek at later returns.
-                *ewma_variances(&returns[..t], lambda).last().unwrap_or(&0.0)
-            } else {
-                // From row 30 on, the seed is the same for every prefix, and the recursion is
-                // causal: entry t is the forecast after return t.
-                full[t]
-            };
-            (ANNUALISATION_DAYS * s2).sqrt().max(floor)
-        })
-        .collect()
+pub fn vol_path(closes: &[f64], lambda: f64, floor: f64) -> pmargin_stats::Result<Vec<f64>> {
+    let row = |s2: f64| (ANNUALISATION_DAYS * s2).sqrt().max(floor);
+    if closes.len() < 2 {
+        // No return yet: every row is the first, with no variance to annualise.
+        return Ok(vec![row(0.0); closes.len()]);
+    }
+    let returns = log_returns(closes)?;
+    let full = ewma_variances(&returns, lambda)?;
+    let mut out = Vec::with_capacity(closes.len());
+    out.push(row(0.0));
+    for t in 1..closes.len() {
+        let s2 = if t < SEED_WINDOW {
+            // The seed averages the first min(30, N) returns: before row 30 the prefix has
+            // its own seed, which must not peek at later returns.
+            *ewma_variances(&returns[..t], lambda)?
+                .last()
+                .unwrap_or(&0.0)
+        } else {
+            // From row 30 on, the seed is the same for every prefix, and the recursion is
+            // causal: entry t is the forecast after return t.
+            full[t]
+        };
+        out.push(row(s2));
+    }
+    Ok(out)
 }
 
 impl DayMarkets {
@@ -62,14 +70,19 @@ impl DayMarkets {
         params: &Params,
         vol_floor: f64,
         implied: Option<&ImpliedVols>,
-    ) -> DayMarkets {
+    ) -> Result<DayMarkets> {
         let lambda = params.statistical.ewma_lambda;
         let mut implied_rows = Vec::new();
         let vols = history
             .columns
             .iter()
             .map(|(n, c)| {
-                let mut path = vol_path(c, lambda, vol_floor);
+                let mut path = vol_path(c, lambda, vol_floor).map_err(|e| match e {
+                    StatsError::InvalidParameter { .. } => {
+                        Error(format!("statistical.ewma_lambda: {e}"))
+                    }
+                    _ => Error(format!("{}: column {n}: {e}", history.source)),
+                })?;
                 let mut count = 0;
                 if let Some(iv) = implied {
                     for (v, date) in path.iter_mut().zip(&history.dates) {
@@ -80,10 +93,10 @@ impl DayMarkets {
                     }
                 }
                 implied_rows.push((n.clone(), count));
-                (n.clone(), path)
+                Ok((n.clone(), path))
             })
-            .collect();
-        DayMarkets {
+            .collect::<Result<_>>()?;
+        Ok(DayMarkets {
             source: history.source.clone(),
             dates: history.dates.clone(),
             closes: history.columns.clone(),
@@ -94,7 +107,7 @@ impl DayMarkets {
                 .iter()
                 .map(|(a, c)| (a.clone(), c.underlying.clone()))
                 .collect(),
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -167,12 +180,15 @@ mod tests {
         let closes: Vec<f64> = (0..80)
             .map(|i| 100.0 * (1.0 + 0.03 * ((i * 7 % 5) as f64 - 2.0)).abs())
             .collect();
-        let full = vol_path(&closes, 0.94, 0.0);
+        let full = vol_path(&closes, 0.94, 0.0).unwrap();
         for t in [0, 1, 5, 29, 30, 31, 60, 79] {
-            let prefix = vol_path(&closes[..=t], 0.94, 0.0);
+            let prefix = vol_path(&closes[..=t], 0.94, 0.0).unwrap();
             assert_eq!(prefix[t], full[t], "row {t}");
         }
         assert_eq!(full[0], 0.0);
-        assert!(vol_path(&closes, 0.94, 0.2).iter().all(|v| *v >= 0.2));
+        assert!(vol_path(&closes, 0.94, 0.2)
+            .unwrap()
+            .iter()
+            .all(|v| *v >= 0.2));
     }
 }

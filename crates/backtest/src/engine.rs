@@ -6,79 +6,16 @@
 //! from the history truncated to rows `0..=t`. The test `no_look_ahead` corrupts every later
 //! row and checks that nothing changes.
 
-use crate::data::ImpliedVols;
-use crate::daymarket::{DayMarkets, DEFAULT_VOL_FLOOR};
+pub use crate::config::{BacktestConfig, Model};
+use crate::daymarket::DayMarkets;
 use crate::portfolios::BacktestPortfolio;
 use crate::report::{self, BacktestReport, Observation};
 use crate::{err, Result};
-use chrono::NaiveDate;
 use pmargin_core::book::{Book, BookAccount};
 use pmargin_core::input::portfolio::Portfolio;
 use pmargin_core::{margin_report, Evaluator, History, Params, ReportOptions, RiskArrays};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// Which requirement is backtested.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Model {
-    /// The scenario grid alone: `max(grid_risk, short_option_minimum)`, the IM with no history.
-    Grid,
-    /// The IM with filtered historical simulation on rows `0..=t`.
-    Fhs,
-    /// The IM with the Monte Carlo statistical model (`statistical.model = "mc"`) on rows `0..=t`.
-    Mc,
-}
-
-impl Model {
-    pub fn name(self) -> &'static str {
-        match self {
-            Model::Grid => "grid",
-            Model::Fhs => "fhs",
-            Model::Mc => "mc",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Vec<Model>> {
-        match s {
-            "grid" => Some(vec![Model::Grid]),
-            "fhs" => Some(vec![Model::Fhs]),
-            "mc" => Some(vec![Model::Mc]),
-            "all" => Some(vec![Model::Grid, Model::Fhs, Model::Mc]),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct BacktestConfig {
-    pub models: Vec<Model>,
-    /// First requirement date (inclusive); default: the first row with `warmup_returns`.
-    pub from: Option<NaiveDate>,
-    /// Last requirement date (inclusive); default: the last row with a row `h` later.
-    pub to: Option<NaiveDate>,
-    /// Horizon in rows; default `statistical.horizon_days`.
-    pub horizon_days: Option<u32>,
-    /// Returns needed before the first requirement (EWMA and FHS warm-up).
-    pub warmup_returns: usize,
-    /// Floor of the flat option vol.
-    pub vol_floor: f64,
-    /// Implied vols that replace the EWMA rule on the dates they cover (e.g. DVOL).
-    pub implied_vols: Option<ImpliedVols>,
-}
-
-impl Default for BacktestConfig {
-    fn default() -> Self {
-        BacktestConfig {
-            models: vec![Model::Grid],
-            from: None,
-            to: None,
-            horizon_days: None,
-            warmup_returns: 250,
-            vol_floor: DEFAULT_VOL_FLOOR,
-            implied_vols: None,
-        }
-    }
-}
 
 /// Everything fixed for a run: the parameter set of each model, marks of every row.
 pub struct Setup<'a> {
@@ -121,7 +58,7 @@ impl<'a> Setup<'a> {
                 &params,
                 config.vol_floor,
                 config.implied_vols.as_ref(),
-            ),
+            )?,
             params,
             portfolios,
             horizon,

@@ -48,6 +48,7 @@
 //! breach is `loss_t > requirement_t`.
 
 pub mod calibrate;
+pub mod config;
 pub mod data;
 pub mod daymarket;
 pub mod engine;
@@ -56,7 +57,7 @@ pub mod portfolios;
 pub mod recommend;
 pub mod report;
 
-pub use calibrate::{calibrate, CalibrateOptions, Proposal};
+pub use calibrate::{calibrate, CalibrationConfig, Proposal};
 pub use engine::{requirements_at, run_backtest, run_backtest_on, BacktestConfig, Model};
 pub use portfolios::{reference_portfolios, user_portfolios, BacktestPortfolio, Leg};
 pub use recommend::{recommend, recommend_with, Recommendation};

@@ -2,7 +2,7 @@
 //! Christoffersen tests, the Basel traffic light and procyclicality; as JSON for machines
 //! and a table for people.
 
-use crate::engine::{BacktestConfig, Model};
+use crate::config::{BacktestConfig, Model};
 use crate::portfolios::BacktestPortfolio;
 use crate::Result;
 use chrono::NaiveDate;

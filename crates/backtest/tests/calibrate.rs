@@ -1,4 +1,6 @@
-use pmargin_backtest::calibrate::{calibrate, rationale_path, simple_range, CalibrateOptions};
+use pmargin_backtest::calibrate::{
+    calibrate, defaults, rationale_path, simple_range, CalibrationConfig,
+};
 use pmargin_core::{History, Params};
 
 const PARAMS: &str = r#"{"version": 7, "underlyings": {
@@ -53,9 +55,9 @@ fn garch_history(n: usize, lambda: f64, seed: u64) -> (History, f64) {
 fn garch_range_matches_the_known_quantile_and_only_ranges_change() {
     let (history, sigma) = garch_history(600, 0.94, 11);
     let params = Params::parse("live.json", PARAMS).unwrap();
-    let options = CalibrateOptions {
-        horizon_days: Some(2.0),
-        ..CalibrateOptions::default()
+    let options = CalibrationConfig {
+        horizon_days: 2.0,
+        ..defaults(&params)
     };
     let proposal = calibrate(&history, &params, &options).unwrap();
     let z = 2.326_347_874_040_841; // N^-1(0.99)
@@ -102,6 +104,31 @@ fn garch_range_matches_the_known_quantile_and_only_ranges_change() {
         serde_json::from_str(&std::fs::read_to_string(&b).unwrap()).unwrap();
     assert_eq!(rationale["new_version"], 8);
     assert_eq!(rationale["underlyings"][0]["underlying"], "BTC");
+    // The settings record every field the range was computed with, the horizon as overridden
+    // and the rest from the parameter set.
+    let mut keys: Vec<&str> = rationale["settings"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "buffer",
+            "coverage",
+            "dof",
+            "floor_stressed",
+            "horizon_days",
+            "lambda",
+            "release_buffer_in_stress",
+            "stress_lookback",
+            "stressed_weight"
+        ]
+    );
+    assert_eq!(rationale["settings"]["horizon_days"], 2.0);
+    assert_eq!(rationale["settings"]["coverage"], 0.99);
     assert_eq!(std::fs::read_to_string(&input).unwrap(), PARAMS);
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -110,15 +137,15 @@ fn garch_range_matches_the_known_quantile_and_only_ranges_change() {
 fn anti_procyclicality_tools_raise_a_calm_range() {
     let (history, _) = garch_history(600, 0.94, 5);
     let params = Params::parse("live.json", PARAMS).unwrap();
-    let plain = calibrate(&history, &params, &CalibrateOptions::default()).unwrap();
+    let plain = calibrate(&history, &params, &defaults(&params)).unwrap();
     let apc = calibrate(
         &history,
         &params,
-        &CalibrateOptions {
+        &CalibrationConfig {
             floor_stressed: true,
             buffer: 0.25,
             stressed_weight: 0.25,
-            ..CalibrateOptions::default()
+            ..defaults(&params)
         },
     )
     .unwrap();

@@ -1,74 +1,16 @@
 //! The subcommands: load inputs, call the core, render.
 
-use crate::{demo, table, Inputs};
+use crate::{table, Inputs};
 use pmargin_core::report::ReportOptions;
 use pmargin_core::whatif::{what_if as core_what_if, Trade};
-use pmargin_core::{
-    margin_report, Book, Evaluator, History, InputError, Market, Params, Portfolio, RiskArrays,
-};
-use std::fmt;
-use std::path::Path;
+use pmargin_core::{margin_report, Book, Evaluator, Portfolio, RiskArrays};
 use std::time::Instant;
 
-/// A failed command: bad input (exit 2) or a failure of the engine itself (exit 1).
-#[derive(Debug)]
-pub enum CliError {
-    Input(String),
-    Internal(String),
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Input(_) => 2,
-            CliError::Internal(_) => 1,
-        }
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CliError::Input(m) | CliError::Internal(m) => f.write_str(m),
-        }
-    }
-}
-
-impl From<InputError> for CliError {
-    fn from(e: InputError) -> Self {
-        CliError::Input(e.to_string())
-    }
-}
+// The error and the loaded inputs live in `inputs`, below every command module (batch, demo,
+// compare use them too); re-exported here for the modules that still name them from here.
+pub use crate::inputs::{CliError, Loaded};
 
 type Result<T> = std::result::Result<T, CliError>;
-
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| CliError::Input(format!("{}: cannot read the file: {e}", path.display())))
-}
-
-/// Everything a margin run needs, read and validated.
-pub struct Loaded {
-    pub portfolio: Portfolio,
-    pub market: Market,
-    pub params: Params,
-    pub history: Option<History>,
-}
-
-impl Inputs {
-    pub fn load(&self) -> Result<Loaded> {
-        let name = |p: &Path| p.display().to_string();
-        Ok(Loaded {
-            params: Params::parse(&name(&self.params), &read(&self.params)?)?,
-            market: Market::parse(&name(&self.market), &read(&self.market)?)?,
-            portfolio: Portfolio::parse(&name(&self.portfolio), &read(&self.portfolio)?)?,
-            history: match &self.history {
-                Some(h) => Some(History::parse(&name(h), &read(h)?)?),
-                None => None,
-            },
-        })
-    }
-}
 
 fn to_json(value: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string_pretty(value)
@@ -78,6 +20,10 @@ fn to_json(value: &impl serde::Serialize) -> Result<String> {
 
 pub fn margin(inputs: &Inputs, json: bool) -> Result<String> {
     let l = inputs.load()?;
+    if json {
+        // Streamed to stdout as it is computed (a report can be far larger than memory).
+        return crate::batch::margin_json(l);
+    }
     run_margin(&l, json)
 }
 
@@ -159,23 +105,8 @@ pub fn what_if(
     }
 }
 
-pub fn demo(json: bool) -> Result<String> {
-    demo::run(json)
-}
-
 pub fn bench(accounts: usize, threads: Option<usize>, repeat: usize, seed: u64) -> Result<String> {
-    if accounts == 0 || repeat == 0 {
-        return Err(CliError::Input(
-            "--accounts and --repeat must be at least 1".into(),
-        ));
-    }
-    let mut builder = rayon::ThreadPoolBuilder::new();
-    if let Some(t) = threads {
-        builder = builder.num_threads(t);
-    }
-    let pool = builder
-        .build()
-        .map_err(|e| CliError::Internal(format!("thread pool: {e}")))?;
+    let pool = crate::batch::bench_pool(accounts, threads, repeat)?;
     let started = Instant::now();
     let book = pmargin_core::synthetic::book(accounts, seed)?;
     let build_secs = started.elapsed().as_secs_f64();

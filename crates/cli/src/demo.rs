@@ -5,7 +5,7 @@
 //! closes, and the contingency add-ons; and what the recommended version 2 set asks against
 //! the version 1 set it was derived from (`demo/params_v1.json`).
 
-use crate::commands::{CliError, Loaded};
+use crate::inputs::{CliError, Loaded};
 use crate::table;
 use pmargin_core::report::{AccountReport, MarginReport, ReportOptions};
 use pmargin_core::{margin_report, History, Market, Params, Portfolio};
@@ -20,7 +20,7 @@ pub const PARAMS: &str = include_str!("../demo/params.json");
 /// The version 1 set the recommended one was derived from, for the comparison.
 pub const PARAMS_V1: &str = include_str!("../demo/params_v1.json");
 /// Daily BTC and ETH closes 2015-08-07 .. 2023-08-29 (provenance in data/README.md).
-pub const HISTORY: &str = include_str!("../../../data/btc_eth.csv");
+pub use pmargin_backtest::data::BTC_ETH_CSV as HISTORY;
 pub const HISTORY_NAME: &str = "bundled data/btc_eth.csv";
 
 pub fn inputs() -> Result<Loaded, CliError> {

@@ -4,8 +4,11 @@
 //! code 2 and a message on stderr naming the file, the field and the account; stdout then
 //! stays empty so a script never mistakes half a report for a whole one.
 
+mod batch;
 mod commands;
+mod compare;
 mod demo;
+mod inputs;
 mod replay;
 mod research;
 mod serve;
@@ -59,7 +62,7 @@ pub struct Inputs {
 enum Command {
     /// Margin every account: equity, IM, MM, status, liquidation prices, standard margin
     #[command(
-        after_help = "Example:\n  pmargin margin --portfolio portfolio.json --market market.json --params params.json --json"
+        after_help = "Examples:\n  pmargin margin --portfolio portfolio.json --market market.json --params params.json --json\n  pmargin margin --portfolio portfolio.json --market market.json --params v2.json --compare-params v1.json"
     )]
     Margin {
         #[command(flatten)]
@@ -67,6 +70,10 @@ enum Command {
         /// Print the JSON margin report of docs/FORMATS.md instead of a table
         #[arg(long)]
         json: bool,
+        /// Also margin every account under the parameter set OLD: its IM, MM and status beside
+        /// the current ones, and the change (JSON: a `compare` object per account)
+        #[arg(long, value_name = "OLD")]
+        compare_params: Option<PathBuf>,
     },
     /// One account's scenario P&L table (price moves down the side, vol shifts across)
     #[command(
@@ -139,13 +146,29 @@ enum Command {
         /// Seed of the synthetic book
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Write the synthetic book as portfolio.json, market.json and params.json into DIR
+        /// instead of timing it
+        #[arg(long, value_name = "DIR")]
+        write_book: Option<PathBuf>,
+        /// Time the whole `margin --json` path (parse, margin, liquidation prices, write)
+        #[arg(long)]
+        end_to_end: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Margin { inputs, json } => commands::margin(&inputs, json),
+        Command::Margin {
+            inputs,
+            json,
+            compare_params: None,
+        } => commands::margin(&inputs, json),
+        Command::Margin {
+            inputs,
+            json,
+            compare_params: Some(old),
+        } => compare::margin(&inputs, &old, json),
         Command::Scenarios {
             account,
             inputs,
@@ -158,7 +181,7 @@ fn main() -> ExitCode {
             inputs,
             json,
         } => commands::what_if(&inputs, &account, &trades, &settlement_asset, json),
-        Command::Demo { json } => commands::demo(json),
+        Command::Demo { json } => demo::run(json),
         Command::Replay(args) => replay::replay(&args),
         Command::Simulate(args) => simulate::simulate(&args).map_err(commands::CliError::Input),
         Command::Serve(args) => serve::serve(&args).map_err(commands::CliError::Input),
@@ -171,7 +194,13 @@ fn main() -> ExitCode {
             threads,
             repeat,
             seed,
-        } => commands::bench(accounts, threads, repeat, seed),
+            write_book,
+            end_to_end,
+        } => match write_book {
+            Some(dir) => batch::write_book(&dir, accounts, seed),
+            None if end_to_end => batch::end_to_end(accounts, threads, repeat, seed),
+            None => commands::bench(accounts, threads, repeat, seed),
+        },
     };
     match result {
         Ok(output) => {

@@ -272,20 +272,11 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<String, String> {
     }
     let history = load_history(args.history.as_deref())?;
     let params = load_params(args.params.as_deref())?;
-    if args
-        .out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
-    {
-        return Err(format!(
-            "{}: --out: the proposal is written as JSON; give a .json file",
-            args.out.display()
-        ));
-    }
-    let options = cal::CalibrateOptions {
-        coverage: args.coverage,
-        horizon_days: args.horizon,
-        lambda: args.lambda,
+    let defaults = cal::defaults(&params);
+    let settings = cal::CalibrationConfig {
+        coverage: args.coverage.unwrap_or(defaults.coverage),
+        horizon_days: args.horizon.unwrap_or(defaults.horizon_days),
+        lambda: args.lambda.unwrap_or(defaults.lambda),
         dof: args.dof,
         floor_stressed: args.floor,
         stress_lookback: args.stress_lookback,
@@ -293,7 +284,7 @@ pub fn calibrate(args: &CalibrateArgs) -> Result<String, String> {
         release_buffer_in_stress: args.release_buffer,
         stressed_weight: args.stressed_weight,
     };
-    let proposal = cal::calibrate(&history, &params, &options).map_err(|e| e.to_string())?;
+    let proposal = cal::calibrate(&history, &params, &settings).map_err(|e| e.to_string())?;
     let (params_file, rationale_file) = proposal
         .write(&args.out, args.params.as_deref())
         .map_err(|e| e.to_string())?;

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Longest time a request may take (503 beyond)
     #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().request_timeout.as_secs())]
     pub request_timeout_s: u64,
+    /// Longest time a client may take to send a request head, or to start the next one on a
+    /// kept-alive connection (the connection is closed beyond)
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().header_read_timeout.as_secs())]
+    pub header_timeout_s: u64,
     /// How often the oracle's indices are re-assessed without quotes (a dead feed goes stale)
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub oracle_tick_ms: u64,
@@ -133,6 +137,7 @@ fn limits(args: &ServeArgs) -> Result<Limits, String> {
         max_page: at_least_one("max-page", args.max_page)?,
         streams_per_key: at_least_one("streams-per-key", args.streams_per_key)?,
         request_timeout: std::time::Duration::from_secs(args.request_timeout_s.max(1)),
+        header_read_timeout: std::time::Duration::from_secs(args.header_timeout_s.max(1)),
         oracle_tick: Some(std::time::Duration::from_millis(
             args.oracle_tick_ms.max(10),
         )),

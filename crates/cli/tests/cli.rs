@@ -497,3 +497,114 @@ fn demo_shows_fhs_addons_and_what_v2_adds() {
     assert!(text.contains("filtered historical simulation"), "{text}");
     assert!(text.contains("sol-trader is margined without it"), "{text}");
 }
+
+/// `margin --compare-params`: the demo's basis fund under the recommended version 2 set and
+/// the version 1 set, no history. Expected values by hand from MODEL.md and the demo's files:
+///
+/// The fund holds 20 BTC and 400 ETH as balances and is short 20 BTC-PERPETUAL and 400
+/// ETH-PERPETUAL. Spots 91,500 and 3,050, perpetual marks 91,540 and 3,051.5. A move `m` of an
+/// underlying (section 3) makes the balance `amount * price * m` and the perpetual
+/// `size * mark * m`: BTC nets `20 * (91,500 - 91,540) m = -800 m`, ETH
+/// `400 * (3,050 - 3,051.5) m = -600 m`. No options: vol shifts and tenor scaling change nothing.
+/// - grid (section 4): the worst scenario is the tandem rise by the full ranges, a loss of
+///   `800 R_BTC + 600 R_ETH` (extremes weigh 0.35 x 2 = 0.7 of it; decoupling 0.5 of a
+///   difference): v1 `800 x 0.12 + 600 x 0.15 = 186`; v2 `800 x 0.1313 + 600 x 0.1842 =
+///   215.56`. Its extended moves (section 10) lose less: `0.1262 x 0.7288 x 1,400 = 128.77`.
+/// - basis add-on (section 11), v2 only: `L+ = L- = 20` BTC and `400` ETH, so
+///   `0.0713 x 91,500 x 20 + 0.0713 x 3,050 x 400 = 130,479 + 86,986 = 217,465`; the other
+///   add-ons have no parameter in either set.
+/// - IM v1 = 186; IM v2 = 215.56 + 217,465 = 217,680.56: v2 adds the basis add-on and 29.56 of
+///   grid (its wider scan ranges). MM = 0.75 IM.
+/// - Both healthy: the margin balance is millions (2,000,000 USDC alone).
+#[test]
+fn compare_params_shows_the_basis_add_on_v2_charges_the_basis_fund() {
+    let demo = [
+        "--portfolio",
+        "crates/cli/demo/portfolio.json",
+        "--market",
+        "crates/cli/demo/market.json",
+        "--params",
+        "crates/cli/demo/params.json",
+        "--compare-params",
+        "crates/cli/demo/params_v1.json",
+    ];
+    let close = |v: &Value, expected: f64, what: &str| {
+        let x = v.as_f64().unwrap_or(f64::NAN);
+        assert!((x - expected).abs() < 1e-6, "{what}: {x} vs {expected}");
+    };
+    let out = pmargin(&[&["margin", "--json"][..], &demo[..]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).expect("JSON report");
+    assert_eq!(report["params_version"], 2);
+    let accounts = report["accounts"].as_array().expect("accounts");
+    assert_eq!(accounts.len(), 6);
+    assert!(accounts.iter().all(|a| a["compare"].is_object()));
+    let fund = accounts
+        .iter()
+        .find(|a| a["id"] == "basis-fund")
+        .expect("basis-fund");
+    let basis = 0.0713 * 91_500.0 * 20.0 + 0.0713 * 3_050.0 * 400.0;
+    close(&Value::from(basis), 217_465.0, "hand sum");
+    let (grid_v1, grid_v2) = (800.0 * 0.12 + 600.0 * 0.15, 800.0 * 0.1313 + 600.0 * 0.1842);
+    close(&fund["addon_breakdown"]["basis"], basis, "basis add-on");
+    close(&fund["grid_risk"], grid_v2, "v2 grid");
+    close(&fund["initial_margin"], grid_v2 + basis, "v2 IM");
+    let c = &fund["compare"];
+    assert_eq!(c["params"], "crates/cli/demo/params_v1.json");
+    assert_eq!(c["params_version"], 1);
+    close(&c["initial_margin"], grid_v1, "v1 IM");
+    close(&c["maintenance_margin"], 0.75 * grid_v1, "v1 MM");
+    close(
+        &c["delta_initial_margin"],
+        basis + (grid_v2 - grid_v1),
+        "IM change",
+    );
+    close(
+        &c["delta_maintenance_margin"],
+        0.75 * (basis + grid_v2 - grid_v1),
+        "MM change",
+    );
+    assert_eq!(c["status"], "healthy");
+    assert_eq!(fund["status"], "healthy");
+    // The rest of the report is the usual one: the same keys as without the flag, plus compare.
+    let plain = pmargin(&[&["margin", "--json"][..], &demo[..6]].concat());
+    let plain: Value = serde_json::from_str(&stdout(&plain)).expect("plain report");
+    let keys = |a: &Value| -> Vec<String> {
+        let mut k: Vec<String> = a.as_object().expect("account").keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let mut expected = keys(&plain["accounts"][0]);
+    expected.push("compare".to_string());
+    expected.sort();
+    assert_eq!(keys(&accounts[0]), expected);
+
+    // Table: the usual one, then the comparison, the fund's row with its change.
+    let out = pmargin(&[&["margin"][..], &demo[..]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("Compared with crates/cli/demo/params_v1.json, version 1"),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .rfind(|l| l.starts_with("basis-fund"))
+        .expect("comparison row");
+    assert!(
+        row.contains("217,680.56") && row.contains("186.00") && row.contains("+217,494.56"),
+        "{row}"
+    );
+
+    // A missing OLD file is bad input: exit 2, named, nothing on stdout.
+    let mut missing = demo;
+    missing[7] = "crates/cli/demo/no-such-params.json";
+    let out = pmargin(&[&["margin"][..], &missing[..]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("no-such-params.json") && stderr(&out).contains("--compare-params"),
+        "{}",
+        stderr(&out)
+    );
+}

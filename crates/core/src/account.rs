@@ -12,14 +12,14 @@ use crate::book::{AddonRates, Book, BookAccount, BookPosition};
 use crate::error::{InputError, Result};
 use crate::fhs::var_es;
 use crate::grid::{self, fill_asset, fill_instrument, GridOutcome, WindowSlope};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where an account stands against its requirements.
 ///
 /// Ordered from best to worst: `healthy` (margin balance covers initial margin), `restricted`
 /// (between maintenance and initial: reduce-only), `liquidatable` (below maintenance),
 /// `bankrupt` (negative margin balance).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Healthy,
@@ -53,6 +53,25 @@ impl Status {
             Status::Liquidatable => "liquidatable",
             Status::Bankrupt => "bankrupt",
         }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status reads as its name: `status == "healthy"`.
+impl PartialEq<str> for Status {
+    fn eq(&self, name: &str) -> bool {
+        self.as_str() == name
+    }
+}
+
+impl PartialEq<&str> for Status {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
     }
 }
 
@@ -222,6 +241,17 @@ impl Partial {
     pub fn rows(&self) -> &[f64] {
         &self.rows
     }
+
+    /// Zeroes exposure `e`'s row (`width` slots), so that it can be summed anew (its sums are
+    /// reset when it is).
+    pub(crate) fn clear_row(&mut self, e: usize, width: usize) {
+        self.rows[e * width..(e + 1) * width].fill(0.0);
+    }
+
+    /// The stable balances' sums and each exposure's, as [`Evaluator::finish`] adds them up.
+    pub(crate) fn sums(&self) -> (&ExposureSums, &[ExposureSums]) {
+        (&self.fixed, &self.sums)
+    }
 }
 
 /// What one exposure's holdings add to an account's figures, apart from its grid row and
@@ -299,6 +329,18 @@ impl ExposureSums {
                     self.short_option_spot += -p.size * book.underlyings[p.underlying].spot;
                 }
             }
+        }
+    }
+
+    /// [`ExposureSums::add_position`] without the slope parts: the figures of a requirement
+    /// only (the same sums, so the same figures, bit for bit).
+    #[inline]
+    fn add_position_value(&mut self, book: &Book, p: &BookPosition, value: f64, spot: f64) {
+        let pnl = p.size * (value - p.entry_price);
+        self.equity += pnl;
+        self.margin_balance += pnl;
+        if p.size < 0.0 && book.instruments[p.instrument].option.is_some() {
+            self.short_option_notional += -p.size * spot;
         }
     }
 
@@ -387,7 +429,36 @@ impl<'a> Evaluator<'a> {
     /// The account's requirement in today's market.
     pub fn requirement(&self, account: &BookAccount) -> Result<Requirement> {
         self.check_history(account)?;
-        Ok(self.finish(account, &self.partial(account)))
+        Ok(self.requirement_checked(account))
+    }
+
+    /// [`Evaluator::requirement`] of an account whose history [`Evaluator::check_history`]
+    /// has passed.
+    fn requirement_checked(&self, account: &BookAccount) -> Requirement {
+        // The sums' buffers are reused from one account to the next on each thread (a book's
+        // recompute would otherwise allocate and zero them per account).
+        thread_local! {
+            static BUFFERS: std::cell::RefCell<(Vec<f64>, Vec<ExposureSums>)> =
+                const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+        }
+        BUFFERS.with(|buffers| {
+            let (mut rows, mut sums) = buffers.take();
+            let k = account.exposures.len();
+            rows.clear();
+            rows.resize(k * self.arrays.width, 0.0);
+            sums.clear();
+            sums.resize(k, ExposureSums::default());
+            let mut partial = self.fixed_part_with(account, rows, sums);
+            if !self.add_today_in_one_pass(account, &mut partial) {
+                let mut scratch = Vec::new();
+                for (e, &u) in account.exposures.iter().enumerate() {
+                    self.add_underlying(account, e, u, 1.0, &mut partial, &mut scratch);
+                }
+            }
+            let requirement = self.finish(account, &partial);
+            buffers.replace((partial.rows, partial.sums));
+            requirement
+        })
     }
 
     /// The requirement with some underlyings' prices scaled (spot, forwards and marks together,
@@ -406,6 +477,53 @@ impl<'a> Evaluator<'a> {
             self.add_underlying(account, e, u, scale, &mut partial, &mut scratch);
         }
         Ok(self.finish(account, &partial))
+    }
+
+    /// Adds every exposure in today's market as [`Evaluator::add_underlying`] does one by one,
+    /// in one pass over the holdings: each exposure's row and sums still take its own holdings
+    /// in holding order (positions, then balances), so they are the same, bit for bit. Only
+    /// where that is all there is to sum: no historical series (one series takes every
+    /// exposure in turn), no add-on, and distinct exposures; returns false, summing nothing,
+    /// otherwise.
+    fn add_today_in_one_pass(&self, account: &BookAccount, partial: &mut Partial) -> bool {
+        let (book, arrays) = (self.book, self.arrays);
+        let exposures = &account.exposures;
+        if arrays.has_history()
+            || !exposures.windows(2).all(|w| w[0] < w[1])
+            || exposures.iter().any(|&u| book.underlyings[u].addons.any())
+        {
+            return false;
+        }
+        let width = arrays.width;
+        let index = account.exposure_index();
+        let Partial { rows, sums, .. } = partial;
+        for p in &account.positions {
+            let Some(e) = index.of(p.underlying) else {
+                continue;
+            };
+            let i = p.instrument;
+            let spot = book.underlyings[p.underlying].spot * 1.0;
+            sums[e].add_position_value(book, p, arrays.values[i], spot);
+            let row = &mut rows[e * width..(e + 1) * width];
+            add_scaled(row, &arrays.grid[i * width..(i + 1) * width], p.size);
+        }
+        for b in &account.balances {
+            let asset = &book.assets[b.asset];
+            let Some(e) = asset.underlying.and_then(|u| index.of(u)) else {
+                continue;
+            };
+            let value = b.amount * asset.price * 1.0;
+            sums[e].equity += value;
+            sums[e].margin_balance += haircut_value(value, asset.haircut);
+            let a = b.asset;
+            let row = &mut rows[e * width..(e + 1) * width];
+            add_scaled(
+                row,
+                &arrays.asset_grid[a * width..(a + 1) * width],
+                b.amount,
+            );
+        }
+        true
     }
 
     /// [`Evaluator::requirement`], reusing what `kept` holds of some exposures.
@@ -517,7 +635,11 @@ impl<'a> Evaluator<'a> {
             1.0,
             partial,
             &mut Vec::new(),
-            grid,
+            Parts {
+                grid,
+                slopes: true,
+                repriced: None,
+            },
         );
     }
 
@@ -554,11 +676,17 @@ impl<'a> Evaluator<'a> {
     /// Requirements of every account in the book, in book order (in parallel on rayon's pool).
     pub fn requirements(&self) -> Result<Vec<Requirement>> {
         use rayon::prelude::*;
-        self.book
+        // Checked first, so that the requirements are collected straight into their places
+        // (a collect of results gathers them in pieces and copies them again).
+        for account in &self.book.accounts {
+            self.check_history(account)?;
+        }
+        Ok(self
+            .book
             .accounts
             .par_iter()
-            .map(|a| self.requirement(a))
-            .collect()
+            .map(|a| self.requirement_checked(a))
+            .collect())
     }
 
     /// An account exposed to an underlying the history lacks cannot be simulated.
@@ -626,7 +754,26 @@ impl<'a> Evaluator<'a> {
         scratch: &mut Vec<f64>,
     ) {
         let positions = account.positions.iter().filter(|p| p.underlying == u);
-        self.add_underlying_parts(account, positions, e, u, scale, partial, scratch, true);
+        let parts = Parts::requirement(None);
+        self.add_underlying_parts(account, positions, e, u, scale, partial, scratch, parts);
+    }
+
+    /// [`Evaluator::add_underlying`] with `u`'s instruments read from `repriced` (computed at
+    /// `scale`, bit for bit what repricing them here would give) instead of repriced.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn add_underlying_repriced(
+        &self,
+        account: &BookAccount,
+        e: usize,
+        u: usize,
+        scale: f64,
+        repriced: Repriced<'_>,
+        partial: &mut Partial,
+        scratch: &mut Vec<f64>,
+    ) {
+        let positions = account.positions.iter().filter(|p| p.underlying == u);
+        let parts = Parts::requirement(Some(repriced));
+        self.add_underlying_parts(account, positions, e, u, scale, partial, scratch, parts);
     }
 
     /// [`Evaluator::add_underlying`]; without `grid`, the exposure's grid row is left as it is
@@ -641,8 +788,13 @@ impl<'a> Evaluator<'a> {
         scale: f64,
         partial: &mut Partial,
         scratch: &mut Vec<f64>,
-        grid: bool,
+        parts: Parts<'_>,
     ) {
+        let Parts {
+            grid,
+            slopes,
+            repriced,
+        } = parts;
         let book = self.book;
         let arrays = self.arrays;
         let (width, n_fhs, rate) = (arrays.width, arrays.fhs_count, book.rate);
@@ -658,7 +810,7 @@ impl<'a> Evaluator<'a> {
         // (A pass of its own, only where an add-on is set: version 1's loop stays as it was.)
         if book.underlyings[u].addons.any() {
             (sum.addons, sum.addon_slope, sum.addon_slope_anywhere) =
-                self.addon_sums(account, positions.clone(), u, scale);
+                self.addon_sums(account, positions.clone(), u, scale, repriced);
         }
         let row: &mut [f64] = if grid {
             &mut rows[e * width..(e + 1) * width]
@@ -668,14 +820,23 @@ impl<'a> Evaluator<'a> {
         for p in positions {
             let inst = &book.instruments[p.instrument];
             let i = p.instrument;
-            let (value, window) = if fresh {
+            let record = repriced.filter(|_| fresh).and_then(|r| r.record(i));
+            let (value, window) = if let Some(r) = record {
+                (r[0], &AWAY)
+            } else if fresh {
                 (inst.value_at(scale, rate), &AWAY)
             } else {
                 (arrays.values[i], &arrays.slopes[i])
             };
-            sum.add_position(book, p, value, spot, window);
+            if slopes {
+                sum.add_position(book, p, value, spot, window);
+            } else {
+                sum.add_position_value(book, p, value, spot);
+            }
             if grid {
-                let grid_row: &[f64] = if fresh {
+                let grid_row: &[f64] = if let Some(r) = record {
+                    &r[2..2 + width]
+                } else if fresh {
                     scratch.resize(width, 0.0);
                     fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, scratch);
                     scratch
@@ -701,7 +862,12 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let today = b.amount * asset.price;
-            sum.add_coin(today * scale, asset.haircut, today);
+            if slopes {
+                sum.add_coin(today * scale, asset.haircut, today);
+            } else {
+                sum.equity += today * scale;
+                sum.margin_balance += haircut_value(today * scale, asset.haircut);
+            }
             let a = b.asset;
             if grid {
                 let grid_row: &[f64] = if fresh {
@@ -735,6 +901,7 @@ impl<'a> Evaluator<'a> {
         positions: impl Iterator<Item = &'p BookPosition>,
         u: usize,
         scale: f64,
+        repriced: Option<Repriced<'_>>,
     ) -> (AddonBreakdown, f64, f64) {
         let (book, arrays, rate) = (self.book, self.arrays, self.book.rate);
         let fresh = scale != 1.0;
@@ -754,7 +921,10 @@ impl<'a> Evaluator<'a> {
                         }
                         tally.gross += p.size.abs();
                         if with_delta {
-                            let delta = if fresh {
+                            let record = repriced.filter(|_| fresh).and_then(|r| r.record(i));
+                            let delta = if let Some(r) = record {
+                                r[1]
+                            } else if fresh {
                                 inst.delta_at(scale, rate)
                             } else {
                                 arrays.deltas[i]
@@ -823,6 +993,47 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// What [`Evaluator::add_underlying_parts`] sums besides the figures of a requirement: the
+/// exposure's grid row, the slope parts of its sums (only an evaluation in today's market that
+/// keeps them needs those), and where repriced instruments are read from.
+#[derive(Debug, Clone, Copy)]
+struct Parts<'r> {
+    grid: bool,
+    slopes: bool,
+    repriced: Option<Repriced<'r>>,
+}
+
+impl<'r> Parts<'r> {
+    fn requirement(repriced: Option<Repriced<'r>>) -> Self {
+        Parts {
+            grid: true,
+            slopes: false,
+            repriced,
+        }
+    }
+}
+
+/// Instruments already repriced at one step of the liquidation-price search (its ladder,
+/// [`crate::liquidation::Ladder`]), read in place of repricing them per account: book
+/// instrument `i`'s column, where computed, is `columns[2 i + direction]`, and its record at
+/// this step `[value, delta, grid row]` sits at `offset` (the delta only where the liquidity
+/// add-on reads it). An instrument without a column is repriced as usual.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Repriced<'r> {
+    pub columns: &'r [std::sync::OnceLock<Box<[f64]>>],
+    pub direction: usize,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl<'r> Repriced<'r> {
+    #[inline]
+    fn record(&self, i: usize) -> Option<&'r [f64]> {
+        let column = self.columns.get(2 * i + self.direction)?.get()?;
+        column.get(self.offset..self.offset + self.len)
+    }
+}
+
 /// The window bounds of an option repriced away from today's prices: unknown.
 const AWAY: WindowSlope = WindowSlope {
     rows: f64::NAN,
@@ -850,6 +1061,25 @@ fn add_scaled(acc: &mut [f64], row: &[f64], size: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_is_written_and_read_as_its_lowercase_name() {
+        let names = [
+            (Status::Healthy, "healthy"),
+            (Status::Restricted, "restricted"),
+            (Status::Liquidatable, "liquidatable"),
+            (Status::Bankrupt, "bankrupt"),
+        ];
+        for (status, name) in names {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), status);
+            assert_eq!(status.to_string(), name);
+            assert!(status == name);
+        }
+        assert!(serde_json::from_str::<Status>("\"Healthy\"").is_err());
+        assert!(Status::Healthy != "bankrupt");
+    }
 
     #[test]
     fn status_thresholds() {

@@ -26,7 +26,7 @@ pub struct RiskArrays {
     /// Today's value of one contract of each instrument.
     pub values: Vec<f64>,
     /// Today's delta of one contract of each option as the liquidity add-on counts it
-    /// ([`crate::grid::model_delta`]); 0 for perpetuals and futures (whose delta is 1 and is
+    /// ([`crate::book::OptionMark::delta`]); 0 for perpetuals and futures (whose delta is 1 and is
     /// counted apart).
     pub deltas: Vec<f64>,
     /// `grid[i * width + s]`: P&L of one contract of instrument `i` in slot `s`.

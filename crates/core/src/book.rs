@@ -118,6 +118,24 @@ pub struct OptionMark {
     pub vol_scale: f64,
 }
 
+impl OptionMark {
+    /// The option's delta as the liquidity add-on counts it (docs/MODEL.md section 11):
+    /// Black-76 at its own vol and the forward `forward`, `D N(d1)` for a call and `-D N(-d1)`
+    /// for a put; at or past expiry 1 or 0 for a call, -1 or 0 for a put, by whether it is in
+    /// the money (at the strike it is not).
+    pub fn delta(&self, forward: f64, rate: f64) -> f64 {
+        if self.t <= 0.0 {
+            return match self.side {
+                OptionKind::Call if forward > self.strike => 1.0,
+                OptionKind::Put if forward < self.strike => -1.0,
+                _ => 0.0,
+            };
+        }
+        pmargin_pricing::black76_greeks(self.side, forward, self.strike, self.t, self.vol, rate)
+            .delta
+    }
+}
+
 impl Priced {
     /// Value of one contract when the underlying is scaled by `scale`, vols held: the option's
     /// Black-76 value, or the mark of a perpetual or future.
@@ -130,11 +148,11 @@ impl Priced {
     }
 
     /// An option's delta per contract with the underlying scaled by `scale`, vol held
-    /// ([`crate::grid::model_delta`]); 0 for a perpetual or future.
+    /// ([`OptionMark::delta`]); 0 for a perpetual or future.
     #[inline]
     pub fn delta_at(&self, scale: f64, rate: f64) -> f64 {
         match &self.option {
-            Some(o) => crate::grid::model_delta(o, self.forward * scale, rate),
+            Some(o) => o.delta(self.forward * scale, rate),
             None => 0.0,
         }
     }

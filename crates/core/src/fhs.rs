@@ -8,27 +8,8 @@
 use crate::error::{InputError, Result};
 use crate::input::history::History;
 use crate::input::params::StatisticalParams;
-
-/// Number of returns averaged to seed the EWMA variance.
-pub const EWMA_SEED_RETURNS: usize = 30;
-
-/// EWMA variances `s2_1 ..= s2_{N+1}` of a return series: `s2_1` is the mean square of the
-/// first `min(30, N)` returns, then `s2_{t+1} = lambda s2_t + (1 - lambda) r_t^2`.
-pub fn ewma_variances(returns: &[f64], lambda: f64) -> Vec<f64> {
-    let seed_len = returns.len().min(EWMA_SEED_RETURNS);
-    let mut s2 = if seed_len == 0 {
-        0.0
-    } else {
-        returns[..seed_len].iter().map(|r| r * r).sum::<f64>() / seed_len as f64
-    };
-    let mut out = Vec::with_capacity(returns.len() + 1);
-    out.push(s2);
-    for r in returns {
-        s2 = lambda * s2 + (1.0 - lambda) * r * r;
-        out.push(s2);
-    }
-    out
-}
+use pmargin_stats::ewma::{ewma_variances, log_returns};
+use pmargin_stats::StatsError;
 
 /// Scenario moves per underlying: `moves[t]` is the price move `exp(x_t) - 1` of scenario `t`.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,9 +23,17 @@ impl FhsScenarios {
         let horizon = f64::from(stat.horizon_days).sqrt();
         let mut moves = Vec::with_capacity(history.columns.len());
         for (name, closes) in &history.columns {
-            let returns: Vec<f64> = closes.windows(2).map(|w| (w[1] / w[0]).ln()).collect();
-            let x: Vec<f64> = if stat.filtered {
-                let s2 = ewma_variances(&returns, stat.ewma_lambda);
+            // A truncated history (backtests) may hold a single row: no return, no scenario.
+            let returns = if closes.len() < 2 {
+                Vec::new()
+            } else {
+                log_returns(closes).map_err(|e| stats_error(history, name, &e))?
+            };
+            let x: Vec<f64> = if returns.is_empty() {
+                Vec::new()
+            } else if stat.filtered {
+                let s2 = ewma_variances(&returns, stat.ewma_lambda)
+                    .map_err(|e| stats_error(history, name, &e))?;
                 let today = s2[returns.len()].sqrt();
                 returns
                     .iter()
@@ -80,6 +69,21 @@ impl FhsScenarios {
             .iter()
             .find(|(n, _)| n == underlying)
             .map(|(_, m)| m.as_slice())
+    }
+}
+
+/// The EWMA refused a column or a setting: name the parameter when the setting is at fault,
+/// else the history column.
+fn stats_error(history: &History, column: &str, e: &StatsError) -> InputError {
+    match e {
+        StatsError::InvalidParameter { .. } => {
+            InputError::new("params", "statistical.ewma_lambda", e.to_string())
+        }
+        _ => InputError::new(
+            &history.source,
+            column,
+            format!("filtered historical simulation cannot use this column: {e}"),
+        ),
     }
 }
 
@@ -132,7 +136,7 @@ mod tests {
         // s2_2 = 0.94 * 0.0175 + 0.06 * 0.01 = 0.01705
         // s2_3 = 0.94 * 0.01705 + 0.06 * 0.04 = 0.018427
         // s2_4 = 0.94 * 0.018427 + 0.06 * 0.0025 = 0.01747138
-        let s2 = ewma_variances(&[0.1, -0.2, 0.05], 0.94);
+        let s2 = ewma_variances(&[0.1, -0.2, 0.05], 0.94).unwrap();
         let expected = [0.0175, 0.01705, 0.018427, 0.01747138];
         for (a, b) in s2.iter().zip(expected) {
             assert!((a - b).abs() < 1e-15, "{a} vs {b}");
@@ -149,7 +153,7 @@ mod tests {
         let stat = StatisticalParams::default();
         let fhs = FhsScenarios::build(&h, &stat).unwrap();
         let r = [(1.1f64).ln(), (0.8f64).ln(), (1.05f64).ln()];
-        let s2 = ewma_variances(&r, 0.94);
+        let s2 = ewma_variances(&r, 0.94).unwrap();
         let m = fhs.moves_of("BTC").unwrap();
         for t in 0..3 {
             let x = r[t] / s2[t].sqrt() * s2[3].sqrt();

@@ -7,7 +7,7 @@
 //! the change in equity over one calendar day with everything else held.
 
 use crate::book::{Book, BookAccount};
-use pmargin_pricing::black76_greeks;
+use pmargin_pricing::{black76_greeks, Greeks};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -17,6 +17,23 @@ pub struct PortfolioGreeks {
     pub gamma: f64,
     pub vega: f64,
     pub theta: f64,
+}
+
+impl PortfolioGreeks {
+    /// Adds `size` contracts of an instrument whose forward moves `ratio` times spot: an
+    /// option with its Black-76 greeks `x` per contract, a perpetual or future (`None`) with
+    /// delta 1 on its forward.
+    pub(crate) fn add_position(&mut self, size: f64, ratio: f64, x: Option<&Greeks>) {
+        match x {
+            None => self.delta += size * ratio,
+            Some(x) => {
+                self.delta += size * x.delta * ratio;
+                self.gamma += size * x.gamma * ratio * ratio;
+                self.vega += size * x.vega * 0.01;
+                self.theta += size * x.theta / 365.0;
+            }
+        }
+    }
 }
 
 pub fn portfolio_greeks(book: &Book, account: &BookAccount) -> BTreeMap<String, PortfolioGreeks> {
@@ -32,17 +49,11 @@ pub fn portfolio_greeks(book: &Book, account: &BookAccount) -> BTreeMap<String, 
         let inst = &book.instruments[p.instrument];
         let spot = book.underlyings[p.underlying].spot;
         // d(forward)/d(spot) under proportional scaling.
-        let ratio = inst.forward / spot;
-        match &inst.option {
-            None => g.delta += p.size * ratio,
-            Some(o) => {
-                let x = black76_greeks(o.side, inst.forward, o.strike, o.t, o.vol, book.rate);
-                g.delta += p.size * x.delta * ratio;
-                g.gamma += p.size * x.gamma * ratio * ratio;
-                g.vega += p.size * x.vega * 0.01;
-                g.theta += p.size * x.theta / 365.0;
-            }
-        }
+        let x = inst
+            .option
+            .as_ref()
+            .map(|o| black76_greeks(o.side, inst.forward, o.strike, o.t, o.vol, book.rate));
+        g.add_position(p.size, inst.forward / spot, x.as_ref());
     }
     for b in &account.balances {
         let asset = &book.assets[b.asset];

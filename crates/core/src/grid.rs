@@ -382,21 +382,6 @@ pub fn fill_instrument_windowed(
     }
 }
 
-/// An option's delta as the liquidity add-on counts it (docs/MODEL.md section 11): Black-76 at its
-/// own vol and the forward `forward`, `D N(d1)` for a call and `-D N(-d1)` for a put; at or
-/// past expiry 1 or 0 for a call, -1 or 0 for a put, by whether it is in the money (at the
-/// strike it is not).
-pub fn model_delta(opt: &OptionMark, forward: f64, rate: f64) -> f64 {
-    if opt.t <= 0.0 {
-        return match opt.side {
-            OptionKind::Call if forward > opt.strike => 1.0,
-            OptionKind::Put if forward < opt.strike => -1.0,
-            _ => 0.0,
-        };
-    }
-    pmargin_pricing::black76_greeks(opt.side, forward, opt.strike, opt.t, opt.vol, rate).delta
-}
-
 /// P&L of one unit of a non-stable asset in every slot.
 pub fn fill_asset(asset: &Asset, scale: f64, shocks: &[(f64, f64)], out: &mut [f64]) {
     for (o, (m, _)) in out.iter_mut().zip(shocks) {

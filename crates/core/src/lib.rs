@@ -31,6 +31,8 @@ pub mod report;
 pub mod scenarios;
 pub mod standard;
 pub mod synthetic;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod whatif;
 
 pub use account::{Evaluator, Requirement, Status};

@@ -284,7 +284,7 @@ mod tests {
         // Vols are the FHS EWMA forecasts.
         for (i, (_, closes)) in h.columns.iter().enumerate() {
             let r: Vec<f64> = closes.windows(2).map(|w| (w[1] / w[0]).ln()).collect();
-            let s2 = crate::fhs::ewma_variances(&r, 0.94);
+            let s2 = ewma::ewma_variances(&r, 0.94).unwrap();
             assert!((sum.vols_daily[i] - s2[r.len()].sqrt()).abs() <= 1e-15);
         }
         // The constant column never moves and is uncorrelated in the estimate.

@@ -41,6 +41,16 @@ pub fn market_and_params_v2() -> Result<(Market, Params)> {
 }
 
 fn market_and_params_of(v2: bool) -> Result<(Market, Params)> {
+    let (market, params) = market_and_params_json(v2);
+    Ok((
+        Market::parse("synthetic market", &market.to_string())?,
+        Params::parse("synthetic params", &params.to_string())?,
+    ))
+}
+
+/// The synthetic market snapshot and parameter set in their file formats (docs/FORMATS.md),
+/// version 2's with `v2`.
+pub fn market_and_params_json(v2: bool) -> (serde_json::Value, serde_json::Value) {
     let mut prices = serde_json::Map::new();
     let mut vols = serde_json::Map::new();
     let mut underlyings = serde_json::Map::new();
@@ -90,10 +100,7 @@ fn market_and_params_of(v2: bool) -> Result<(Market, Params)> {
             { "move": -0.6, "cover": 0.2 }
         ] });
     }
-    Ok((
-        Market::parse("synthetic market", &market.to_string())?,
-        Params::parse("synthetic params", &params.to_string())?,
-    ))
+    (market, params)
 }
 
 /// Every instrument of the synthetic universe: per underlying, the perpetual, one future per
@@ -197,6 +204,39 @@ fn book_of(accounts: usize, seed: u64, (market, params): (Market, Params)) -> Re
         })
         .collect();
     Ok(book)
+}
+
+/// Writes the book's accounts as a portfolio file (docs/FORMATS.md), one account a line, so
+/// the command line can be timed on the book the benchmarks use.
+pub fn write_portfolio(book: &Book, out: &mut impl std::io::Write) -> std::io::Result<()> {
+    out.write_all(b"{\"accounts\": [\n")?;
+    for (i, a) in book.accounts.iter().enumerate() {
+        let balances: serde_json::Map<String, serde_json::Value> = a
+            .balances
+            .iter()
+            .map(|b| (book.assets[b.asset].name.clone(), b.amount.into()))
+            .collect();
+        let positions: Vec<serde_json::Value> = a
+            .positions
+            .iter()
+            .map(|p| {
+                let input = book.position_input(p);
+                let mut v = serde_json::json!({
+                    "instrument": input.instrument.name, "size": input.size });
+                if let Some(e) = input.entry_price {
+                    v["entry_price"] = e.into();
+                }
+                v
+            })
+            .collect();
+        let account = serde_json::json!({
+            "id": a.id, "balances": balances, "positions": positions });
+        if i > 0 {
+            out.write_all(b",\n")?;
+        }
+        serde_json::to_writer(&mut *out, &account)?;
+    }
+    out.write_all(b"\n]}\n")
 }
 
 /// A book's accounts in the input format, so an engine can be built from them.

@@ -254,16 +254,25 @@ mod tests {
         // Reducing: the rest keeps its entry; 1 x 10,000 is realised.
         let mut a = long_two_perps();
         fill(&mut a, &sell(-1.0), 60_000.0, "USDC");
-        assert_eq!((a.positions[0].size, a.positions[0].entry_price), (1.0, Some(50_000.0)));
+        assert_eq!(
+            (a.positions[0].size, a.positions[0].entry_price),
+            (1.0, Some(50_000.0))
+        );
         assert_eq!(a.balances["USDC"], 11_000.0);
         // Flipping: the new short enters at the fill price.
         let mut a = long_two_perps();
         fill(&mut a, &sell(-3.0), 60_000.0, "USDC");
-        assert_eq!((a.positions[0].size, a.positions[0].entry_price), (-1.0, Some(60_000.0)));
+        assert_eq!(
+            (a.positions[0].size, a.positions[0].entry_price),
+            (-1.0, Some(60_000.0))
+        );
         // Adding: the entry averages, (2 x 50,000 + 2 x 60,000) / 4.
         let mut a = long_two_perps();
         fill(&mut a, &sell(2.0), 60_000.0, "USDC");
-        assert_eq!((a.positions[0].size, a.positions[0].entry_price), (4.0, Some(55_000.0)));
+        assert_eq!(
+            (a.positions[0].size, a.positions[0].entry_price),
+            (4.0, Some(55_000.0))
+        );
         assert_eq!(a.balances["USDC"], 1000.0);
     }
 }

@@ -15,6 +15,18 @@
 //! - `replay_10k_accounts/2k_events_50pct_ticks`: the first 2,000 events of a log with half
 //!   the events price ticks, from the starting book.
 //!
+//! Those are margined with MODEL.md version 1. Issue 16 asks version 2 (every part on:
+//! `synthetic::market_and_params_v2`) to stay within 25% of version 1 on the tick and the
+//! replay, so both have two version 2 variants, the same events on the same positions:
+//!
+//! - `.../v2_same_cash`: each account keeps version 1's USDC. Version 2 asks more margin, so
+//!   more accounts sit near their boundaries (and leave their screening bands, or fail) than
+//!   under version 1: this times a book that is riskier, not only a model that costs more.
+//! - `.../v2_equal_health`: each account's USDC is set so that its health (margin balance over
+//!   maintenance margin) under version 2 is its health under version 1, account by account
+//!   ([`equal_health`]): the same distribution of distances to failure, so the comparison
+//!   with version 1 times the model alone. This is the one the 25% applies to.
+//!
 //! The replays go through `Engine::apply_all`, as `pmargin replay` does, with the allocator
 //! the `pmargin` binary uses (mimalloc).
 //!
@@ -37,20 +49,35 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// The synthetic book's accounts as a portfolio with their USDC only; `keep(i, underlying)`
 /// decides which positions of account `i` are kept. A liquidator with ample USDC is added.
 fn portfolio(book: &Book, keep: impl Fn(usize, &str) -> bool) -> Portfolio {
-    // `PMARGIN_BENCH_CASH=1.3`: 30% more USDC, so that a parameter set asking more margin
-    // (`PMARGIN_BENCH_V2`) can be timed with as many accounts near their boundaries as v1.
-    let cash = std::env::var("PMARGIN_BENCH_CASH")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(1.0);
-    let usdc_only = move |_: usize, asset: &str| if asset == "USDC" { cash } else { 0.0 };
+    let usdc_only = |_: usize, asset: &str| if asset == "USDC" { 1.0 } else { 0.0 };
     synthetic::portfolio(book, usdc_only, keep, 1e12)
 }
 
-fn engine(portfolio: &Portfolio) -> Engine {
-    // `PMARGIN_BENCH_V2=1`: MODEL.md version 2 on (tenor-scaled vol shocks, extended moves,
-    // every add-on), to time it beside version 1.
-    let (market, params) = if std::env::var_os("PMARGIN_BENCH_V2").is_some() {
+/// Which model an engine margins with, and how its accounts are funded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Variant {
+    V1,
+    /// Version 2 on version 1's funding.
+    V2SameCash,
+    /// Version 2, each account funded to its version 1 health ([`equal_health`]).
+    V2EqualHealth,
+}
+
+impl Variant {
+    const V2: [Variant; 2] = [Variant::V2SameCash, Variant::V2EqualHealth];
+
+    /// The suffix of the bench's name (version 1's benches keep their names).
+    fn suffix(self) -> &'static str {
+        match self {
+            Variant::V1 => "",
+            Variant::V2SameCash => "/v2_same_cash",
+            Variant::V2EqualHealth => "/v2_equal_health",
+        }
+    }
+}
+
+fn engine(portfolio: &Portfolio, v2: bool) -> Engine {
+    let (market, params) = if v2 {
         synthetic::market_and_params_v2()
     } else {
         synthetic::market_and_params()
@@ -63,6 +90,64 @@ fn engine(portfolio: &Portfolio) -> Engine {
     let mut e = Engine::new(portfolio, &market, &params, config).expect("engine");
     e.ensure_settlement_asset().expect("USDC");
     e
+}
+
+/// An engine over `portfolio` (funded as version 1's book) for `variant`.
+fn engine_for(portfolio: &Portfolio, variant: Variant) -> Engine {
+    match variant {
+        Variant::V1 => engine(portfolio, false),
+        Variant::V2SameCash => engine(portfolio, true),
+        Variant::V2EqualHealth => engine(&equal_health(portfolio), true),
+    }
+}
+
+/// `portfolio` with each account's USDC set so that its health `h = MB / MM` under version 2
+/// is its health under version 1. USDC has no haircut, so the margin balance moves one for one
+/// with it: the USDC that gives `MB2' = h1 x MM2` is `usdc + h1 x MM2 - MB2`. Accounts without
+/// a requirement (the liquidator) keep theirs. An account already under water under version 1
+/// (`h1 < 0`) would need negative USDC under version 2; it gets none (it fails either way, at
+/// the first tick).
+fn equal_health(portfolio: &Portfolio) -> Portfolio {
+    let (v1, v2) = (engine(portfolio, false), engine(portfolio, true));
+    let mut out = portfolio.clone();
+    for account in &mut out.accounts {
+        let (Some(r1), Some(r2)) = (v1.risk(&account.id), v2.risk(&account.id)) else {
+            continue;
+        };
+        if r1.maintenance_margin <= 0.0 {
+            continue;
+        }
+        let health = r1.margin_balance / r1.maintenance_margin;
+        if let Some(usdc) = account.balances.get_mut("USDC") {
+            *usdc = (*usdc + health * r2.maintenance_margin - r2.margin_balance).max(0.0);
+        }
+    }
+    out
+}
+
+/// Prints the deciles of the accounts' health (margin balance / maintenance margin) and how
+/// many start below maintenance, to show what a variant's book is like.
+fn health_report(label: &str, e: &Engine) {
+    let mut health: Vec<f64> = e
+        .risks()
+        .filter(|(id, r)| *id != "liquidator" && r.maintenance_margin > 0.0)
+        .map(|(_, r)| r.margin_balance / r.maintenance_margin)
+        .collect();
+    health.sort_by(f64::total_cmp);
+    if health.is_empty() {
+        return;
+    }
+    let decile = |d: usize| health[(d * (health.len() - 1)) / 10];
+    let under = health.iter().filter(|h| **h < 1.0).count();
+    let near = health.iter().filter(|h| **h < 1.5).count();
+    eprintln!(
+        "{label}: health MB/MM deciles 10%..90%: {}; {under} of {} below 1, {near} below 1.5",
+        (1..10)
+            .map(|d| format!("{:.2}", decile(d)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        health.len()
+    );
 }
 
 /// CPU seconds (user + system, every thread) this process has used, from /proc/self/stat
@@ -110,18 +195,26 @@ fn count_liquidations(out: &[Output]) -> usize {
 }
 
 fn tick_100k(c: &mut Criterion) {
+    for variant in [Variant::V1, Variant::V2SameCash, Variant::V2EqualHealth] {
+        tick_100k_variant(c, variant);
+    }
+}
+
+fn tick_100k_variant(c: &mut Criterion, variant: Variant) {
+    let label = format!("tick_100k{}", variant.suffix());
     let book = synthetic::book(100_000, 42).expect("book");
     // 56% of accounts keep everything (89% of those hold BTC: 1 - 0.8^10), the rest lose their
     // BTC positions: about 0.56 x 0.89 = 50% exposed.
     let p = portfolio(&book, |i, u| i % 100 < 56 || u != "BTC");
     drop(book);
-    let mut e = engine(&p);
+    let mut e = engine_for(&p, variant);
     drop(p);
     eprintln!(
-        "tick_100k: {} accounts, {} exposed to BTC",
+        "{label}: {} accounts, {} exposed to BTC",
         e.account_ids().count(),
         e.accounts_exposed_to("BTC")
     );
+    health_report(&label, &e);
     // A first tick at each of the two prices lets the liquidations the book starts with happen.
     let warm = [
         e.apply(&Event::Price {
@@ -134,12 +227,13 @@ fn tick_100k(c: &mut Criterion) {
         }),
     ];
     eprintln!(
-        "tick_100k: warm-up liquidation fills/close-outs: {}",
+        "{label}: warm-up liquidation fills/close-outs: {}",
         warm.iter().map(|o| count_liquidations(o)).sum::<usize>()
     );
     let mut up = false;
     let mut liquidations = 0;
-    c.bench_function("tick_100k_accounts_50k_exposed", |b| {
+    let name = format!("tick_100k_accounts_50k_exposed{}", variant.suffix());
+    c.bench_function(&name, |b| {
         b.iter(|| {
             up = !up;
             let price = if up { 60_060.0 } else { 60_000.0 };
@@ -151,8 +245,8 @@ fn tick_100k(c: &mut Criterion) {
             out
         })
     });
-    eprintln!("tick_100k: liquidation fills/close-outs during the measurement: {liquidations}");
-    cpu_report("tick_100k (50 ticks)", 50, || {
+    eprintln!("{label}: liquidation fills/close-outs during the measurement: {liquidations}");
+    cpu_report(&format!("{label} (50 ticks)"), 50, || {
         up = !up;
         let price = if up { 60_060.0 } else { 60_000.0 };
         black_box(e.apply(&Event::Price {
@@ -172,7 +266,7 @@ fn check_trade_20(c: &mut Criterion) {
     let n = p.accounts[0].positions.len();
     let id = p.accounts[0].id.clone();
     let instrument = p.accounts[0].positions[3].instrument.name.clone();
-    let mut e = engine(&p);
+    let mut e = engine(&p, false);
     let mark = {
         let b = e.book();
         let i = b.instrument_index(&instrument).expect("instrument");
@@ -268,7 +362,7 @@ fn replay(c: &mut Criterion) {
     const WARM: usize = 500_000;
     let book = synthetic::book(10_000, 11).expect("book");
     let p = portfolio(&book, |_, _| true);
-    let fresh = engine(&p);
+    let fresh = engine(&p, false);
     let log = event_log(&fresh, LOG, 0.01);
     let ticks = log
         .iter()
@@ -278,6 +372,7 @@ fn replay(c: &mut Criterion) {
         "replay: {} accounts, {LOG} events of which {ticks} ticks",
         fresh.account_ids().count()
     );
+    health_report("replay", &fresh);
 
     if std::env::var("PMARGIN_BENCH_FULL").is_ok() {
         let mut e = fresh.clone();
@@ -328,6 +423,20 @@ fn replay(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // Version 2 on the same positions and the same events (the log's fills are at marks,
+    // which version 2 does not change).
+    for variant in Variant::V2 {
+        let fresh = engine_for(&p, variant);
+        health_report(&format!("replay{}", variant.suffix()), &fresh);
+        let name = format!("2k_events_50pct_ticks{}", variant.suffix());
+        group.bench_function(&name, |b| {
+            b.iter_batched_ref(
+                || fresh.clone(),
+                |e| e.apply_all(&log50, |_, _, out| drop(black_box(out))),
+                BatchSize::PerIteration,
+            )
+        });
+    }
     group.finish();
     // Copies made beforehand, and dropped afterwards, so only the replay is timed.
     let mut copies: Vec<Engine> = (0..10).map(|_| warm.clone()).collect();

@@ -5,6 +5,7 @@
 //! world tells the engine (money moved, a fill, a new price); outputs are what the engine
 //! concluded (a status changed, a position was liquidated, the insurance fund paid a deficit).
 
+use pmargin_core::{Params, Status};
 use serde::{Deserialize, Serialize};
 
 /// Something that happened outside the engine, in the order it is applied.
@@ -58,8 +59,13 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         instrument: Option<String>,
     },
-    /// A new parameter set takes effect.
-    ActivateParams { params: serde_json::Value },
+    /// A new parameter set takes effect. Read as [`Params::parse`] reads a file (defaults
+    /// filled, every rule checked: a set that fails is refused when the event is read), and
+    /// written as the JSON object the event log has always held.
+    ActivateParams {
+        #[serde(with = "params_json")]
+        params: Box<Params>,
+    },
     /// An expiring future or option settles at `price` (the expiry's settlement index).
     Settlement { instrument: String, price: f64 },
     /// Perpetual funding: longs pay `rate x mark x size` to shorts (negative rate: the reverse).
@@ -81,8 +87,8 @@ pub enum Output {
     /// An account's status changed.
     MarginChange {
         account: String,
-        from: String,
-        to: String,
+        from: Status,
+        to: Status,
         margin_balance: f64,
         initial_margin: f64,
         maintenance_margin: f64,
@@ -114,6 +120,36 @@ pub enum Output {
         size: f64,
         amount: f64,
     },
+}
+
+/// The JSON of an `activate_params` event's parameter set.
+///
+/// Written through a [`serde_json::Value`], as the event was when it carried one, so the
+/// event log's lines keep their bytes.
+/// Read with [`Params::parse`], the reading of a parameter file: the sections left out take
+/// the documented defaults (the default collateral cut to the set's underlyings) and a set that
+/// breaks a rule is an error naming the field.
+mod params_json {
+    use pmargin_core::Params;
+    use serde::{de, ser, Deserialize, Deserializer, Serialize, Serializer};
+
+    /// The file name errors quote (as the engine named the set when it parsed it on activation).
+    const SOURCE: &str = "activate_params";
+
+    pub fn serialize<S: Serializer>(params: &Params, serializer: S) -> Result<S::Ok, S::Error> {
+        serde_json::to_value(params)
+            .map_err(ser::Error::custom)?
+            .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Box<Params>, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Params::parse(SOURCE, &value.to_string())
+            .map(Box::new)
+            .map_err(de::Error::custom)
+    }
 }
 
 #[cfg(test)]

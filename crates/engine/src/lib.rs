@@ -5,6 +5,8 @@
 //! [`engine::Engine::apply`], and answers with [`event::Output`]s: the same events always give
 //! the same state and outputs. The [`oracle`] turns quotes from several venues into index
 //! prices and says when a price cannot be trusted (liquidations are then suspended).
+//! A refused event changes nothing; why it was refused is a [`RejectReason`] (its text is the
+//! reason an [`Output::Rejected`] carries, its [`RejectReason::label`] a short stable name).
 //!
 //! ## Snapshots and recovery
 //!
@@ -37,6 +39,8 @@ pub mod engine;
 pub mod event;
 pub mod oracle;
 mod prefetch;
+pub mod rejection;
 
 pub use engine::{AccountRisk, Engine, EngineConfig, EngineError, EngineSnapshot};
 pub use event::{Event, Output};
+pub use rejection::{RejectReason, Rejection};

@@ -33,166 +33,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// 1 / Φ⁻¹(3/4): scales the median absolute deviation to a standard deviation for normal data.
-/// With it, `mad_multiple` reads as "this many sigmas".
-const MAD_TO_SIGMA: f64 = 1.4826;
+mod aggregate;
+mod config;
+mod replay;
 
-/// Errors name the field (config, quote) or the line (replay) to fix.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum OracleError {
-    #[error("invalid oracle config: `{field}` {reason}")]
-    Config { field: &'static str, reason: String },
-    #[error("invalid quote: `{field}` {reason}")]
-    Quote { field: &'static str, reason: String },
-    /// A replay line that could not be read; `field` is set when one field is to blame.
-    #[error("line {line}: {reason}")]
-    Replay {
-        line: usize,
-        field: Option<&'static str>,
-        reason: String,
-    },
-}
-
-fn config_error(field: &'static str, reason: impl Into<String>) -> OracleError {
-    OracleError::Config {
-        field,
-        reason: reason.into(),
-    }
-}
-
-fn quote_error(field: &'static str, reason: impl Into<String>) -> OracleError {
-    OracleError::Quote {
-        field,
-        reason: reason.into(),
-    }
-}
-
-/// Oracle parameters. Fields left out of a serialized config take their defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OracleConfig {
-    /// A quote older than this at `now` is stale. Default 10 000.
-    pub max_age_ms: i64,
-    /// Minimum number of fresh, non-outlier quotes needed for an index. Default 2.
-    pub min_sources: usize,
-    /// A quote with `|q / median − 1| > outlier_fraction` is an outlier. Also the tolerance for
-    /// agreeing with a circuit-breaker candidate. Default 0.02.
-    pub outlier_fraction: f64,
-    /// Optional second, robust rule, applied on top of the first: `|q − median| > k × 1.4826 ×
-    /// MAD` is an outlier. Default `None`.
-    pub mad_multiple: Option<f64>,
-    /// An index with `|new / last_good − 1| > circuit_breaker` needs confirmation. Default 0.10.
-    pub circuit_breaker: f64,
-    /// The confirming update must come within this time of the candidate. Default 30 000.
-    pub confirm_within_ms: i64,
-    /// Bounded-rate stable price; `None` turns it off.
-    pub stable_price: Option<StablePriceConfig>,
-}
-
-impl Default for OracleConfig {
-    fn default() -> Self {
-        OracleConfig {
-            max_age_ms: 10_000,
-            min_sources: 2,
-            outlier_fraction: 0.02,
-            mad_multiple: None,
-            circuit_breaker: 0.10,
-            confirm_within_ms: 30_000,
-            stable_price: None,
-        }
-    }
-}
-
-/// Bounded-rate moving average. On each accepted index the stable price moves toward the index
-/// by at most `max_move_per_second × elapsed_seconds × stable`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StablePriceConfig {
-    /// Largest relative move per second, e.g. 0.0005 (0.05 %/s, 3 % per minute).
-    pub max_move_per_second: f64,
-}
-
-impl OracleConfig {
-    /// Checks every parameter. The error names the first bad field.
-    pub fn validate(&self) -> Result<(), OracleError> {
-        if self.max_age_ms <= 0 {
-            return Err(config_error(
-                "max_age_ms",
-                format!("must be positive, got {}", self.max_age_ms),
-            ));
-        }
-        if self.min_sources == 0 {
-            // A quorum of zero would publish an index with no quote behind it.
-            return Err(config_error("min_sources", "must be at least 1, got 0"));
-        }
-        positive_finite("outlier_fraction", self.outlier_fraction)?;
-        if let Some(k) = self.mad_multiple {
-            positive_finite("mad_multiple", k)?;
-        }
-        positive_finite("circuit_breaker", self.circuit_breaker)?;
-        if self.confirm_within_ms <= 0 {
-            return Err(config_error(
-                "confirm_within_ms",
-                format!("must be positive, got {}", self.confirm_within_ms),
-            ));
-        }
-        if let Some(sp) = &self.stable_price {
-            // Zero would freeze the stable price at the first index forever.
-            positive_finite("stable_price.max_move_per_second", sp.max_move_per_second)?;
-        }
-        Ok(())
-    }
-}
-
-fn positive_finite(field: &'static str, value: f64) -> Result<(), OracleError> {
-    if value.is_finite() && value > 0.0 {
-        Ok(())
-    } else {
-        Err(config_error(
-            field,
-            format!("must be finite and positive, got {value}"),
-        ))
-    }
-}
-
-/// One price from one source for one underlying.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quote {
-    pub source: String,
-    pub underlying: String,
-    pub price: f64,
-    pub ts_ms: i64,
-}
-
-impl Quote {
-    /// Rejects empty names, names with surrounding whitespace ("BTC " would silently become a
-    /// second underlying), and prices that are not finite and positive.
-    pub fn validate(&self) -> Result<(), OracleError> {
-        check_name("source", &self.source)?;
-        check_name("underlying", &self.underlying)?;
-        if !(self.price.is_finite() && self.price > 0.0) {
-            return Err(quote_error(
-                "price",
-                format!("must be finite and positive, got {}", self.price),
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn check_name(field: &'static str, name: &str) -> Result<(), OracleError> {
-    if name.trim().is_empty() {
-        Err(quote_error(field, "must not be empty"))
-    } else if name.trim() != name {
-        Err(quote_error(
-            field,
-            format!("must not have surrounding whitespace, got {name:?}"),
-        ))
-    } else {
-        Ok(())
-    }
-}
+use aggregate::{assess, rel_diff, Assessment};
+pub use aggregate::{SourceHealth, SourceStatus};
+pub use config::{OracleConfig, OracleError, Quote, StablePriceConfig};
+pub use replay::{replay_csv, replay_jsonl};
 
 /// How far to trust an underlying's index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,25 +56,16 @@ pub enum Health {
     AwaitingConfirmation,
 }
 
-/// What the last update made of one source's quote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceHealth {
-    /// Went into the index median.
-    Used,
-    /// Outside the freshness window: older than `max_age_ms`, or dated more than `max_age_ms`
-    /// after `now`.
-    Stale,
-    /// Fresh, but too far from the median of the fresh quotes.
-    Outlier,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceStatus {
-    pub source: String,
-    pub price: f64,
-    pub ts_ms: i64,
-    pub status: SourceHealth,
+impl Health {
+    /// Its name, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Fresh => "fresh",
+            Health::Stale => "stale",
+            Health::NoQuorum => "no_quorum",
+            Health::AwaitingConfirmation => "awaiting_confirmation",
+        }
+    }
 }
 
 /// An underlying's state after its last [`Oracle::update`].
@@ -279,13 +118,6 @@ struct Book {
     candidate: Option<Candidate>,
     /// When the stable price last moved. Elapsed time is measured from here.
     stable_ms: i64,
-}
-
-/// What the quotes support at `now`, before the circuit breaker.
-enum Assessment {
-    NoneFresh,
-    NoQuorum,
-    Index { price: f64, newest_quote_ms: i64 },
 }
 
 /// Multi-source index prices with staleness, outlier, quorum and circuit-breaker checks.
@@ -450,11 +282,6 @@ impl Oracle {
     }
 }
 
-/// |a / b − 1|; `b` is a validated positive price.
-fn rel_diff(a: f64, b: f64) -> f64 {
-    (a / b - 1.0).abs()
-}
-
 /// Moves `stable` toward `target` by at most `rate × elapsed seconds × stable`, without
 /// overshooting. A negative elapsed time (updates called out of order) moves nothing.
 fn move_stable(stable: f64, target: f64, rate: f64, elapsed_ms: i64) -> f64 {
@@ -465,180 +292,6 @@ fn move_stable(stable: f64, target: f64, rate: f64, elapsed_ms: i64) -> f64 {
         target
     } else {
         stable + max_step.copysign(gap)
-    }
-}
-
-/// Median of a non-empty slice (mean of the two middle values for an even count). Sorts it.
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
-fn assess(
-    config: &OracleConfig,
-    quotes: &BTreeMap<String, (f64, i64)>,
-    now_ms: i64,
-) -> (Assessment, Vec<SourceStatus>) {
-    // Fresh means within max_age_ms of now, on either side. A future date counts too, because
-    // venue clocks drift. But the window is bounded, so a source stamping quotes far in the
-    // future cannot keep one price "fresh" forever.
-    let max_age = config.max_age_ms.unsigned_abs();
-    let is_fresh = |ts: i64| now_ms.abs_diff(ts) <= max_age;
-
-    let mut fresh: Vec<f64> = quotes
-        .values()
-        .filter(|(_, ts)| is_fresh(*ts))
-        .map(|(p, _)| *p)
-        .collect();
-    if fresh.is_empty() {
-        let sources = quotes
-            .iter()
-            .map(|(s, &(p, ts))| status(s, p, ts, SourceHealth::Stale))
-            .collect();
-        return (Assessment::NoneFresh, sources);
-    }
-
-    let centre = median(&mut fresh);
-    // MAD is 0 when more than half the quotes are identical. The rule would then flag any
-    // quote that differs by one tick and could break the quorum. Skip it: the fraction rule
-    // still applies.
-    let mad_limit = config.mad_multiple.and_then(|k| {
-        let mut dev: Vec<f64> = fresh.iter().map(|p| (p - centre).abs()).collect();
-        let mad = median(&mut dev);
-        (mad > 0.0).then_some(k * MAD_TO_SIGMA * mad)
-    });
-    let is_outlier = |p: f64| {
-        rel_diff(p, centre) > config.outlier_fraction
-            || mad_limit.is_some_and(|limit| (p - centre).abs() > limit)
-    };
-
-    let mut used = Vec::new();
-    let mut newest_quote_ms = i64::MIN;
-    let sources = quotes
-        .iter()
-        .map(|(s, &(p, ts))| {
-            let health = if !is_fresh(ts) {
-                SourceHealth::Stale
-            } else if is_outlier(p) {
-                SourceHealth::Outlier
-            } else {
-                used.push(p);
-                newest_quote_ms = newest_quote_ms.max(ts);
-                SourceHealth::Used
-            };
-            status(s, p, ts, health)
-        })
-        .collect();
-
-    if used.len() < config.min_sources {
-        return (Assessment::NoQuorum, sources);
-    }
-    let price = median(&mut used);
-    (
-        Assessment::Index {
-            price,
-            newest_quote_ms,
-        },
-        sources,
-    )
-}
-
-fn status(source: &str, price: f64, ts_ms: i64, status: SourceHealth) -> SourceStatus {
-    SourceStatus {
-        source: source.to_string(),
-        price,
-        ts_ms,
-        status,
-    }
-}
-
-/// Reads quotes from CSV lines `ts_ms,source,underlying,price`, in file order.
-///
-/// The header `ts_ms,source,underlying,price` is optional on the first data line. Blank lines
-/// and lines starting with `#` are skipped. Fields are trimmed; quoting is not supported, so
-/// names cannot contain commas. Each quote is checked like [`Oracle::submit`] would check it.
-/// Errors give the 1-based line number and the field.
-pub fn replay_csv(text: &str) -> Result<Vec<Quote>, OracleError> {
-    let mut quotes = Vec::new();
-    let mut first = true;
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = trimmed.split(',').map(str::trim).collect();
-        let is_header = first && fields == ["ts_ms", "source", "underlying", "price"];
-        first = false;
-        if is_header {
-            continue;
-        }
-        if fields.len() != 4 {
-            return Err(OracleError::Replay {
-                line,
-                field: None,
-                reason: format!(
-                    "expected 4 fields `ts_ms,source,underlying,price`, got {}",
-                    fields.len()
-                ),
-            });
-        }
-        let ts_ms = fields[0]
-            .parse::<i64>()
-            .map_err(|e| replay_error(line, "ts_ms", format!("{:?}: {e}", fields[0])))?;
-        let price = fields[3]
-            .parse::<f64>()
-            .map_err(|e| replay_error(line, "price", format!("{:?}: {e}", fields[3])))?;
-        let quote = Quote {
-            source: fields[1].to_string(),
-            underlying: fields[2].to_string(),
-            price,
-            ts_ms,
-        };
-        quote.validate().map_err(|e| in_line(line, e))?;
-        quotes.push(quote);
-    }
-    Ok(quotes)
-}
-
-/// Reads quotes from JSON Lines, one [`Quote`] object per line (unknown keys rejected), in file
-/// order. Blank lines are skipped. Errors give the 1-based line number.
-pub fn replay_jsonl(text: &str) -> Result<Vec<Quote>, OracleError> {
-    let mut quotes = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let quote: Quote = serde_json::from_str(raw).map_err(|e| OracleError::Replay {
-            line,
-            field: None,
-            reason: e.to_string(),
-        })?;
-        quote.validate().map_err(|e| in_line(line, e))?;
-        quotes.push(quote);
-    }
-    Ok(quotes)
-}
-
-fn replay_error(line: usize, field: &'static str, reason: String) -> OracleError {
-    OracleError::Replay {
-        line,
-        field: Some(field),
-        reason: format!("`{field}` {reason}"),
-    }
-}
-
-/// Re-labels a quote validation error with its line.
-fn in_line(line: usize, err: OracleError) -> OracleError {
-    match err {
-        OracleError::Quote { field, reason } => replay_error(line, field, reason),
-        other => other,
     }
 }
 
@@ -1160,20 +813,18 @@ mod tests {
     }
 
     #[test]
-    fn config_serde_defaults_and_unknown_fields() {
-        let c: OracleConfig = serde_json::from_str(r#"{"min_sources": 3}"#).unwrap();
-        assert_eq!(
-            c,
-            OracleConfig {
-                min_sources: 3,
-                ..OracleConfig::default()
-            }
-        );
-        let err = serde_json::from_str::<OracleConfig>(r#"{"min_source": 3}"#).unwrap_err();
-        assert!(err.to_string().contains("min_source"), "{err}");
-        let c: OracleConfig =
-            serde_json::from_str(r#"{"stable_price": {"max_move_per_second": 0.0005}}"#).unwrap();
-        assert_eq!(c.stable_price.unwrap().max_move_per_second, 0.0005);
+    fn health_names_are_its_serialized_names() {
+        for health in [
+            Health::Fresh,
+            Health::Stale,
+            Health::NoQuorum,
+            Health::AwaitingConfirmation,
+        ] {
+            assert_eq!(
+                serde_json::to_value(health).unwrap(),
+                serde_json::Value::from(health.as_str())
+            );
+        }
     }
 
     #[test]
@@ -1210,151 +861,6 @@ mod tests {
         assert!(o.state("BTC").is_none());
         let u = o.update("DOGE", 0);
         assert_eq!((u.health, u.price), (Health::Stale, None));
-    }
-
-    #[test]
-    fn csv_replay_reads_quotes() {
-        let text = "ts_ms,source,underlying,price\n\
-                    1000, deribit ,BTC,50000.5\n\
-                    \n\
-                    # comment\n\
-                    2000,okx,ETH,3000\n";
-        let quotes = replay_csv(text).unwrap();
-        assert_eq!(
-            quotes,
-            [
-                Quote {
-                    source: "deribit".into(),
-                    underlying: "BTC".into(),
-                    price: 50_000.5,
-                    ts_ms: 1_000
-                },
-                Quote {
-                    source: "okx".into(),
-                    underlying: "ETH".into(),
-                    price: 3_000.0,
-                    ts_ms: 2_000
-                },
-            ]
-        );
-        // Header is optional.
-        assert_eq!(replay_csv("5,a,BTC,1").unwrap().len(), 1);
-    }
-
-    #[test]
-    fn csv_replay_errors_name_the_line() {
-        let bad_price = "ts_ms,source,underlying,price\n1,a,BTC,100\n2,a,BTC,abc\n";
-        let err = replay_csv(bad_price).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OracleError::Replay {
-                    line: 3,
-                    field: Some("price"),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-        assert!(err.to_string().starts_with("line 3: `price`"), "{err}");
-
-        let err = replay_csv("1,a,BTC,100\n2,a,BTC\n").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OracleError::Replay {
-                    line: 2,
-                    field: None,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-
-        let err = replay_csv("x1,a,BTC,100\n").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OracleError::Replay {
-                    line: 1,
-                    field: Some("ts_ms"),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-
-        let err = replay_csv("1,a,BTC,100\n2,a,BTC,-5\n").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OracleError::Replay {
-                    line: 2,
-                    field: Some("price"),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-
-        let err = replay_csv("1,,BTC,100\n").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OracleError::Replay {
-                    line: 1,
-                    field: Some("source"),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-
-        // A header anywhere but first is data, and bad data.
-        let err = replay_csv("1,a,BTC,100\nts_ms,source,underlying,price\n").unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OracleError::Replay {
-                    line: 2,
-                    field: Some("ts_ms"),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn jsonl_replay_reads_and_names_the_line() {
-        let text = r#"{"source":"a","underlying":"BTC","price":100.0,"ts_ms":1}
-
-{"source":"b","underlying":"BTC","price":101.0,"ts_ms":2}
-"#;
-        let quotes = replay_jsonl(text).unwrap();
-        assert_eq!(quotes.len(), 2);
-        assert_eq!(quotes[1].source, "b");
-
-        let bad = "{\"source\":\"a\",\"underlying\":\"BTC\",\"price\":100.0,\"ts_ms\":1}\n{\"source\":\"a\"}\n";
-        let err = replay_jsonl(bad).unwrap_err();
-        assert!(
-            matches!(err, OracleError::Replay { line: 2, .. }),
-            "{err:?}"
-        );
-
-        let bad = "{\"source\":\"a\",\"underlying\":\"BTC\",\"price\":0.0,\"ts_ms\":1}\n";
-        let err = replay_jsonl(bad).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OracleError::Replay {
-                    line: 1,
-                    field: Some("price"),
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
     }
 
     #[test]

@@ -3,12 +3,7 @@
 use pmargin_core::{Market, Params, Portfolio};
 use pmargin_engine::{Engine, EngineConfig, Event, Output};
 
-const PARAMS: &str = r#"{"version": 1,
-  "underlyings": {"BTC": {"price_scan_range": 0.10, "vol_scan_up": 0.10, "vol_scan_down": 0.10,
-                          "standard_im_rate": 0.10, "standard_mm_rate": 0.05}},
-  "collateral": {"USDC": {"haircut": 0.0}}}"#;
-const MARKET: &str = r#"{"as_of": "2026-11-24T08:00:00Z", "prices": {"BTC": 60000, "USDC": 1},
-  "vols": {"BTC": {"default": 0.6}}}"#;
+use pmargin_core::testkit::{ONE_BTC_MARKET as MARKET, ONE_BTC_PARAMS as PARAMS};
 
 fn engine(accounts: &str, fund: f64) -> Engine {
     let portfolio = Portfolio::parse("p.json", accounts).unwrap();

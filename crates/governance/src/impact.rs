@@ -8,39 +8,9 @@ use std::collections::BTreeMap;
 /// How many accounts [`ImpactReport::top_affected`] lists.
 pub const TOP_AFFECTED: usize = 10;
 
-/// Where an account stands against its requirements (as in the margin report): `healthy`
-/// covers initial margin, `restricted` is between maintenance and initial (reduce-only),
-/// `liquidatable` is below maintenance, `bankrupt` has a negative margin balance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccountStatus {
-    Healthy,
-    Restricted,
-    Liquidatable,
-    Bankrupt,
-}
-
-impl From<Status> for AccountStatus {
-    fn from(s: Status) -> Self {
-        match s {
-            Status::Healthy => AccountStatus::Healthy,
-            Status::Restricted => AccountStatus::Restricted,
-            Status::Liquidatable => AccountStatus::Liquidatable,
-            Status::Bankrupt => AccountStatus::Bankrupt,
-        }
-    }
-}
-
-impl AccountStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AccountStatus::Healthy => "healthy",
-            AccountStatus::Restricted => "restricted",
-            AccountStatus::Liquidatable => "liquidatable",
-            AccountStatus::Bankrupt => "bankrupt",
-        }
-    }
-}
+/// Where an account stands against its requirements: the core's [`Status`], written in
+/// lowercase (`healthy`, `restricted`, `liquidatable`, `bankrupt`) as in the margin report.
+pub use pmargin_core::Status as AccountStatus;
 
 /// One account's requirement under the active and under the proposed parameters. The margin
 /// balance is shown too, because a haircut change moves it and can change the status alone.
@@ -51,8 +21,8 @@ pub struct AffectedAccount {
     pub initial_margin_after: f64,
     pub margin_balance_before: f64,
     pub margin_balance_after: f64,
-    pub status_before: AccountStatus,
-    pub status_after: AccountStatus,
+    pub status_before: Status,
+    pub status_after: Status,
 }
 
 impl AffectedAccount {
@@ -123,8 +93,8 @@ pub fn impact_report_with_history(
             initial_margin_after: a.initial_margin,
             margin_balance_before: b.margin_balance,
             margin_balance_after: a.margin_balance,
-            status_before: b.status.into(),
-            status_after: a.status.into(),
+            status_before: b.status,
+            status_after: a.status,
         };
         if entry.status_before != entry.status_after {
             let key = format!(

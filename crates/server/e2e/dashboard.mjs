@@ -235,6 +235,14 @@ try {
     const { context, page: p } = await newPage(browser, WIDE, 'admin');
     await p.goto(`${BASE}/#key=${encodeURIComponent(ADMIN)}&view=/account/basis-fund`);
     await p.locator('#acct-heatmaps svg.heatmap').first().waitFor();
+    // The basis fund (long spot, short perpetual) is charged its basis contingency, and the
+    // breakdown shows the API's figure.
+    {
+      const report = await call(BASE, ADMIN, 'GET', '/v1/accounts/basis-fund');
+      const basis = report.account.addon_breakdown.basis;
+      const shown = Number((await p.locator('[data-part="addon-basis"] b').innerText()).replace(/,/g, ''));
+      check(basis > 0 && Math.abs(shown - basis) <= 0.5, `the basis add-on shows (${shown} for ${basis})`);
+    }
     const trade = p.locator('#wi-trade');
     check(await trade.isVisible(), 'an admin key sees the trade button');
     check(await trade.isDisabled(), 'nothing to place before a what-if');

@@ -11,7 +11,7 @@
 //! requests withdrawals on its own accounts; an `oracle_feeder` posts quotes for the sources it
 //! was bound to at creation only.
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -117,11 +117,11 @@ pub struct Caller {
 
 impl Caller {
     /// The caller must hold one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+    pub fn require(&self, roles: &[Role]) -> Result<(), ServiceError> {
         if roles.contains(&self.role) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
+            Err(ServiceError::forbidden(format!(
                 "role {} may not do this (allowed: {})",
                 self.role.as_str(),
                 roles
@@ -142,11 +142,11 @@ impl Caller {
         }
     }
 
-    pub fn require_account(&self, account: &str) -> Result<(), ApiError> {
+    pub fn require_account(&self, account: &str) -> Result<(), ServiceError> {
         if self.may_access(account) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
+            Err(ServiceError::forbidden(format!(
                 "key {} may not access account `{account}`",
                 self.key_id
             )))
@@ -154,11 +154,11 @@ impl Caller {
     }
 
     /// May the caller post a quote from `source`? An admin any; a feeder those it was bound to.
-    pub fn require_source(&self, source: &str) -> Result<(), ApiError> {
+    pub fn require_source(&self, source: &str) -> Result<(), ServiceError> {
         match self.role {
             Role::Admin => Ok(()),
             Role::OracleFeeder if self.sources.iter().any(|s| s == source) => Ok(()),
-            Role::OracleFeeder => Err(ApiError::forbidden(format!(
+            Role::OracleFeeder => Err(ServiceError::forbidden(format!(
                 "key {} may post quotes only for source{} {}, not `{source}`",
                 self.key_id,
                 if self.sources.len() == 1 { "" } else { "s" },
@@ -430,7 +430,7 @@ impl AuthThrottle {
     }
 
     /// 429 (with the seconds until the window ends) if `ip` failed too often.
-    pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn check(&self, ip: IpAddr) -> Result<(), ServiceError> {
         if self.blocked.load(Ordering::Relaxed) == 0 {
             return Ok(());
         }
@@ -443,7 +443,7 @@ impl AuthThrottle {
                     self.blocked.fetch_sub(1, Ordering::Relaxed);
                     return Ok(());
                 }
-                Err(ApiError::too_many_requests(
+                Err(ServiceError::too_many_requests(
                     format!(
                         "too many failed authentications from {ip}: {failures} within {} s",
                         self.window.as_secs()
@@ -540,14 +540,14 @@ impl KeyRing {
     /// The caller a bearer key stands for: one HMAC of the presented key, one hash-map lookup
     /// by it, and a constant-time comparison with the stored hash (kept decoded, as the map's
     /// key).
-    pub fn authenticate(&self, key: &str) -> Result<Caller, ApiError> {
+    pub fn authenticate(&self, key: &str) -> Result<Caller, ServiceError> {
         let presented = self.secret.hash(key);
         let (stored, record) = self
             .by_hash
             .get_key_value(&presented)
-            .ok_or_else(|| ApiError::unauthorized("unknown API key"))?;
+            .ok_or_else(|| ServiceError::unauthorized("unknown API key"))?;
         if !bool::from(stored.ct_eq(&presented)) {
-            return Err(ApiError::unauthorized("unknown API key"));
+            return Err(ServiceError::unauthorized("unknown API key"));
         }
         Ok(Caller {
             key_id: record.id.clone(),
@@ -559,7 +559,7 @@ impl KeyRing {
 
     /// [`KeyRing::authenticate`] for a client at `ip` (if known): refused with 429 while the
     /// address is throttled, and a failure counted against it.
-    pub fn authenticate_from(&self, key: &str, ip: Option<IpAddr>) -> Result<Caller, ApiError> {
+    pub fn authenticate_from(&self, key: &str, ip: Option<IpAddr>) -> Result<Caller, ServiceError> {
         if let Some(ip) = ip {
             self.throttle.check(ip)?;
         }
@@ -572,14 +572,15 @@ impl KeyRing {
 }
 
 /// The key from an `Authorization: Bearer KEY` header value.
-pub fn bearer(header: Option<&str>) -> Result<&str, ApiError> {
-    let value = header
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <API key> header"))?;
+pub fn bearer(header: Option<&str>) -> Result<&str, ServiceError> {
+    let value = header.ok_or_else(|| {
+        ServiceError::unauthorized("missing Authorization: Bearer <API key> header")
+    })?;
     let (scheme, key) = value
         .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <API key>`"))?;
+        .ok_or_else(|| ServiceError::unauthorized("Authorization must be `Bearer <API key>`"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || key.trim().is_empty() {
-        return Err(ApiError::unauthorized(
+        return Err(ServiceError::unauthorized(
             "Authorization must be `Bearer <API key>`",
         ));
     }
@@ -589,6 +590,7 @@ pub fn bearer(header: Option<&str>) -> Result<&str, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use sha2::Digest;
 
     fn secret() -> KeySecret {
@@ -606,8 +608,8 @@ mod tests {
         assert_eq!(caller.key_id, id);
         assert!(caller.may_access("alice") && !caller.may_access("bob"));
         assert_eq!(
-            ring.authenticate("pmk_wrong").unwrap_err().status.as_u16(),
-            401
+            ring.authenticate("pmk_wrong").unwrap_err().kind,
+            ErrorKind::Unauthorized
         );
         assert!(caller.require(&[Role::Admin]).is_err());
         assert!(bearer(Some("Basic abc")).is_err() && bearer(None).is_err());
@@ -615,7 +617,10 @@ mod tests {
         // Not the plain SHA-256 of the key; and under another secret the same key is unknown.
         assert_ne!(record.hash, hex::encode(Sha256::digest(key.as_bytes())));
         let other = KeyRing::new(KeySecret::random().unwrap(), vec![record.clone()]);
-        assert_eq!(other.authenticate(&key).unwrap_err().status.as_u16(), 401);
+        assert_eq!(
+            other.authenticate(&key).unwrap_err().kind,
+            ErrorKind::Unauthorized
+        );
         // A record of the older plain-SHA-256 scheme never matches.
         let legacy = KeyRecord {
             hash: hex::encode(Sha256::digest(key.as_bytes())),
@@ -683,7 +688,7 @@ mod tests {
             t.failed(a);
         }
         let e = t.check(a).unwrap_err();
-        assert_eq!(e.status.as_u16(), 429);
+        assert_eq!(e.kind, ErrorKind::TooManyRequests);
         assert!(e.retry_after.is_some_and(|s| (1..=60).contains(&s)));
         assert!(t.check(b).is_ok());
         // The window over, the address may try again, and the fast path is back.

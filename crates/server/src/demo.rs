@@ -5,7 +5,7 @@
 //! levels), each day split into a few ticks, each tick quoted by three venues a few basis
 //! points apart, at an accelerated pace.
 
-use crate::state::{now_ms, AppState};
+use crate::service::state::{now_ms, AppState};
 use crate::store::Genesis;
 use pmargin_engine::oracle::{OracleConfig, StablePriceConfig};
 use pmargin_engine::{EngineConfig, Event};
@@ -17,7 +17,7 @@ use std::time::Duration;
 pub const PORTFOLIO: &str = include_str!("../../cli/demo/portfolio.json");
 pub const MARKET: &str = include_str!("../../cli/demo/market.json");
 pub const PARAMS: &str = include_str!("../../cli/demo/params.json");
-pub const HISTORY: &str = include_str!("../../../data/history.csv");
+pub use pmargin_backtest::data::HISTORY_CSV as HISTORY;
 
 /// The stable price's largest move per second by default (relative): 0.002 %/s, 0.12 % a
 /// minute, 7.2 % an hour (Mango v4's defence after the 2022-10 exploit). A pump of any size
@@ -305,8 +305,8 @@ mod tests {
 
     #[test]
     fn demo_inputs_load_and_history_replays_as_returns() {
-        crate::state::genesis_engine(&demo_genesis()).unwrap();
-        crate::state::genesis_engine(&empty_genesis()).unwrap();
+        crate::service::state::genesis_engine(&demo_genesis()).unwrap();
+        crate::service::state::genesis_engine(&empty_genesis()).unwrap();
         let (names, rows) = history().unwrap();
         assert_eq!(names, ["BTC", "ETH"]);
         let t = ticks(&[100.0, 10.0], &rows[rows.len() - 3..], 2);

@@ -1,126 +1,89 @@
-//! Every refusal is a JSON body `{"error": {"status", "code", "message", "field"?}}`.
+//! Why the service refused or failed an operation: a kind (the HTTP layer gives each its
+//! status, see `http::error`), a stable code, a message, and the field at fault if any.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed (a bad field, a value beyond the largest allowed).
+    BadRequest,
+    /// No valid credential.
+    Unauthorized,
+    /// The caller's role or accounts do not allow it.
+    Forbidden,
+    NotFound,
+    /// Not in the state it would need (a key revoking itself, governance not configured).
+    Conflict,
+    /// Well formed but refused on its merits.
+    Unprocessable,
+    /// Throttled or rate-limited: retry later.
+    TooManyRequests,
+    /// The service cannot take it now (a full queue, a storage failure): retry later.
+    Unavailable,
+    /// A bug or a broken environment.
+    Internal,
+}
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub status: StatusCode,
+pub struct ServiceError {
+    pub kind: ErrorKind,
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
-    /// Seconds for a `Retry-After` header (a throttled or rate-limited request).
+    /// Seconds after which a retry may pass (a throttled or rate-limited request).
     pub retry_after: Option<u64>,
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
+impl ServiceError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> ServiceError {
+        ServiceError {
+            kind,
             code,
             message: message.into(),
             field: None,
             retry_after: None,
         }
     }
-    pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
+    pub fn with_retry_after(mut self, seconds: u64) -> ServiceError {
         self.retry_after = Some(seconds);
         self
     }
-    pub fn too_many_requests(message: impl Into<String>, retry_after: u64) -> ApiError {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message)
-            .with_retry_after(retry_after)
-    }
-    pub fn with_field(mut self, field: impl Into<String>) -> ApiError {
+    pub fn with_field(mut self, field: impl Into<String>) -> ServiceError {
         self.field = Some(field.into());
         self
     }
-    pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    pub fn too_many_requests(message: impl Into<String>, retry_after: u64) -> ServiceError {
+        ServiceError::new(ErrorKind::TooManyRequests, "too_many_requests", message)
+            .with_retry_after(retry_after)
     }
-    pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    pub fn unauthorized(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(ErrorKind::Unauthorized, "unauthorized", message)
     }
-    pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    pub fn forbidden(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(ErrorKind::Forbidden, "forbidden", message)
     }
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    pub fn bad_request(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(ErrorKind::BadRequest, "bad_request", message)
     }
-    pub fn unprocessable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+    pub fn not_found(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(ErrorKind::NotFound, "not_found", message)
     }
-    pub fn conflict(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::CONFLICT, "conflict", message)
+    pub fn unprocessable(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(ErrorKind::Unprocessable, "unprocessable", message)
     }
-    pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    pub fn conflict(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(ErrorKind::Conflict, "conflict", message)
     }
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    pub fn unavailable(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(ErrorKind::Unavailable, "unavailable", message)
     }
-    pub fn body(&self) -> serde_json::Value {
-        let mut e =
-            json!({ "status": self.status.as_u16(), "code": self.code, "message": self.message });
-        if let Some(f) = &self.field {
-            e["field"] = json!(f);
-        }
-        json!({ "error": e })
+    pub fn internal(message: impl Into<String>) -> ServiceError {
+        ServiceError::new(ErrorKind::Internal, "internal", message)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, Json(self.body())).into_response();
-        if let Some(s) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, s.into());
-        }
-        response
-    }
-}
-
-impl std::fmt::Display for ApiError {
+impl std::fmt::Display for ServiceError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{:?} {}: {}", self.kind, self.code, self.message)
     }
 }
 
-/// A JSON parse error as a 400 naming the field: the path of the bad value, or for an unknown
-/// or missing field, that field's name appended to the path of its object.
-pub fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let path = err.path().to_string();
-    let inner = err.inner();
-    let message = inner.to_string();
-    let named = ["unknown field `", "missing field `"].iter().find_map(|p| {
-        message
-            .split_once(p)
-            .and_then(|(_, rest)| rest.split_once('`'))
-            .map(|(name, _)| name.to_string())
-    });
-    let variant = message.starts_with("unknown variant");
-    let field = match (&named, path.as_str()) {
-        (Some(n), "." | "") => Some(n.clone()),
-        (Some(n), p) if p == n || p.ends_with(&format!(".{n}")) => Some(p.to_string()),
-        (Some(n), p) => Some(format!("{p}.{n}")),
-        (None, "." | "") if variant => Some("type".to_string()),
-        (None, "." | "") => None,
-        (None, p) => Some(p.to_string()),
-    };
-    let what = match field.as_deref() {
-        Some(f) => format!("invalid request body at `{f}`: {message}"),
-        None => format!("invalid request body: {message}"),
-    };
-    let mut e = ApiError::new(axum::http::StatusCode::BAD_REQUEST, "invalid_body", what);
-    e.field = field;
-    e
-}
+impl std::error::Error for ServiceError {}

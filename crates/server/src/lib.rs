@@ -8,22 +8,42 @@
 //! Prometheus metrics ([`metrics`]), a demo that replays real prices ([`demo`]) and a web
 //! dashboard at `/`, live over the stream ([`dashboard`], issue 6).
 
-pub mod api;
 pub mod auth;
-pub mod dashboard;
 pub mod demo;
 pub mod error;
-pub mod governance;
+pub mod http;
 pub mod limits;
 pub mod metrics;
-pub mod settlement;
-pub mod state;
+pub mod service;
 pub mod store;
-pub mod stream;
 
-use crate::state::AppState;
-use crate::store::{open_dir, Genesis, MemoryStore, Store, StoreKind};
-use axum::serve::ListenerExt;
+// The paths of the modules before the service and HTTP layers were split apart (used by the
+// tests and the CLI).
+pub use http::dashboard;
+pub use service::{settlement, stream};
+
+/// The HTTP API under `/v1`: the router and the OpenAPI document.
+pub mod api {
+    pub use crate::http::{router, Shared, BODY_LIMIT, OPENAPI};
+}
+
+/// The service's state, and starting it from the store.
+pub mod state {
+    pub use crate::service::recovery::{start, Started};
+    pub use crate::service::snapshots::SNAPSHOT_EVERY;
+    pub use crate::service::state::*;
+}
+
+/// Governed parameters: the service's governance and the committee's acts.
+pub mod governance {
+    pub use crate::service::committee::{lapse_emergency, GovFailure};
+    pub use crate::service::governance::*;
+}
+
+use crate::service::committee;
+use crate::service::recovery::Started;
+use crate::service::state::{now_ms, AppState};
+use crate::store::{open_dir, Genesis, MemoryStore, Store};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -61,8 +81,6 @@ pub struct ServerConfig {
     pub ring_capacity: usize,
     /// Feed the oracle from the bundled price history.
     pub demo_feed: Option<demo::FeedConfig>,
-    /// The store of the data directory (default: SQLite).
-    pub store_kind: StoreKind,
     /// The risk committee; without it, `<data_dir>/committee.json` if present, else the
     /// governance endpoints answer 409.
     pub committee: Option<pmargin_governance::Committee>,
@@ -95,7 +113,6 @@ impl ServerConfig {
             admin_key: None,
             ring_capacity: DEFAULT_RING,
             demo_feed: None,
-            store_kind: StoreKind::default(),
             committee: None,
             settlement: settlement::SettlementConfig::default(),
             deployment_id: None,
@@ -128,7 +145,7 @@ pub struct Running {
     /// The event after which the snapshot the start went on from was taken.
     pub snapshot_seq: Option<u64>,
     shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), String>>,
+    task: ServerTask,
     feed: Option<JoinHandle<()>>,
     clock: Option<JoinHandle<()>>,
 }
@@ -140,7 +157,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
         auth::check_admin_key(key)?;
     }
     let store: Box<dyn Store> = match &config.data_dir {
-        Some(dir) => open_dir(dir, config.store_kind)?,
+        Some(dir) => open_dir(dir)?,
         None => Box::new(MemoryStore::default()),
     };
     start_with_store(config, store).await
@@ -152,6 +169,37 @@ pub async fn start_with_store(
     config: ServerConfig,
     store: Box<dyn Store>,
 ) -> Result<Running, String> {
+    check_config(&config)?;
+    let started = recover(&config, store).await?;
+    let admin_key_file = keep_new_admin_key(&config, started.new_admin_key.as_deref())?;
+    open_governance(&config, &started.state).await?;
+    let signer = settlement::Settlement::open(&config.settlement, config.data_dir.as_deref())?;
+    let _ = started.state.settlement.set(signer);
+    let (addr, shutdown, task) = listen(&config, &started.state).await?;
+    let feed = config
+        .demo_feed
+        .map(|f| tokio::spawn(demo::feed(started.state.clone(), f)));
+    let clock = config
+        .limits
+        .oracle_tick
+        .map(|every| tokio::spawn(oracle_clock(started.state.clone(), every)));
+    Ok(Running {
+        addr,
+        state: started.state,
+        new_admin_key: started.new_admin_key,
+        admin_key_file,
+        recovered_events: started.recovered_events,
+        replayed_events: started.replayed_events,
+        snapshot_seq: started.snapshot_seq,
+        shutdown: Some(shutdown),
+        task,
+        feed,
+        clock,
+    })
+}
+
+/// Refuses a configuration the service must not start with.
+fn check_config(config: &ServerConfig) -> Result<(), String> {
     if let Some(key) = &config.admin_key {
         auth::check_admin_key(key)?;
     }
@@ -161,6 +209,12 @@ pub async fn start_with_store(
             config.max_clock_skew_ms
         ));
     }
+    Ok(())
+}
+
+/// Recovers the state from `store` (on a blocking thread: it reads the log) and starts the
+/// writer; prints what recovery found worth telling.
+async fn recover(config: &ServerConfig, store: Box<dyn Store>) -> Result<Started, String> {
     let secret = auth::KeySecret::open(config.data_dir.as_deref())?;
     let (genesis, admin, ring, every, limits) = (
         config.genesis.clone(),
@@ -169,9 +223,8 @@ pub async fn start_with_store(
         config.snapshot_every,
         config.limits.clone(),
     );
-    api::set_heavy_queue(limits.heavy_queue);
     let started = tokio::task::spawn_blocking(move || {
-        state::start(
+        service::recovery::start(
             store,
             genesis,
             admin.as_deref(),
@@ -190,24 +243,33 @@ pub async fn start_with_store(
         config.max_clock_skew_ms,
         std::sync::atomic::Ordering::Relaxed,
     );
-    let admin_key_file = match (&started.new_admin_key, &config.data_dir) {
+    Ok(started)
+}
+
+/// Writes an admin key made on this start to its 0600 file in the data directory (never to
+/// the log); its path.
+fn keep_new_admin_key(config: &ServerConfig, key: Option<&str>) -> Result<Option<PathBuf>, String> {
+    match (key, &config.data_dir) {
         (Some(key), Some(dir)) => {
             let path = dir.join(ADMIN_KEY_FILE);
             auth::write_private(&path, format!("{key}\n").as_bytes())?;
-            Some(path)
+            Ok(Some(path))
         }
-        _ => None,
-    };
-    let active = started.state.engine().params().clone();
+        _ => Ok(None),
+    }
+}
+
+/// Opens the governance against the recovered parameters and starts its lapse timer.
+async fn open_governance(config: &ServerConfig, state: &Arc<AppState>) -> Result<(), String> {
+    let active = state.engine().params().clone();
     let deployment_id = config
         .deployment_id
         .clone()
         .unwrap_or_else(|| governance::default_deployment_id(&config.settlement));
-    started
-        .state
+    state
         .gov
         .open(
-            &started.state.store,
+            &state.store,
             config.data_dir.as_deref(),
             config.committee.clone(),
             &active,
@@ -215,53 +277,34 @@ pub async fn start_with_store(
             config.governance_clock.clone(),
         )
         .await?;
-    started.state.gov.start_timer(started.state.clone());
-    let signer = settlement::Settlement::open(&config.settlement, config.data_dir.as_deref())?;
-    let _ = started.state.settlement.set(signer);
+    committee::start_lapse_timer(state);
+    Ok(())
+}
+
+/// Binds the listener and serves the API in the background until the sender is used: the
+/// address, the sender, and the server's task.
+async fn listen(
+    config: &ServerConfig,
+    state: &Arc<AppState>,
+) -> Result<(SocketAddr, oneshot::Sender<()>, ServerTask), String> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = api::router(started.state.clone());
+    let app = api::router(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
-    // Answers (and stream frames) go out at once rather than waiting, under Nagle's rule, for
-    // the acknowledgement of an earlier small segment.
-    let listener = listener.tap_io(|stream| {
-        let _ = stream.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        // (With the client's address: failed authentications are throttled per address.)
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+    let task = tokio::spawn(http::serve::serve(
+        listener,
+        app,
+        config.limits.header_read_timeout,
+        async move {
             let _ = rx.await;
-        })
-        .await
-        .map_err(|e| format!("server: {e}"))
-    });
-    let feed = config
-        .demo_feed
-        .map(|f| tokio::spawn(demo::feed(started.state.clone(), f)));
-    let clock = config
-        .limits
-        .oracle_tick
-        .map(|every| tokio::spawn(oracle_clock(started.state.clone(), every)));
-    Ok(Running {
-        addr,
-        state: started.state,
-        new_admin_key: started.new_admin_key,
-        admin_key_file,
-        recovered_events: started.recovered_events,
-        replayed_events: started.replayed_events,
-        snapshot_seq: started.snapshot_seq,
-        shutdown: Some(tx),
-        task,
-        feed,
-        clock,
-    })
+        },
+    ));
+    Ok((addr, tx, task))
 }
+
+type ServerTask = JoinHandle<Result<(), String>>;
 
 /// The oracle's clock: every `every`, if re-assessing the indices now would change one (its
 /// quotes aged out, say), an [`pmargin_engine::Event::OracleTick`] goes through the writer like
@@ -271,7 +314,7 @@ async fn oracle_clock(state: Arc<AppState>, every: std::time::Duration) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         interval.tick().await;
-        let now = state::now_ms();
+        let now = now_ms();
         let due = state.failure().is_none() && state.engine().oracle_tick_due(now);
         if due {
             let tick = pmargin_engine::Event::OracleTick { now_ms: now };

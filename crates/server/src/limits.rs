@@ -5,8 +5,8 @@
 //! The defaults (README, "Limits") fit a venue adapter that posts every fill of a busy venue
 //! through one key: 1,000 writes per second per key with bursts of 2,000.
 
-use crate::error::ApiError;
-use pmargin_engine::engine::{MAX_AMOUNT, MAX_PRICE, MAX_SIZE};
+use crate::error::ServiceError;
+use pmargin_engine::engine::{MAX_AMOUNT, MAX_INSTRUMENTS_PER_UNDERLYING, MAX_PRICE, MAX_SIZE};
 use pmargin_engine::Event;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -32,6 +32,13 @@ pub struct Limits {
     pub stream_page: usize,
     /// Longest time a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Longest time a client may take to send a request head (and, on a kept-alive
+    /// connection, to start the next one); beyond, the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Most instruments one underlying may list (new names arrive with accepted fills only);
+    /// a fill naming one more new instrument is refused (422). At most the engine's own bound,
+    /// [`MAX_INSTRUMENTS_PER_UNDERLYING`].
+    pub instruments_per_underlying: usize,
     /// How often the oracle's indices are re-assessed without a quote (a dead feed turns its
     /// index stale within `max_age_ms` plus this); `None`: only quotes move the oracle's
     /// clock (replays and tests that date quotes in the past).
@@ -49,6 +56,8 @@ impl Default for Limits {
             streams_per_key: 8,
             stream_page: 1000,
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            instruments_per_underlying: MAX_INSTRUMENTS_PER_UNDERLYING,
             oracle_tick: Some(Duration::from_secs(1)),
         }
     }
@@ -151,8 +160,8 @@ impl StreamSlots {
 /// Largest |funding rate| per event (100% of the mark).
 pub const MAX_FUNDING_RATE: f64 = 1.0;
 
-fn too_large(field: &str, value: f64, max: f64) -> ApiError {
-    ApiError::bad_request(format!(
+fn too_large(field: &str, value: f64, max: f64) -> ServiceError {
+    ServiceError::bad_request(format!(
         "{field} {value} is beyond the largest magnitude allowed, {max:e}"
     ))
     .with_field(field)
@@ -161,7 +170,7 @@ fn too_large(field: &str, value: f64, max: f64) -> ApiError {
 /// Refuses (400, naming the field) a size, price, amount or rate beyond the documented
 /// maxima, so no figure the event produces can overflow the settlement messages' fixed-point
 /// encoding. The engine checks the same bounds (a replayed log obeys them too).
-pub fn check_magnitudes(event: &Event) -> Result<(), ApiError> {
+pub fn check_magnitudes(event: &Event) -> Result<(), ServiceError> {
     let check = |field: &str, value: f64, max: f64| {
         if value.is_finite() && value.abs() <= max {
             Ok(())
@@ -248,8 +257,8 @@ mod tests {
         };
         let e = check_magnitudes(&deposit).expect_err("amount");
         assert_eq!(
-            (e.status.as_u16(), e.field.as_deref()),
-            (400, Some("amount"))
+            (e.kind, e.field.as_deref()),
+            (crate::error::ErrorKind::BadRequest, Some("amount"))
         );
     }
 }

@@ -1,14 +1,16 @@
 //! Where the service keeps what must survive a restart: the genesis state, the event log (with
 //! idempotency keys, and with each event what applying it produced: [`EventRecord`]), engine
-//! snapshots (SQLite store only), the audit trail and the API keys' hashes.
+//! snapshots, the governance state, the audit trail and the API keys' records (keyed hashes
+//! only).
 //!
-//! [`Store`] is the seam: the server speaks only this trait. [`FileStore`] is a small durable
-//! implementation (append-only JSON lines, `fsync` before an event is acknowledged, a torn last
-//! line is dropped on open); [`MemoryStore`] keeps nothing across restarts (tests, demos).
+//! [`Store`] is the seam: the server speaks only this trait (a test wraps it to inject storage
+//! failures). [`SqliteStore`] is the durable store: everything in pmargin-store's database.
+//! [`MemoryStore`] keeps nothing across restarts (a server without a data directory: tests,
+//! demos).
 //!
-//! The governance state (committee, proposals with approvals, parameter versions) is kept by
-//! the store too: in SQLite tables in one transaction with its audit entry ([`SqliteStore`]),
-//! as `governance.json` beside the logs ([`FileStore`]), or in memory.
+//! A data directory written by the build before (genesis and keys in `genesis.json` and
+//! `keys.json` beside the database) is imported once when the store opens, and the files are
+//! renamed `*.imported` ([`IMPORTED_FILES`]).
 
 use crate::auth::KeyRecord;
 use pmargin_engine::{EngineConfig, Event, Output};
@@ -16,8 +18,8 @@ use pmargin_governance::{
     Activation, Approval, Committee, EmergencyRecord, Governance, ProposalRecord, VersionRecord,
 };
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub type StoreResult<T> = Result<T, String>;
@@ -256,58 +258,15 @@ impl Store for MemoryStore {
     }
 }
 
-/// A directory of JSON files: `genesis.json`, `events.jsonl`, `audit.jsonl`, `keys.json`.
-#[derive(Debug)]
-pub struct FileStore {
-    dir: PathBuf,
-    events: File,
-    audit: File,
+/// The wall clock, for the informational times of key and genesis rows.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn io(path: &Path, e: std::io::Error) -> String {
     format!("{}: {e}", path.display())
-}
-
-/// Reads a JSON-lines file, truncating an incomplete or unreadable last line (a crash during
-/// a write that was never acknowledged). A bad line elsewhere is an error.
-fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path, file: &mut File) -> StoreResult<Vec<T>> {
-    file.seek(SeekFrom::Start(0)).map_err(|e| io(path, e))?;
-    let mut reader = BufReader::new(&*file);
-    let mut out = Vec::new();
-    let mut good_end = 0u64;
-    let mut line = String::new();
-    let mut torn = false;
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line).map_err(|e| io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        if !line.ends_with('\n') {
-            torn = true;
-            break;
-        }
-        match serde_json::from_str::<T>(line.trim_end()) {
-            Ok(v) => out.push(v),
-            Err(e) => {
-                // Only the last line may be torn.
-                let mut rest = String::new();
-                reader.read_line(&mut rest).map_err(|e| io(path, e))?;
-                if rest.is_empty() {
-                    torn = true;
-                    break;
-                }
-                return Err(format!("{}: line {}: {e}", path.display(), out.len() + 1));
-            }
-        }
-        good_end += n as u64;
-    }
-    if torn {
-        file.set_len(good_end).map_err(|e| io(path, e))?;
-        file.sync_all().map_err(|e| io(path, e))?;
-    }
-    file.seek(SeekFrom::End(0)).map_err(|e| io(path, e))?;
-    Ok(out)
 }
 
 /// Writes a file atomically and durably (temporary file, sync, rename, sync the directory).
@@ -327,178 +286,6 @@ fn write_atomic(path: &Path, text: &str) -> StoreResult<()> {
         }
     }
     Ok(())
-}
-
-impl FileStore {
-    /// Opens (creating it if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> StoreResult<FileStore> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let open = |name: &str| {
-            let path = dir.join(name);
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(&path)
-                .map_err(|e| io(&path, e))
-        };
-        let mut store = FileStore {
-            dir: dir.to_path_buf(),
-            events: open("events.jsonl")?,
-            audit: open("audit.jsonl")?,
-        };
-        // Drop torn tails now, so appends start on a line boundary.
-        let _: Vec<LoggedEvent> = read_lines(&dir.join("events.jsonl"), &mut store.events)?;
-        let _: Vec<AuditEntry> = read_lines(&dir.join("audit.jsonl"), &mut store.audit)?;
-        Ok(store)
-    }
-}
-
-/// Both durable stores keep the starting state as `genesis.json` in the data directory.
-fn read_genesis(dir: &Path) -> StoreResult<Option<Genesis>> {
-    let path = dir.join("genesis.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(&path, e)),
-    }
-}
-
-fn write_genesis(dir: &Path, genesis: &Genesis) -> StoreResult<()> {
-    let text = serde_json::to_string_pretty(genesis).map_err(|e| e.to_string())?;
-    write_atomic(&dir.join("genesis.json"), &text)
-}
-
-impl Store for FileStore {
-    fn durable(&self) -> bool {
-        true
-    }
-    fn genesis(&mut self) -> StoreResult<Option<Genesis>> {
-        read_genesis(&self.dir)
-    }
-    fn init(&mut self, genesis: &Genesis) -> StoreResult<()> {
-        write_genesis(&self.dir, genesis)
-    }
-    fn commit(&mut self, events: &[LoggedEvent], audit: &[AuditEntry]) -> StoreResult<()> {
-        let mut buf = Vec::new();
-        for e in events {
-            serde_json::to_writer(&mut buf, e).map_err(|e| e.to_string())?;
-            buf.push(b'\n');
-        }
-        if !buf.is_empty() {
-            let path = self.dir.join("events.jsonl");
-            self.events.write_all(&buf).map_err(|e| io(&path, e))?;
-            self.events.sync_data().map_err(|e| io(&path, e))?;
-        }
-        buf.clear();
-        for a in audit {
-            serde_json::to_writer(&mut buf, a).map_err(|e| e.to_string())?;
-            buf.push(b'\n');
-        }
-        if !buf.is_empty() {
-            let path = self.dir.join("audit.jsonl");
-            self.audit.write_all(&buf).map_err(|e| io(&path, e))?;
-            self.audit.sync_data().map_err(|e| io(&path, e))?;
-        }
-        Ok(())
-    }
-    fn events_from(&mut self, from: u64) -> StoreResult<Vec<LoggedEvent>> {
-        let path = self.dir.join("events.jsonl");
-        let all: Vec<LoggedEvent> = read_lines(&path, &mut self.events)?;
-        Ok(all.into_iter().filter(|e| e.seq >= from).collect())
-    }
-    /// `events.jsonl` rewritten atomically with the records (a one-time upgrade of a log
-    /// written by an earlier build), then reopened for appending.
-    fn put_records(&mut self, records: &[(u64, EventRecord)]) -> StoreResult<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let path = self.dir.join("events.jsonl");
-        let mut all: Vec<LoggedEvent> = read_lines(&path, &mut self.events)?;
-        let mut text = String::new();
-        let mut pending = records.iter().peekable();
-        for e in &mut all {
-            if let Some((_, record)) = pending.next_if(|(seq, _)| *seq == e.seq) {
-                e.record = Some(record.clone());
-            }
-            text.push_str(&serde_json::to_string(e).map_err(|e| e.to_string())?);
-            text.push('\n');
-        }
-        if let Some((seq, _)) = pending.next() {
-            return Err(format!(
-                "event log: no event {seq} to record (records must follow the log's order)"
-            ));
-        }
-        write_atomic(&path, &text)?;
-        // The old handle appends to the file the rename replaced.
-        self.events = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io(&path, e))?;
-        Ok(())
-    }
-    fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>> {
-        read_lines(&self.dir.join("audit.jsonl"), &mut self.audit)
-    }
-    fn keys(&mut self) -> StoreResult<Vec<KeyRecord>> {
-        read_keys(&self.dir)
-    }
-    fn put_key(&mut self, key: &KeyRecord) -> StoreResult<()> {
-        put_key_file(&self.dir, key)
-    }
-    fn governance(&mut self) -> StoreResult<Option<Governance>> {
-        read_governance_file(&self.dir.join(GOVERNANCE_FILE))
-    }
-    /// `governance.json` rewritten atomically, then the audit entry appended.
-    fn put_governance(
-        &mut self,
-        _prev: Option<&Governance>,
-        next: &Governance,
-        audit: &AuditEntry,
-    ) -> StoreResult<()> {
-        let text = serde_json::to_string_pretty(next).map_err(|e| e.to_string())?;
-        write_atomic(&self.dir.join(GOVERNANCE_FILE), &text)?;
-        self.commit(&[], std::slice::from_ref(audit))
-    }
-}
-
-/// The API keys (hashes only) in `<dir>/keys.json`; none before the first is stored. Both
-/// durable stores keep them there.
-fn read_keys(dir: &Path) -> StoreResult<Vec<KeyRecord>> {
-    let path = dir.join("keys.json");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io(&path, e)),
-    }
-}
-
-/// Adds or replaces (by id) one key in `<dir>/keys.json`, rewritten atomically and readable by
-/// its owner only (0600): the hashes are keyed, but a copy would still let anyone with the
-/// secret test guesses.
-fn put_key_file(dir: &Path, key: &KeyRecord) -> StoreResult<()> {
-    let mut keys = read_keys(dir)?;
-    keys.retain(|k| k.id != key.id);
-    keys.push(key.clone());
-    let text = serde_json::to_string_pretty(&keys).map_err(|e| e.to_string())?;
-    crate::auth::write_private(&dir.join("keys.json"), text.as_bytes())
-}
-
-/// Where the file store (and earlier builds with the SQLite store) kept the governance state.
-pub const GOVERNANCE_FILE: &str = "governance.json";
-
-/// Reads a `governance.json` (checked as it is read: committee, history, proposal hashes).
-pub fn read_governance_file(path: &Path) -> StoreResult<Option<Governance>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io(path, e)),
-    }
 }
 
 fn to_json<T: Serialize>(v: &T) -> StoreResult<serde_json::Value> {
@@ -596,52 +383,11 @@ fn from_rows(rows: pmargin_store::GovernanceRows) -> StoreResult<Governance> {
     Governance::from_parts(committee, history, proposals, emergency).map_err(|e| bad(e.to_string()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_store_survives_reopen_and_drops_a_torn_tail() {
-        let dir = std::env::temp_dir().join(format!("pmargin-store-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut s = FileStore::open(&dir).unwrap();
-        let ev = |seq| LoggedEvent {
-            seq,
-            ts_ms: 1,
-            key_id: "k".into(),
-            idempotency_key: None,
-            request_hash: None,
-            event: Event::Liquidate,
-            record: None,
-        };
-        s.commit(&[ev(1), ev(2)], &[]).unwrap();
-        drop(s);
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(dir.join("events.jsonl"))
-            .unwrap();
-        f.write_all(b"{\"seq\":3,\"ts_").unwrap();
-        drop(f);
-        let mut s = FileStore::open(&dir).unwrap();
-        assert_eq!(s.events_from(0).unwrap().len(), 2);
-        s.commit(&[ev(3)], &[]).unwrap();
-        assert_eq!(
-            s.events_from(2)
-                .unwrap()
-                .iter()
-                .map(|e| e.seq)
-                .collect::<Vec<_>>(),
-            vec![2, 3]
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
-/// The default durable store: pmargin-store's SQLite database (`pmargin.db`: WAL, full sync,
-/// versioned schema) in the data directory holds the event log and the audit trail; the
-/// genesis inputs and the API key records stay as `genesis.json` and `keys.json` beside it
-/// (written atomically). A batch of events is one SQLite transaction (group commit), and
-/// [`Store::commit`] returns only after it has committed, so an acknowledged event is durable.
+/// The durable store: pmargin-store's SQLite database (`pmargin.db`: WAL, full sync, versioned
+/// schema, mode 0600) in the data directory holds the genesis, the event log, snapshots, the
+/// governance state, the audit trail and the API key records. A batch of events is one SQLite
+/// transaction (group commit), and [`Store::commit`] returns only after it has committed, so an
+/// acknowledged event is durable.
 pub struct SqliteStore {
     dir: PathBuf,
     db: pmargin_store::Store,
@@ -661,17 +407,80 @@ const AUDIT_ACTION: &str = "server_audit";
 impl SqliteStore {
     pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let db = pmargin_store::Store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut db =
+            pmargin_store::Store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        import_files(dir, &mut db)?;
         Ok(SqliteStore {
             dir: dir.to_path_buf(),
             db,
         })
     }
 
-    /// The underlying database (snapshots, proposals, parameter versions).
+    /// The underlying database (snapshots, governance rows, the audit trail).
     pub fn db(&mut self) -> &mut pmargin_store::Store {
         &mut self.db
     }
+}
+
+/// The files an earlier build kept beside the database, imported once by [`SqliteStore::open`]
+/// and then renamed with `.imported` appended (kept, not deleted, for the operator to check
+/// and remove; `keys.json` keeps its 0600 mode).
+pub const IMPORTED_FILES: [&str; 2] = ["genesis.json", "keys.json"];
+
+/// Imports `genesis.json` and `keys.json` if present: checked as the server reads them, stored
+/// in one transaction (a stored genesis and stored keys win: an import run again after a crash
+/// before the renames changes nothing, and cannot undo a revocation), then renamed.
+fn import_files(dir: &Path, db: &mut pmargin_store::Store) -> StoreResult<()> {
+    let read = |name: &str| -> StoreResult<Option<String>> {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path, e)),
+        }
+    };
+    let [genesis_file, keys_file] = IMPORTED_FILES;
+    let (genesis, keys) = (read(genesis_file)?, read(keys_file)?);
+    if genesis.is_none() && keys.is_none() {
+        return Ok(());
+    }
+    let bad = |name: &str, e: serde_json::Error| format!("{}: {e}", dir.join(name).display());
+    let genesis = genesis
+        .map(|text| {
+            let g: Genesis = serde_json::from_str(&text).map_err(|e| bad(genesis_file, e))?;
+            serde_json::to_string(&g).map_err(|e| e.to_string())
+        })
+        .transpose()?;
+    let keys = match keys {
+        Some(text) => {
+            let list: Vec<KeyRecord> =
+                serde_json::from_str(&text).map_err(|e| bad(keys_file, e))?;
+            list.iter()
+                .map(|k| {
+                    Ok((
+                        k.id.clone(),
+                        serde_json::to_string(k).map_err(|e| e.to_string())?,
+                    ))
+                })
+                .collect::<StoreResult<Vec<_>>>()?
+        }
+        None => Vec::new(),
+    };
+    db.import_genesis_and_keys(genesis.as_deref(), &keys, wall_ms())
+        .map_err(|e| {
+            format!(
+                "{}: importing {genesis_file} and {keys_file}: {e}",
+                dir.display()
+            )
+        })?;
+    for name in IMPORTED_FILES {
+        let path = dir.join(name);
+        if path.exists() {
+            let done = dir.join(format!("{name}.imported"));
+            std::fs::rename(&path, &done).map_err(|e| io(&path, e))?;
+        }
+    }
+    Ok(())
 }
 
 impl Store for SqliteStore {
@@ -679,10 +488,18 @@ impl Store for SqliteStore {
         true
     }
     fn genesis(&mut self) -> StoreResult<Option<Genesis>> {
-        read_genesis(&self.dir)
+        let Some(text) = self.db.genesis().map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| format!("stored genesis: {e}"))
     }
     fn init(&mut self, genesis: &Genesis) -> StoreResult<()> {
-        write_genesis(&self.dir, genesis)
+        let text = serde_json::to_string(genesis).map_err(|e| e.to_string())?;
+        self.db
+            .set_genesis(&text, wall_ms())
+            .map_err(|e| e.to_string())
     }
     fn commit(&mut self, events: &[LoggedEvent], audit: &[AuditEntry]) -> StoreResult<()> {
         if events.is_empty() && audit.is_empty() {
@@ -826,10 +643,19 @@ impl Store for SqliteStore {
         Ok(out)
     }
     fn keys(&mut self) -> StoreResult<Vec<KeyRecord>> {
-        read_keys(&self.dir)
+        let records = self.db.api_keys().map_err(|e| e.to_string())?;
+        records
+            .iter()
+            .map(|text| serde_json::from_str(text).map_err(|e| format!("stored API key: {e}")))
+            .collect()
     }
+    /// The record replaces the stored one of its id in one committed transaction: a
+    /// revocation is durable when this returns.
     fn put_key(&mut self, key: &KeyRecord) -> StoreResult<()> {
-        put_key_file(&self.dir, key)
+        let text = serde_json::to_string(key).map_err(|e| e.to_string())?;
+        self.db
+            .put_api_key(&key.id, &text, wall_ms())
+            .map_err(|e| e.to_string())
     }
     fn governance(&mut self) -> StoreResult<Option<Governance>> {
         match self.db.load_governance().map_err(|e| e.to_string())? {
@@ -912,21 +738,7 @@ fn logged_of(e: pmargin_store::StoredEvent) -> LoggedEvent {
         record,
     }
 }
-
-/// Which durable store a data directory uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StoreKind {
-    /// pmargin-store's SQLite database (the default).
-    #[default]
-    Sqlite,
-    /// JSON-lines files (the earlier store).
-    Files,
-}
-
 /// Opens the store of a data directory.
-pub fn open_dir(dir: &Path, kind: StoreKind) -> StoreResult<Box<dyn Store>> {
-    Ok(match kind {
-        StoreKind::Sqlite => Box::new(SqliteStore::open(dir)?),
-        StoreKind::Files => Box::new(FileStore::open(dir)?),
-    })
+pub fn open_dir(dir: &Path) -> StoreResult<Box<dyn Store>> {
+    Ok(Box::new(SqliteStore::open(dir)?))
 }

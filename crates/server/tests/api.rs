@@ -32,7 +32,7 @@ async fn every_refusal_is_a_clean_json_error() {
         (c.post(url(&r, "/v1/keys")).bearer_auth(&reader).json(&json!({"role":"admin"})), 403, "read_only makes keys"),
         (c.get(url(&r, "/metrics")).bearer_auth(&trader), 403, "trader metrics"),
         (c.get(url(&r, "/v1/audit")).bearer_auth(&reader), 403, "read_only audit"),
-        (c.post(url(&r, "/v1/events")).bearer_auth(ADMIN).json(&json!({"type":"activate_params","params":{}})), 403, "params outside governance"),
+        (c.post(url(&r, "/v1/events")).bearer_auth(ADMIN).json(&json!({"type":"activate_params","params":{"version":99,"underlyings":{"BTC":{"price_scan_range":0.1,"vol_scan_up":0.1,"vol_scan_down":0.1,"standard_im_rate":0.1,"standard_mm_rate":0.05}},"collateral":{"USDC":{"haircut":0.0}}}})), 403, "params outside governance"),
         (c.get(url(&r, "/v1/accounts/nobody")).bearer_auth(ADMIN), 404, "unknown account"),
         (c.get(url(&r, "/v1/nothing")).bearer_auth(ADMIN), 404, "unknown endpoint"),
         (c.get(url(&r, "/v1/accounts?status=sleepy")).bearer_auth(ADMIN), 400, "bad status"),
@@ -40,7 +40,11 @@ async fn every_refusal_is_a_clean_json_error() {
     let snapshot = || async {
         let (_, a) = send(c.get(url(&r, "/v1/accounts/vol-desk")).bearer_auth(ADMIN)).await;
         let (_, b) = send(c.get(url(&r, "/v1/accounts/basis-fund")).bearer_auth(ADMIN)).await;
-        (a["sequence"].clone(), a["account"].clone(), b["account"].clone())
+        (
+            a["sequence"].clone(),
+            a["account"].clone(),
+            b["account"].clone(),
+        )
     };
     let before = snapshot().await;
     assert!(before.0.is_u64() && before.1.is_object(), "{before:?}");

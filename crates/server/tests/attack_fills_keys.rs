@@ -650,7 +650,8 @@ async fn generated_admin_key_goes_to_a_0600_file_and_key_files_are_0600() {
     assert_eq!(Some(&key), r.new_admin_key.as_ref());
     let (s, _) = send(client().get(url(&r, "/v1/accounts")).bearer_auth(&key)).await;
     assert_eq!(s, 200);
-    // A new key rewrites keys.json: still 0600, as the HMAC secret.
+    // A new key is stored in the database, which is 0600 as the HMAC secret (its WAL too);
+    // no key file is written beside it.
     let (s, _) = send(
         client()
             .post(url(&r, "/v1/keys"))
@@ -659,7 +660,13 @@ async fn generated_admin_key_goes_to_a_0600_file_and_key_files_are_0600() {
     )
     .await;
     assert_eq!(s, 201);
-    assert_eq!(mode(&dir.join("keys.json")), 0o600);
+    let db = dir.join(pmargin_store::DB_FILE);
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(
+        mode(&dir.join(format!("{}-wal", pmargin_store::DB_FILE))),
+        0o600
+    );
+    assert!(!dir.join("keys.json").exists());
     assert_eq!(mode(&dir.join("key_secret")), 0o600);
     r.stop().await.unwrap();
     // A second start makes no new key and leaves the file as it was.
@@ -684,8 +691,16 @@ async fn stored_key_hash_is_keyed_not_the_sha256_of_the_key() {
     let (s, b) = make_key(&r, json!({"role":"read_only"})).await;
     assert_eq!(s, 201, "{b}");
     let (id, key) = (b["id"].as_str().unwrap(), b["key"].as_str().unwrap());
-    let keys: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("keys.json")).unwrap()).unwrap();
+    let records = pmargin_store::Store::open(&dir)
+        .unwrap()
+        .api_keys()
+        .unwrap();
+    let keys = Value::Array(
+        records
+            .iter()
+            .map(|r| serde_json::from_str(r).unwrap())
+            .collect(),
+    );
     let record = keys
         .as_array()
         .unwrap()
@@ -710,5 +725,22 @@ async fn stored_key_hash_is_keyed_not_the_sha256_of_the_key() {
     mac.update(key.as_bytes());
     assert_eq!(stored, hex::encode(mac.finalize().into_bytes()));
     r.stop().await.unwrap();
+    // Neither the key nor the secret is anywhere in the database's files: a copy of the
+    // database alone does not let anyone test guesses.
+    let secret_hex = hex::encode(&secret);
+    for name in std::fs::read_dir(&dir).unwrap() {
+        let path = name.unwrap().path();
+        if !path.to_string_lossy().contains(pmargin_store::DB_FILE) {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(key), "{}: holds the key", path.display());
+        assert!(
+            !text.contains(&secret_hex),
+            "{}: holds the secret",
+            path.display()
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

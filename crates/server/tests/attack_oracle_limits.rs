@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use pmargin_server::demo::demo_genesis;
 use pmargin_server::limits::Limits;
 use pmargin_server::store::{
-    open_dir, AuditEntry, EventRecord, Genesis, LoggedEvent, Store, StoreKind, StoreResult,
+    open_dir, AuditEntry, EventRecord, Genesis, LoggedEvent, Store, StoreResult,
 };
 use pmargin_server::{start, start_with_store, Running, ServerConfig};
 use serde_json::{json, Value};
@@ -727,7 +727,7 @@ async fn failed_commit_makes_healthz_not_ready_and_refuses_writes_then_recovers(
     let dir = temp_dir("disk-full");
     let fail = Arc::new(AtomicBool::new(false));
     let store = FailingStore {
-        inner: open_dir(&dir, StoreKind::Sqlite).unwrap(),
+        inner: open_dir(&dir).unwrap(),
         fail: fail.clone(),
     };
     let mut cfg = config(demo_genesis(), Limits::default());
@@ -791,7 +791,7 @@ async fn failed_commit_makes_healthz_not_ready_and_refuses_writes_then_recovers(
     assert!(audit.to_string().contains("storage_recovered"), "{audit}");
     r.stop().await.unwrap();
     // The log holds exactly the acknowledged events.
-    let mut reopened = open_dir(&dir, StoreKind::Sqlite).unwrap();
+    let mut reopened = open_dir(&dir).unwrap();
     let deposits: Vec<f64> = reopened
         .events_from(1)
         .unwrap()

@@ -11,7 +11,7 @@ use gov_common::*;
 use pmargin_governance::{sign_emergency, Clock, Committee};
 use pmargin_server::demo::demo_genesis;
 use pmargin_server::{start, Running, ServerConfig};
-use serde_json::{json, Value};
+use serde_json::json;
 
 #[tokio::test]
 async fn refusals_are_clean_and_nothing_activates() {
@@ -288,85 +288,26 @@ async fn proposals_approvals_and_versions_survive_a_restart() {
     let b = get(&r, &format!("/v1/proposals/{id2}")).await;
     assert_eq!(b["approvals"].as_array().unwrap().len(), 2, "{b}");
     r.stop().await.unwrap();
-    // The versions and the audit trail are in the database.
+    // The versions and the proposals are in the database.
     let db = pmargin_store::Store::open(&dir).unwrap();
-    let versions: Vec<u64> = db
-        .param_versions()
-        .unwrap()
-        .iter()
-        .map(|v| v.version)
-        .collect();
+    let rows = db.load_governance().unwrap().unwrap();
+    let versions: Vec<u64> = rows.versions.iter().map(|v| v.version).collect();
     assert_eq!(versions, vec![version - 1, version]);
-    assert_eq!(db.proposals(Some("pending")).unwrap().len(), 2);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test]
-async fn an_old_governance_json_is_imported_once() {
-    let dir = temp_dir("import");
-    let clock = manual_clock();
-    // A data directory from an earlier build: no governance in the database, a file beside it.
-    let r = dir_server(&dir, None, &clock).await;
-    let active = get(&r, "/v1/params").await["params"].clone();
-    let p = next_params(&r).await;
-    r.stop().await.unwrap();
-    let parse = |v: &Value| {
-        let mut p = pmargin_core::Params::parse("p", &v.to_string()).unwrap();
-        p.source = String::new();
-        p
-    };
-    let now = clock.now_ms();
-    let mut g =
-        pmargin_governance::Governance::new(committee(60_000), parse(&active), now).unwrap();
-    g.set_deployment_id(DEPLOY, now);
-    let proposal = pmargin_governance::Proposal::new(
-        1,
-        parse(&p),
-        "from the file",
-        "admin",
-        now,
-        Some(g.active()),
-    )
-    .unwrap();
-    g.submit(proposal.clone(), now).unwrap();
-    g.approve(
-        1,
-        pmargin_governance::Approval::sign("m2", &member_key(2), DEPLOY, &proposal),
-        now,
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("governance.json"),
-        serde_json::to_string_pretty(&g).unwrap(),
-    )
-    .unwrap();
-
-    let r = dir_server(&dir, None, &clock).await;
-    let b = get(&r, "/v1/proposals/1").await;
-    assert_eq!(b["approvals"][0]["member"], "m2", "{b}");
-    assert_eq!(b["proposal"]["rationale"], "from the file", "{b}");
-    r.stop().await.unwrap();
-    assert!(!dir.join("governance.json").exists());
-    assert!(dir.join("governance.json.imported").exists());
-    // From the database from now on.
-    let r = dir_server(&dir, None, &clock).await;
-    assert_eq!(get(&r, "/v1/proposals/1").await, b);
-    r.stop().await.unwrap();
+    let pending = rows.proposals.iter().filter(|p| p.status == "pending");
+    assert_eq!(pending.count(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn an_activation_in_the_log_without_its_governance_write_is_recovered() {
-    // The file store keeps the governance state in governance.json, which lets this test put
-    // back the state from before the activation: as if the service died between the
-    // activation event (durable) and the governance write.
+    // The governance tables are copied aside before the activation and put back after it: as
+    // if the service died between the activation event (durable) and the governance write.
     let dir = temp_dir("recovered");
     let clock = manual_clock();
     let server = |committee: Option<Committee>| {
         let mut cfg = ServerConfig::new("127.0.0.1:0", Some(dir.clone()), demo_genesis());
         cfg.admin_key = Some(ADMIN.into());
         cfg.committee = committee;
-        cfg.store_kind = pmargin_server::store::StoreKind::Files;
         cfg.deployment_id = Some(DEPLOY.into());
         cfg.governance_clock = clock.clone();
         start(cfg)
@@ -378,7 +319,21 @@ async fn an_activation_in_the_log_without_its_governance_write_is_recovered() {
     for m in [1, 3] {
         assert_eq!(approve(&r, id, m, &hash).await.0, 200);
     }
-    let before = std::fs::read(dir.join("governance.json")).unwrap();
+    const TABLES: [&str; 4] = [
+        "governance",
+        "proposals",
+        "proposal_approvals",
+        "param_versions",
+    ];
+    let saved = dir.join("saved-governance.db");
+    let db = rusqlite::Connection::open(dir.join(pmargin_store::DB_FILE)).unwrap();
+    db.execute("ATTACH ?1 AS saved", [saved.to_str().unwrap()])
+        .unwrap();
+    for t in TABLES {
+        db.execute_batch(&format!("CREATE TABLE saved.{t} AS SELECT * FROM main.{t}"))
+            .unwrap();
+    }
+    drop(db);
     clock.advance(HOUR);
     let (s, b) = send(
         reqwest::Client::new()
@@ -388,7 +343,26 @@ async fn an_activation_in_the_log_without_its_governance_write_is_recovered() {
     .await;
     assert_eq!(s, 200, "{b}");
     r.stop().await.unwrap();
-    std::fs::write(dir.join("governance.json"), before).unwrap();
+    let db = rusqlite::Connection::open(dir.join(pmargin_store::DB_FILE)).unwrap();
+    db.execute("ATTACH ?1 AS saved", [saved.to_str().unwrap()])
+        .unwrap();
+    let versions = |db: &rusqlite::Connection| -> i64 {
+        db.query_row("SELECT MAX(version) FROM main.param_versions", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(versions(&db), version as i64, "the activation was stored");
+    // Children before parents out, parents before children in (foreign keys).
+    for t in TABLES.iter().rev() {
+        db.execute_batch(&format!("DELETE FROM main.{t}")).unwrap();
+    }
+    for t in TABLES {
+        db.execute_batch(&format!("INSERT INTO main.{t} SELECT * FROM saved.{t}"))
+            .unwrap();
+    }
+    assert_eq!(versions(&db), version as i64 - 1, "put back as before");
+    drop(db);
 
     let r = server(None).await.unwrap();
     assert_eq!(

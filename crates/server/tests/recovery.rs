@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use pmargin_server::demo::demo_genesis;
 use pmargin_server::settlement::SettlementConfig;
 use pmargin_server::state::genesis_engine;
-use pmargin_server::store::{LoggedEvent, SqliteStore, Store, StoreKind};
+use pmargin_server::store::{LoggedEvent, SqliteStore, Store};
 use pmargin_server::{start, Running, ServerConfig};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -351,9 +351,9 @@ async fn a_restart_from_a_snapshot_answers_streams_and_signs_as_an_uninterrupted
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A data directory as the previous build left it, with the store of `kind`: the log of
-/// `reference` without the records (as that build wrote it: no outputs either).
-fn write_old_dir(dir: &Path, kind: StoreKind, reference: &Running) {
+/// A data directory as a build before records left it: schema v3, the log of `reference`
+/// without the records (no outputs either), the genesis in `genesis.json`.
+fn write_old_dir(dir: &Path, reference: &Running) {
     let log: Vec<LoggedEvent> = reference
         .state
         .store
@@ -370,43 +370,31 @@ fn write_old_dir(dir: &Path, kind: StoreKind, reference: &Running) {
         serde_json::to_string_pretty(&demo_genesis()).unwrap(),
     )
     .unwrap();
-    match kind {
-        StoreKind::Sqlite => {
-            // Schema v3, the previous build's: no record columns.
-            let conn = rusqlite::Connection::open(dir.join(pmargin_store::DB_FILE)).unwrap();
-            conn.execute_batch("PRAGMA journal_mode=WAL").unwrap();
-            for m in &pmargin_store::MIGRATIONS[..3] {
-                conn.execute_batch(m).unwrap();
-            }
-            conn.execute_batch("PRAGMA user_version = 3").unwrap();
-            for e in log {
-                conn.execute(
-                    "INSERT INTO events (seq, ts_ms, idempotency_key, key_id, event, outputs) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
-                    rusqlite::params![
-                        e.seq as i64,
-                        e.ts_ms,
-                        e.idempotency_key,
-                        e.key_id,
-                        serde_json::to_string(&e.event).unwrap()
-                    ],
-                )
-                .unwrap();
-            }
-        }
-        StoreKind::Files => {
-            let lines: String = log
-                .iter()
-                .map(|e| format!("{}\n", serde_json::to_string(e).unwrap()))
-                .collect();
-            assert!(!lines.contains("record"));
-            std::fs::write(dir.join("events.jsonl"), lines).unwrap();
-        }
+    // Schema v3: no record columns.
+    let conn = rusqlite::Connection::open(dir.join(pmargin_store::DB_FILE)).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL").unwrap();
+    for m in &pmargin_store::MIGRATIONS[..3] {
+        conn.execute_batch(m).unwrap();
+    }
+    conn.execute_batch("PRAGMA user_version = 3").unwrap();
+    for e in log {
+        conn.execute(
+            "INSERT INTO events (seq, ts_ms, idempotency_key, key_id, event, outputs) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
+            rusqlite::params![
+                e.seq as i64,
+                e.ts_ms,
+                e.idempotency_key,
+                e.key_id,
+                serde_json::to_string(&e.event).unwrap()
+            ],
+        )
+        .unwrap();
     }
 }
 
 /// A log written before events carried their records starts (replaying from genesis), gains
-/// the records, and then answers, streams and signs as the uninterrupted reference; with the
-/// SQLite store the next start goes on from a snapshot.
+/// the records, and then answers, streams and signs as the uninterrupted reference; the next
+/// start goes on from a snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_log_without_records_starts_and_is_upgraded() {
     const N: usize = 36;
@@ -417,88 +405,156 @@ async fn an_old_log_without_records_starts_and_is_upgraded() {
     }
     let ref_stream = stream_from(&reference, 1).await;
     let ref_liquidations = get(&reference, "/v1/liquidations").await;
-    let mut old_dirs = Vec::new();
-    for kind in [StoreKind::Sqlite, StoreKind::Files] {
-        let dir = temp_dir(&format!("old-{kind:?}"));
-        write_old_dir(&dir, kind, &reference);
-        old_dirs.push((kind, dir));
-    }
+    let dir = temp_dir("old");
+    write_old_dir(&dir, &reference);
     let n = logged_count(&answers);
     // One more request, to be applied after the upgrade.
     answers.push(post(&reference, N).await);
     assert_eq!(answers[N].0, 200, "{:?}", answers[N]);
-    for (kind, dir) in old_dirs {
-        let open = |ring| {
-            let mut cfg = config(Some(&dir), ring, 10);
-            cfg.store_kind = kind;
-            start(cfg)
-        };
-        let a = open(4).await.unwrap();
-        assert_eq!(
-            (a.snapshot_seq, a.replayed_events, a.recovered_events),
-            (None, n, n),
-            "{kind:?}"
-        );
-        // The records are stored now.
-        let mut store = pmargin_server::store::open_dir(&dir, kind).unwrap();
-        assert_eq!(store.first_unrecorded().unwrap(), None, "{kind:?}");
-        assert!(store
-            .events_from(0)
-            .unwrap()
-            .iter()
-            .all(|e| e.record.is_some()));
-        drop(store);
-        if kind == StoreKind::Sqlite {
-            let db = pmargin_store::Store::open(&dir).unwrap();
-            assert_eq!(db.schema_version().unwrap(), pmargin_store::SCHEMA_VERSION);
+    let open = |ring| start(config(Some(&dir), ring, 10));
+    let a = open(4).await.unwrap();
+    assert_eq!(
+        (a.snapshot_seq, a.replayed_events, a.recovered_events),
+        (None, n, n)
+    );
+    // The records are stored now.
+    let mut store = pmargin_server::store::open_dir(&dir).unwrap();
+    assert_eq!(store.first_unrecorded().unwrap(), None);
+    assert!(store
+        .events_from(0)
+        .unwrap()
+        .iter()
+        .all(|e| e.record.is_some()));
+    drop(store);
+    let db = pmargin_store::Store::open(&dir).unwrap();
+    assert_eq!(db.schema_version().unwrap(), pmargin_store::SCHEMA_VERSION);
+    // The genesis file was imported.
+    assert!(db.genesis().unwrap().is_some());
+    assert!(!dir.join("genesis.json").exists());
+    assert!(dir.join("genesis.json.imported").exists());
+    drop(db);
+    for i in [0, 4, 5, N - 1] {
+        if answers[i].0 != 200 {
+            continue;
         }
-        for i in [0, 4, 5, N - 1] {
-            if answers[i].0 != 200 {
-                continue;
-            }
-            let (status, replayed, body) = post(&a, i).await;
-            assert!(replayed, "{kind:?}: request {i} applied again");
-            assert_eq!(
-                (status, body),
-                (answers[i].0, answers[i].2.clone()),
-                "{kind:?}: {i}"
-            );
-        }
-        assert_eq!(stream_from(&a, 1).await, ref_stream, "{kind:?}");
-        assert_eq!(
-            get(&a, "/v1/liquidations").await,
-            ref_liquidations,
-            "{kind:?}"
-        );
-        // The upgraded log takes new events.
-        assert_eq!(post(&a, N).await, answers[N], "{kind:?}: a new event");
-        if kind == StoreKind::Sqlite {
-            // The long replay was worth a snapshot at once.
-            assert_eq!(wait_for_snapshot(&a, n as u64).await, n as u64);
-        }
-        abandon(a);
-        let b = open(100_000).await.unwrap();
-        let expected = match kind {
-            StoreKind::Sqlite => (Some(n as u64), 1, n + 1),
-            StoreKind::Files => (None, n + 1, n + 1),
-        };
-        assert_eq!(
-            (b.snapshot_seq, b.replayed_events, b.recovered_events),
-            expected,
-            "{kind:?}"
-        );
-        assert_eq!(
-            ring_from(&b, 1).await,
-            stream_from(&reference, 1).await,
-            "{kind:?}: the ring after the restart"
-        );
-        for i in [1, N] {
-            let (_, replayed, body) = post(&b, i).await;
-            assert!(replayed, "{kind:?}: request {i} applied again");
-            assert_eq!(body, answers[i].2, "{kind:?}: {i}");
-        }
-        b.stop().await.unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
+        let (status, replayed, body) = post(&a, i).await;
+        assert!(replayed, "request {i} applied again");
+        assert_eq!((status, body), (answers[i].0, answers[i].2.clone()), "{i}");
     }
+    assert_eq!(stream_from(&a, 1).await, ref_stream);
+    assert_eq!(get(&a, "/v1/liquidations").await, ref_liquidations);
+    // The upgraded log takes new events.
+    assert_eq!(post(&a, N).await, answers[N], "a new event");
+    // The long replay was worth a snapshot at once.
+    assert_eq!(wait_for_snapshot(&a, n as u64).await, n as u64);
+    abandon(a);
+    let b = open(100_000).await.unwrap();
+    assert_eq!(
+        (b.snapshot_seq, b.replayed_events, b.recovered_events),
+        (Some(n as u64), 1, n + 1)
+    );
+    assert_eq!(
+        ring_from(&b, 1).await,
+        stream_from(&reference, 1).await,
+        "the ring after the restart"
+    );
+    for i in [1, N] {
+        let (_, replayed, body) = post(&b, i).await;
+        assert!(replayed, "request {i} applied again");
+        assert_eq!(body, answers[i].2, "{i}");
+    }
+    b.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     reference.stop().await.unwrap();
+}
+
+/// A data directory of the build before keys and genesis moved into the database: both in
+/// `genesis.json` and `keys.json` beside it. The first start imports them and renames the
+/// files; a key made before works, a key revoked before stays revoked. Files put back (as
+/// after a crash between the import and the renames) change nothing: a stored record wins, so
+/// a revocation made after the import is not undone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previous_builds_genesis_and_key_files_are_imported_once() {
+    let dir = temp_dir("import");
+    let client = reqwest::Client::new();
+    let make_key = |r: &Running| {
+        client
+            .post(url(r, "/v1/keys"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"role": "read_only"}))
+    };
+    let revoke = |r: &Running, id: &str| {
+        client
+            .delete(url(r, &format!("/v1/keys/{id}")))
+            .bearer_auth(ADMIN)
+    };
+    let status_with = |r: &Running, key: &str| {
+        let req = client.get(url(r, "/v1/accounts")).bearer_auth(key);
+        async move { send(req).await.0 }
+    };
+    let a = start(config(Some(&dir), 100, 0)).await.unwrap();
+    assert_eq!(post(&a, 0).await.0, 200);
+    let (s, live) = send(make_key(&a)).await;
+    assert_eq!(s, 201, "{live}");
+    let (s, gone) = send(make_key(&a)).await;
+    assert_eq!(s, 201, "{gone}");
+    let (s, b) = send(revoke(&a, gone["id"].as_str().unwrap())).await;
+    assert_eq!(s, 200, "{b}");
+    let accounts = get(&a, "/v1/accounts").await;
+    a.stop().await.unwrap();
+
+    // The previous layout: the rows out of the database, into the files that build wrote.
+    let db_path = dir.join(pmargin_store::DB_FILE);
+    let conn = rusqlite::Connection::open(&db_path).unwrap();
+    let genesis: String = conn
+        .query_row("SELECT genesis FROM genesis", [], |r| r.get(0))
+        .unwrap();
+    let records: Vec<Value> = conn
+        .prepare("SELECT record FROM api_keys ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|t| serde_json::from_str(&t.unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "admin, live, gone");
+    conn.execute_batch("DELETE FROM genesis; DELETE FROM api_keys;")
+        .unwrap();
+    drop(conn);
+    let (genesis_file, keys_file) = (dir.join("genesis.json"), dir.join("keys.json"));
+    let imported = |p: &Path| PathBuf::from(format!("{}.imported", p.display()));
+    std::fs::write(&genesis_file, &genesis).unwrap();
+    std::fs::write(&keys_file, Value::Array(records).to_string()).unwrap();
+
+    let live_key = live["key"].as_str().unwrap();
+    let gone_key = gone["key"].as_str().unwrap();
+    let b = start(config(Some(&dir), 100, 0)).await.unwrap();
+    assert_eq!(get(&b, "/v1/accounts").await, accounts);
+    assert_eq!(status_with(&b, live_key).await, 200);
+    assert_eq!(status_with(&b, gone_key).await, 401, "a revoked key");
+    b.stop().await.unwrap();
+    assert!(!genesis_file.exists() && imported(&genesis_file).exists());
+    assert!(!keys_file.exists() && imported(&keys_file).exists());
+    let db = pmargin_store::Store::open(&dir).unwrap();
+    assert_eq!(db.genesis().unwrap(), Some(genesis));
+    assert_eq!(db.api_keys().unwrap().len(), 3);
+    drop(db);
+
+    // Revoked after the import; then the files are back, as if the renames had not happened.
+    let c = start(config(Some(&dir), 100, 0)).await.unwrap();
+    let (s, b) = send(revoke(&c, live["id"].as_str().unwrap())).await;
+    assert_eq!(s, 200, "{b}");
+    c.stop().await.unwrap();
+    std::fs::rename(imported(&genesis_file), &genesis_file).unwrap();
+    std::fs::rename(imported(&keys_file), &keys_file).unwrap();
+    let d = start(config(Some(&dir), 100, 0)).await.unwrap();
+    assert_eq!(
+        status_with(&d, live_key).await,
+        401,
+        "the revocation stands"
+    );
+    assert_eq!(status_with(&d, gone_key).await, 401);
+    assert_eq!(status_with(&d, ADMIN).await, 200);
+    d.stop().await.unwrap();
+    assert!(!keys_file.exists() && imported(&keys_file).exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -62,17 +62,10 @@ async fn margin_update_verifies_and_recovers_the_configured_signer() {
     r.stop().await.unwrap();
 }
 
-const LIQ_PARAMS: &str = r#"{"version": 1,
-  "underlyings": {"BTC": {"price_scan_range": 0.10, "vol_scan_up": 0.10, "vol_scan_down": 0.10,
-                          "standard_im_rate": 0.10, "standard_mm_rate": 0.05}},
-  "collateral": {"USDC": {"haircut": 0.0}}}"#;
-const LIQ_MARKET: &str = r#"{"as_of": "2026-11-24T08:00:00Z", "prices": {"BTC": 60000, "USDC": 1},
-  "vols": {"BTC": {"default": 0.6}}}"#;
-/// a: long 1 BTC at 60,000 with 7,000 USDC (liquidated below ~57,300); b: the short side.
-const LIQ_BOOK: &str = r#"{"accounts": [
-  {"id": "a", "balances": {"USDC": 7000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": 1, "entry_price": 60000}]},
-  {"id": "b", "balances": {"USDC": 100000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": -1, "entry_price": 60000}]},
-  {"id": "liquidator", "balances": {"USDC": 1000000}}]}"#;
+// a: long 1 BTC at 60,000 with 7,000 USDC (liquidated below ~57,300); b: the short side.
+use pmargin_core::testkit::{
+    ONE_BTC_BOOK as LIQ_BOOK, ONE_BTC_MARKET as LIQ_MARKET, ONE_BTC_PARAMS as LIQ_PARAMS,
+};
 
 async fn liq_server(dir: &std::path::Path, secret: [u8; 32]) -> pmargin_server::Running {
     let genesis = pmargin_server::store::Genesis {

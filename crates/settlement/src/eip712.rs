@@ -15,17 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use sha3::{Digest, Keccak256};
 
+pub use crate::keccak::{keccak256, Word};
 use crate::Error;
-
-/// A 32-byte word (hash or ABI-encoded atomic value).
-pub type Word = [u8; 32];
-
-/// Keccak-256 (the original Keccak padding used by Ethereum, not NIST SHA3-256).
-pub fn keccak256(data: impl AsRef<[u8]>) -> Word {
-    Keccak256::digest(data.as_ref()).into()
-}
 
 /// `uint256` word of an unsigned integer (big-endian, left-padded with zeros).
 pub fn word_uint(v: u128) -> Word {

@@ -6,7 +6,8 @@
 //!
 //! * [`fixed`]: amounts as integers with [`AMOUNT_DECIMALS`] = 6 decimals (rounding half away
 //!   from zero), signed ones encoded as `int256` two's complement;
-//! * [`eip712`]: Keccak-256, word encoding, a small generic struct encoder, the domain;
+//! * [`keccak`]: Keccak-256 and the 32-byte [`Word`];
+//! * [`eip712`]: word encoding, a small generic struct encoder, the domain;
 //! * [`messages`]: [`MarginUpdate`] and [`LiquidationInstruction`], with ids `keccak256(name)`;
 //! * [`signer`]: [`Signer`] (address, signing with `v` = 27/28 and low `s`), [`verify`],
 //!   [`NonceCounter`].
@@ -35,6 +36,7 @@
 
 pub mod eip712;
 pub mod fixed;
+pub mod keccak;
 pub mod messages;
 pub mod serde_hex;
 pub mod signer;
@@ -46,7 +48,7 @@ pub use fixed::{
 };
 pub use messages::{
     account_id, instrument_id, AccountStatus, LiquidationInstruction, MarginUpdate,
-    SettlementMessage, TypedMessage,
+    SettlementMessage, StatusCode, TypedMessage,
 };
 pub use serde_hex::{parse_address, parse_hex, to_checksum_address, to_hex};
 pub use signer::{

@@ -15,6 +15,7 @@ use crate::eip712::{
     DOMAIN_TYPE,
 };
 use crate::Error;
+use pmargin_core::Status;
 
 /// `bytes32` id of an account: `keccak256` of the UTF-8 bytes of its id string.
 pub fn account_id(id: &str) -> [u8; 32] {
@@ -26,36 +27,36 @@ pub fn instrument_id(name: &str) -> [u8; 32] {
     keccak256(name.as_bytes())
 }
 
-/// Account status as carried by [`MarginUpdate::status`] (`uint8`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum AccountStatus {
-    /// Equity at or above the initial requirement.
-    Healthy = 0,
-    /// Below initial, at or above maintenance: only risk-reducing trades.
-    Restricted = 1,
-    /// Below maintenance: to be liquidated.
-    Liquidatable = 2,
-    /// Equity negative: losses beyond the account's collateral.
-    Bankrupt = 3,
-}
+/// Account status: the core's [`Status`], carried by [`MarginUpdate::status`] as its
+/// [`StatusCode::code`].
+pub use pmargin_core::Status as AccountStatus;
 
-impl AccountStatus {
+/// The `uint8` encoding of an account status in a [`MarginUpdate`] (EIP-712 `uint8 status`):
+/// 0 healthy, 1 restricted, 2 liquidatable, 3 bankrupt. The codes are part of the signed
+/// message: they never change.
+pub trait StatusCode: Sized {
     /// The `uint8` code.
-    pub fn code(self) -> u8 {
-        self as u8
-    }
+    fn code(self) -> u8;
+    /// The status of a code; [`Error::InvalidStatus`] for any other.
+    fn from_code(code: u8) -> Result<Self, Error>;
 }
 
-impl TryFrom<u8> for AccountStatus {
-    type Error = Error;
+impl StatusCode for Status {
+    fn code(self) -> u8 {
+        match self {
+            Status::Healthy => 0,
+            Status::Restricted => 1,
+            Status::Liquidatable => 2,
+            Status::Bankrupt => 3,
+        }
+    }
 
-    fn try_from(code: u8) -> Result<Self, Error> {
+    fn from_code(code: u8) -> Result<Status, Error> {
         match code {
-            0 => Ok(Self::Healthy),
-            1 => Ok(Self::Restricted),
-            2 => Ok(Self::Liquidatable),
-            3 => Ok(Self::Bankrupt),
+            0 => Ok(Status::Healthy),
+            1 => Ok(Status::Restricted),
+            2 => Ok(Status::Liquidatable),
+            3 => Ok(Status::Bankrupt),
             _ => Err(Error::InvalidStatus(code)),
         }
     }
@@ -209,7 +210,7 @@ impl TypedMessage for MarginUpdate {
     }
 
     fn validate(&self) -> Result<(), Error> {
-        AccountStatus::try_from(self.status).map(|_| ())
+        Status::from_code(self.status).map(|_| ())
     }
 }
 
@@ -346,5 +347,29 @@ impl From<MarginUpdate> for SettlementMessage {
 impl From<LiquidationInstruction> for SettlementMessage {
     fn from(m: LiquidationInstruction) -> Self {
         Self::LiquidationInstruction(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The codes are signed into every margin update (and rebuilt by the on-chain verifier):
+    /// fixed by hand here, not by the order of the enum.
+    #[test]
+    fn status_codes_are_fixed_and_read_back() {
+        let table = [
+            (Status::Healthy, 0),
+            (Status::Restricted, 1),
+            (Status::Liquidatable, 2),
+            (Status::Bankrupt, 3),
+        ];
+        for (status, code) in table {
+            assert_eq!(status.code(), code);
+            assert_eq!(Status::from_code(code), Ok(status));
+        }
+        for code in 4..=u8::MAX {
+            assert_eq!(Status::from_code(code), Err(Error::InvalidStatus(code)));
+        }
     }
 }

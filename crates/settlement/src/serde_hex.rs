@@ -3,7 +3,7 @@
 
 use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
-use crate::eip712::keccak256;
+use crate::keccak::keccak256;
 use crate::Error;
 
 /// `0x` + lowercase hex.

@@ -400,10 +400,10 @@ fn invalid_inputs_are_refused() {
     zero.size = 0;
     assert!(signer.sign_liquidation(&domain(), &zero).is_err());
     assert_eq!(
-        AccountStatus::try_from(2).unwrap(),
+        AccountStatus::from_code(2).unwrap(),
         AccountStatus::Liquidatable
     );
-    assert_eq!(AccountStatus::try_from(9), Err(Error::InvalidStatus(9)));
+    assert_eq!(AccountStatus::from_code(9), Err(Error::InvalidStatus(9)));
     // A signed message whose status is out of range is refused on verification too.
     let signed = signer.sign_margin_update(&domain(), &update(2)).unwrap();
     let mut bad = signed.clone();

@@ -43,7 +43,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
 /// The bundled daily closes (date,BTC,ETH).
-pub const HISTORY_CSV: &str = include_str!("../../../data/history.csv");
+pub use pmargin_backtest::data::HISTORY_CSV;
 
 /// The closes the demo path runs through.
 pub const DEMO_DATES: [&str; 3] = ["2020-03-11", "2020-03-12", "2020-03-13"];

@@ -1,8 +1,8 @@
 //! The chart of a run, as SVG and PNG: three panels over the steps, (1) each underlying's price
 //! indexed to 100 at the first step, (2) cumulative liquidated notional and cumulative bad
 //! debt, (3) the insurance fund and the cumulative socialised loss. Text is drawn with the
-//! DejaVu Sans bundled in `crates/backtest/assets` (plotters' `ab_glyph`), so no system font
-//! is needed.
+//! DejaVu Sans bundled in `crates/backtest/assets` (plotters' `ab_glyph`, the one copy
+//! `pmargin_backtest::plot::FONT`), so no system font is needed.
 
 use crate::sim::SimReport;
 use plotters::coord::Shift;
@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-static FONT: &[u8] = include_bytes!("../../backtest/assets/DejaVuSans.ttf");
+use pmargin_backtest::plot::FONT;
 static REGISTER: Once = Once::new();
 
 fn register_font() {

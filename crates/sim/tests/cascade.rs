@@ -5,17 +5,10 @@ use pmargin_core::{Market, Params, Portfolio};
 use pmargin_engine::EngineConfig;
 use pmargin_sim::{build_engine, run, run_demo, DemoOptions, PricePath, SimReport};
 
-const PARAMS: &str = r#"{"version": 1,
-  "underlyings": {"BTC": {"price_scan_range": 0.10, "vol_scan_up": 0.10, "vol_scan_down": 0.10,
-                          "standard_im_rate": 0.10, "standard_mm_rate": 0.05}},
-  "collateral": {"USDC": {"haircut": 0.0}}}"#;
-const MARKET: &str = r#"{"as_of": "2026-11-24T08:00:00Z", "prices": {"BTC": 60000, "USDC": 1},
-  "vols": {"BTC": {"default": 0.6}}}"#;
-/// a: long 1 BTC at 60,000 with 7,000 USDC; b: the short side; the liquidator: 1,000,000 USDC.
-const PORTFOLIO: &str = r#"{"accounts": [
-  {"id": "a", "balances": {"USDC": 7000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": 1, "entry_price": 60000}]},
-  {"id": "b", "balances": {"USDC": 100000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": -1, "entry_price": 60000}]},
-  {"id": "liquidator", "balances": {"USDC": 1000000}}]}"#;
+// a: long 1 BTC at 60,000 with 7,000 USDC; b: the short side; the liquidator: 1,000,000 USDC.
+use pmargin_core::testkit::{
+    ONE_BTC_BOOK as PORTFOLIO, ONE_BTC_MARKET as MARKET, ONE_BTC_PARAMS as PARAMS,
+};
 
 fn hand(path: &str, impact: f64) -> SimReport {
     hand_book(PORTFOLIO, 1000.0, path, impact)

@@ -46,8 +46,9 @@ use crate::{Result, StatsError};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 /// Settings for [`calibrate_range`]. The default has all anti-procyclicality
-/// tools off, so each one is switched on deliberately.
-#[derive(Debug, Clone, PartialEq)]
+/// tools off, so each one is switched on deliberately. Serialised as is in a
+/// calibration's rationale (`settings`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CalibrationConfig {
     /// Share of moves the range must cover, per direction (e.g. 0.99).
     pub coverage: f64,

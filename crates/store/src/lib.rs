@@ -1,19 +1,26 @@
 //! # pmargin-store: durable storage of the risk service
 //!
 //! One SQLite database, `pmargin.db` in the data directory, in WAL mode with `synchronous=FULL`
-//! and foreign keys on. It holds:
+//! and foreign keys on, readable by its owner only (0600: it holds the API keys' hashes). It
+//! holds everything the service keeps:
 //!
+//! - `genesis`: the state the event log starts from (one JSON document, written once).
 //! - `events`: the event log. An event's sequence number is its position in the log (1, 2, ...);
 //!   [`Store::append_event`] returns only after the transaction holding it has committed, so an
 //!   event acknowledged to a client is durable. An idempotency key is unique: the same key again
-//!   returns the original sequence number and stores nothing.
-//!   Since schema v4 an event may carry what the service derived when it applied it (its
-//!   outputs, a [`Record`]), so answers, the stream and settlement after a restart need no
-//!   engine.
-//! - `snapshots`: the engine's [`State`] after some event, so recovery need not replay the whole
-//!   log ([`recover`]).
-//! - `param_versions`, `proposals`, `audit`, `api_keys`: for the service (governed parameters,
-//!   audit trail, API keys stored as hashes only).
+//!   returns the original sequence number and stores nothing. An event carries what the service
+//!   derived when it applied it (its outputs, a [`Record`]), so answers, the stream and
+//!   settlement after a restart need no engine.
+//! - `snapshots`: the engine's and the service's [`State`] after some event, so a restart need
+//!   not replay the whole log.
+//! - `governance`, `proposals`, `proposal_approvals`, `param_versions` (see [`GovernanceRows`]),
+//!   `audit` and `api_keys` (records holding keyed hashes only).
+//!
+//! Two files stay beside the database on purpose (the server writes them): `key_secret`, the
+//! HMAC key the API keys' hashes are made with, and `admin_key`, the admin key a first start
+//! made. Both are secrets an operator handles apart from the data: a copy of the database (a
+//! backup, a support bundle) must not carry the secret that makes its hashes testable, nor a
+//! working key.
 //!
 //! The schema is versioned with `PRAGMA user_version`; [`MIGRATIONS`] are applied in order, each
 //! in its own transaction, when the store opens.
@@ -25,7 +32,7 @@ pub use governance::{ApprovalRow, GovernanceChange, GovernanceRows, ProposalRow,
 
 pub use state::{ServiceState, State, STATE_FORMAT};
 
-use pmargin_engine::{Engine, Event, Output};
+use pmargin_engine::{Event, Output};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -89,6 +96,20 @@ pub const MIGRATIONS: &[&str] = &[
      CREATE INDEX events_stream_seq ON events(stream_seq);",
     // v5: when each proposal reached quorum, and the guardian's emergency episode.
     governance::MIGRATION_QUORUM_EMERGENCY,
+    // v6: the genesis and the API keys in the database (earlier builds kept them in
+    // `genesis.json` and `keys.json`). The v2 `api_keys` table, never written, is replaced by
+    // one holding the server's key records whole.
+    "DROP TABLE api_keys;
+     CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+     );
+     CREATE TABLE genesis (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        genesis TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this build writes.
@@ -192,23 +213,6 @@ pub struct StoredEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ParamVersion {
-    pub version: u64,
-    pub params: serde_json::Value,
-    pub activated_ms: i64,
-    pub proposal_id: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredProposal {
-    pub id: String,
-    pub proposal: serde_json::Value,
-    pub status: String,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub id: u64,
     pub ts_ms: i64,
@@ -217,20 +221,37 @@ pub struct AuditEntry {
     pub detail: serde_json::Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRecord {
-    pub id: String,
-    pub role: String,
-    /// The key's hash (the store never sees the key itself).
-    pub hash: Vec<u8>,
-    pub created_ms: i64,
-    pub revoked_ms: Option<i64>,
-}
-
 /// The store. Not `Sync`: a service shares it behind a mutex or owns it in one writer task.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+}
+
+/// Creates the database file readable and writable by its owner only, or narrows an existing
+/// one to that. SQLite gives its `-wal` and `-shm` files the database file's mode.
+fn owner_only(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::metadata(path) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600)
+                    .open(path)?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn seq_u64(v: i64) -> Result<u64> {
@@ -339,6 +360,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
+        owner_only(&path)?;
         let conn = Connection::open(&path)?;
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
@@ -741,128 +763,6 @@ impl Store {
         Ok(self.conn.execute("DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?1)", [keep])?)
     }
 
-    // ----- parameter versions -----
-
-    /// Records that a parameter set became active (from a proposal, or none for the genesis set
-    /// and the guardian's emergency path). Versions are unique.
-    pub fn add_param_version(
-        &mut self,
-        version: u64,
-        params: &impl Serialize,
-        activated_ms: i64,
-        proposal_id: Option<&str>,
-    ) -> Result<()> {
-        let json = serde_json::to_string(params)?;
-        self.conn.execute(
-            "INSERT INTO param_versions (version, params, activated_ms, proposal_id) VALUES (?1, ?2, ?3, ?4)",
-            params![seq_i64(version)?, json, activated_ms, proposal_id],
-        )?;
-        Ok(())
-    }
-
-    /// Every parameter version, oldest first.
-    pub fn param_versions(&self) -> Result<Vec<ParamVersion>> {
-        let mut stmt = self.conn.prepare("SELECT version, params, activated_ms, proposal_id FROM param_versions ORDER BY version")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get(2)?,
-                r.get(3)?,
-            ))
-        })?;
-        rows.map(|r| {
-            let (version, params, activated_ms, proposal_id) = r?;
-            Ok(ParamVersion {
-                version: seq_u64(version)?,
-                params: serde_json::from_str(&params)?,
-                activated_ms,
-                proposal_id,
-            })
-        })
-        .collect()
-    }
-
-    /// The highest parameter version.
-    pub fn latest_param_version(&self) -> Result<Option<ParamVersion>> {
-        Ok(self.param_versions()?.pop())
-    }
-
-    // ----- proposals -----
-
-    /// Stores a new proposal (its id must be new).
-    pub fn insert_proposal(
-        &mut self,
-        id: &str,
-        proposal: &impl Serialize,
-        status: &str,
-        ts_ms: i64,
-    ) -> Result<()> {
-        let json = serde_json::to_string(proposal)?;
-        self.conn.execute(
-            "INSERT INTO proposals (id, proposal, status, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?4)",
-            params![id, json, status, ts_ms],
-        )?;
-        Ok(())
-    }
-
-    /// Replaces a proposal's document and status (approvals added, activated, rejected...).
-    pub fn update_proposal(
-        &mut self,
-        id: &str,
-        proposal: &impl Serialize,
-        status: &str,
-        ts_ms: i64,
-    ) -> Result<()> {
-        let json = serde_json::to_string(proposal)?;
-        let n = self.conn.execute(
-            "UPDATE proposals SET proposal = ?2, status = ?3, updated_ms = ?4 WHERE id = ?1",
-            params![id, json, status, ts_ms],
-        )?;
-        if n == 0 {
-            return Err(StoreError::Invalid(format!("no proposal {id}")));
-        }
-        Ok(())
-    }
-
-    pub fn proposal(&self, id: &str) -> Result<Option<StoredProposal>> {
-        let mut rows = self.proposals_where("WHERE id = ?1", id)?;
-        Ok(rows.pop())
-    }
-
-    /// Proposals, oldest first, all or those with a status.
-    pub fn proposals(&self, status: Option<&str>) -> Result<Vec<StoredProposal>> {
-        match status {
-            Some(s) => self.proposals_where("WHERE status = ?1", s),
-            None => self.proposals_where("WHERE ?1 IS NOT NULL", ""),
-        }
-    }
-
-    fn proposals_where(&self, clause: &str, arg: &str) -> Result<Vec<StoredProposal>> {
-        let sql = format!("SELECT id, proposal, status, created_ms, updated_ms FROM proposals {clause} ORDER BY created_ms, id");
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map([arg], |r| {
-            Ok((
-                r.get(0)?,
-                r.get::<_, String>(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-            ))
-        })?;
-        rows.map(|r| {
-            let (id, proposal, status, created_ms, updated_ms) = r?;
-            Ok(StoredProposal {
-                id,
-                proposal: serde_json::from_str(&proposal)?,
-                status,
-                created_ms,
-                updated_ms,
-            })
-        })
-        .collect()
-    }
-
     // ----- audit trail -----
 
     /// Appends to the audit trail (durable on return); returns the entry's id.
@@ -906,92 +806,88 @@ impl Store {
         .collect()
     }
 
-    // ----- API keys -----
+    // ----- API keys and genesis -----
 
-    /// Stores a key's hash under its id (ids are unique).
-    pub fn insert_api_key(
-        &mut self,
-        id: &str,
-        role: &str,
-        hash: &[u8],
-        created_ms: i64,
-    ) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO api_keys (id, role, hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![id, role, hash, created_ms],
-        )?;
-        Ok(())
+    /// Stores an API key's record (a JSON document holding only the key's keyed hash, never
+    /// the key) under its id, replacing the record of the same id (a revocation); durable on
+    /// return.
+    pub fn put_api_key(&mut self, id: &str, record: &str, ts_ms: i64) -> Result<()> {
+        put_api_key(&self.conn, id, record, ts_ms)
     }
 
-    /// Marks a key revoked; false if there is no such live key.
-    pub fn revoke_api_key(&mut self, id: &str, ts_ms: i64) -> Result<bool> {
-        Ok(self.conn.execute(
-            "UPDATE api_keys SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
-            params![id, ts_ms],
-        )? == 1)
+    /// Every API key record (revoked ones included), by id.
+    pub fn api_keys(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT record FROM api_keys ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    pub fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+    /// The state the event log starts from (a JSON document), once stored.
+    pub fn genesis(&self) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT id, role, hash, created_ms, revoked_ms FROM api_keys WHERE id = ?1",
-                [id],
-                api_key_row,
-            )
+            .query_row("SELECT genesis FROM genesis WHERE id = 1", [], |r| r.get(0))
             .optional()?)
     }
 
-    /// Every key, revoked ones included, by id.
-    pub fn api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
-        let mut stmt = self
+    /// Stores the genesis document. It is written once: the event log's meaning depends on it,
+    /// so a second one is refused.
+    pub fn set_genesis(&mut self, genesis: &str, ts_ms: i64) -> Result<()> {
+        set_genesis(&self.conn, genesis, ts_ms)
+    }
+
+    /// Stores a genesis (if given and none is stored) and API key records (those whose id is
+    /// not stored yet) in one transaction: the one-time import of a data directory whose
+    /// earlier build kept them in files. A stored record is never replaced, so an import run
+    /// again cannot undo a revocation.
+    pub fn import_genesis_and_keys(
+        &mut self,
+        genesis: Option<&str>,
+        keys: &[(String, String)],
+        ts_ms: i64,
+    ) -> Result<()> {
+        let tx = self
             .conn
-            .prepare("SELECT id, role, hash, created_ms, revoked_ms FROM api_keys ORDER BY id")?;
-        let rows = stmt.query_map([], api_key_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(g) = genesis {
+            let stored: Option<String> = tx
+                .query_row("SELECT genesis FROM genesis WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            if stored.is_none() {
+                set_genesis(&tx, g, ts_ms)?;
+            }
+        }
+        for (id, record) in keys {
+            tx.execute(
+                "INSERT INTO api_keys (id, record, updated_ms) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO NOTHING",
+                params![id, record, ts_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 }
 
-fn api_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
-    Ok(ApiKeyRecord {
-        id: r.get(0)?,
-        role: r.get(1)?,
-        hash: r.get(2)?,
-        created_ms: r.get(3)?,
-        revoked_ms: r.get(4)?,
-    })
+fn put_api_key(conn: &Connection, id: &str, record: &str, ts_ms: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO api_keys (id, record, updated_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET record = excluded.record, updated_ms = excluded.updated_ms",
+        params![id, record, ts_ms],
+    )?;
+    Ok(())
 }
 
-// ----- recovery -----
-
-/// Rebuilds the engine as it was after the last stored event: the latest snapshot (if it can be
-/// restored; else `genesis()`) plus a replay of every later event. Returns the engine and the
-/// last event's sequence number.
-///
-/// A snapshot of an older format cannot be restored (see [`State`]); recovery then replays the
-/// whole log from genesis.
-pub fn recover(store: &Store, genesis: impl FnOnce() -> Engine) -> Result<(Engine, u64)> {
-    let (mut engine, from) = match store.latest_snapshot()? {
-        Some((seq, state)) if state.restorable() => (state.restore()?, seq),
-        _ => (genesis(), 0),
-    };
-    let mut last = from;
-    store.for_each_event_after(from, |e| {
-        engine.apply(&e.event);
-        last = e.seq;
-        Ok(())
-    })?;
-    Ok((engine, last))
-}
-
-/// The whole log replayed from `genesis()`, ignoring snapshots: what [`recover`] must equal.
-pub fn replay(store: &Store, genesis: impl FnOnce() -> Engine) -> Result<(Engine, u64)> {
-    let mut engine = genesis();
-    let mut last = 0;
-    store.for_each_event_after(0, |e| {
-        engine.apply(&e.event);
-        last = e.seq;
-        Ok(())
-    })?;
-    Ok((engine, last))
+fn set_genesis(conn: &Connection, genesis: &str, ts_ms: i64) -> Result<()> {
+    let n = conn.execute(
+        "INSERT INTO genesis (id, genesis, created_ms) VALUES (1, ?1, ?2) ON CONFLICT(id) DO NOTHING",
+        params![genesis, ts_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Invalid(
+            "the database already holds its genesis; it is written once".into(),
+        ));
+    }
+    Ok(())
 }

@@ -1,41 +1,30 @@
-//! The snapshot state: the engine as it was after a given event, so recovery replays only the
-//! events after it.
+//! The snapshot state: the engine and the service as they were after a given event, so a
+//! restart replays only the events after it.
 //!
-//! Format 2 carries the engine's own snapshot ([`EngineSnapshot`]): accounts, book order,
-//! market, parameters, insurance fund, suspended underlyings, bad debt, the oracle's quotes,
-//! index states and stable prices, and the engine's event counter. Restoring it and applying the
-//! later events gives the same state and outputs, byte for byte, as a replay from genesis.
+//! One format, [`STATE_FORMAT`]: the engine's own snapshot ([`EngineSnapshot`]: accounts, book
+//! order, market, parameters, insurance fund, suspended underlyings, bad debt, the oracle's
+//! quotes, index states and stable prices, the event counter) and what the service keeps beside
+//! it ([`ServiceState`]). Restoring it and applying the later events gives the same state and
+//! outputs, byte for byte, as a replay from genesis.
 //!
-//! Format 3 adds what the service keeps beside the engine ([`ServiceState`]: the next stream
-//! message number and its event counters), so the service too can start from the snapshot.
-//! A format-2 document (no service part) still restores the engine.
-//!
-//! Format 1 (written by earlier versions) kept only the engine's inputs and could not hold an
-//! oracle. Such a document still reads, as a state that is not [`State::restorable`]: recovery
-//! then replays the whole log, which is slower but exact.
+//! Formats 1 and 2 were written by development builds before 0.1.0 and are not read: no
+//! deployed data holds them. A snapshot that does not read or restore is no loss, only time:
+//! the service then replays the log from genesis, which is always exact.
 
 use crate::{Result, StoreError};
 use pmargin_engine::{Engine, EngineSnapshot};
 use serde::{Deserialize, Serialize};
 
-/// Version of the [`State`] document written now.
+/// Version of the [`State`] document (the number continues that of the development builds'
+/// formats, so their documents are told apart rather than misread).
 pub const STATE_FORMAT: u32 = 3;
 
-/// The formats whose engine state restores.
-const RESTORABLE: std::ops::RangeInclusive<u32> = 2..=STATE_FORMAT;
-
-/// A snapshot of the engine after some event (serde JSON in the `snapshots` table).
-///
-/// Unknown fields are ignored on purpose: a format-1 document then reads with `engine` absent,
-/// which marks it as not restorable rather than as a corrupt database.
+/// A snapshot after some event (serde JSON in the `snapshots` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct State {
     pub format: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine: Option<EngineSnapshot>,
-    /// The service's part (format 3 on; absent when the snapshot was taken without a service).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<ServiceState>,
+    pub engine: EngineSnapshot,
+    pub service: ServiceState,
 }
 
 /// What the risk service needs beside the engine to continue from a snapshot exactly as it
@@ -51,51 +40,23 @@ pub struct ServiceState {
 }
 
 impl State {
-    /// The engine's state now.
-    pub fn capture(engine: &Engine) -> State {
+    /// The engine's state now, with the service's part.
+    pub fn capture(engine: &Engine, service: ServiceState) -> State {
         State {
             format: STATE_FORMAT,
-            engine: Some(engine.snapshot()),
-            service: None,
+            engine: engine.snapshot(),
+            service,
         }
     }
 
-    /// The same state with the service's part.
-    pub fn with_service(mut self, service: ServiceState) -> State {
-        self.service = Some(service);
-        self
-    }
-
-    /// Whether [`State::restore`] gives back the engine (false for a format-1 document).
-    pub fn restorable(&self) -> bool {
-        RESTORABLE.contains(&self.format) && self.engine.is_some()
-    }
-
-    /// Re-creates the engine. Refused if the snapshot is not [`State::restorable`].
+    /// Re-creates the engine. Refused for a document of another format.
     pub fn restore(&self) -> Result<Engine> {
-        match &self.engine {
-            Some(snapshot) if self.restorable() => {
-                Engine::restore(snapshot.clone()).map_err(|e| StoreError::Engine(e.to_string()))
-            }
-            _ => Err(StoreError::NotRestorable(format!(
-                "snapshot format {} holds no engine state (formats {} to {} do)",
-                self.format,
-                RESTORABLE.start(),
-                RESTORABLE.end()
-            ))),
+        if self.format != STATE_FORMAT {
+            return Err(StoreError::NotRestorable(format!(
+                "snapshot format {} (this build reads format {STATE_FORMAT})",
+                self.format
+            )));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_format_1_document_reads_as_not_restorable() {
-        let old = r#"{"format":1,"engine_sequence":7,"config":{},"portfolio":{"source":"x","accounts":[]},"has_oracle":true}"#;
-        let state: State = serde_json::from_str(old).expect("old snapshot reads");
-        assert!(!state.restorable());
-        assert!(matches!(state.restore(), Err(StoreError::NotRestorable(_))));
+        Engine::restore(self.engine.clone()).map_err(|e| StoreError::Engine(e.to_string()))
     }
 }

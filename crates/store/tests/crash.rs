@@ -1,14 +1,19 @@
-//! Crash test: a child process (this test binary, switched by an environment variable) appends
-//! events in a loop, printing each acknowledged sequence number, and is killed with SIGKILL at a
-//! seeded random moment. The store must then reopen cleanly and hold a gap-free prefix of the
-//! event stream containing every acknowledged event; recovery must equal a fresh replay; a
-//! client retrying with its idempotency keys must get its events applied once. Repeated over
-//! one data directory, each child going on where the last one died.
+//! Crash test: a child process (this test binary, running this same test with an environment
+//! variable naming the data directory) appends events in a loop, printing each acknowledged
+//! sequence number, and is killed with SIGKILL at a seeded random moment. The store must then
+//! reopen cleanly and hold a gap-free prefix of the event stream containing every acknowledged
+//! event; recovery must equal a fresh replay; a client retrying with its idempotency keys must
+//! get its events applied once. Repeated over one data directory, each child going on where
+//! the last one died.
+//!
+//! There is one test: run without the variable it is the parent, with it the child, which never
+//! returns (it is killed, or exits non-zero on a failure, which the parent reports). So no run
+//! counts a test as passed without the parent's checks.
 
 mod common;
 
-use common::{assert_same, event, genesis, Rng, TempDir};
-use pmargin_store::{recover, replay, NewEvent, State, Store};
+use common::{assert_same, event, genesis, recover, replay, snapshot, Rng, TempDir};
+use pmargin_store::{NewEvent, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -16,27 +21,31 @@ use std::time::{Duration, Instant};
 
 const CHILD_DIR: &str = "PMARGIN_STORE_CRASH_CHILD_DIR";
 const SNAPSHOT_EVERY: u64 = 25;
+const TEST_NAME: &str = "sigkill_at_random_moments_loses_no_acknowledged_event";
 
 fn key(i: u64) -> String {
     format!("client-{i}")
 }
 
 /// The child: recover, then append the stream's next events until killed, acknowledging each
-/// (to stdout, flushed) only after `append` returned, i.e. after its commit. Ignored so that a
-/// normal run does not count it as a pass: the parent test runs it with `--ignored`.
-#[test]
-#[ignore = "the child process of sigkill_at_random_moments_loses_no_acknowledged_event, run by it"]
-fn crash_child() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else {
-        eprintln!("SKIPPED: crash_child runs only as the child of the SIGKILL test ({CHILD_DIR})");
-        return;
-    };
-    let mut store = Store::open(std::path::Path::new(&dir)).unwrap();
-    let (mut engine, last) = recover(&store, genesis).unwrap();
+/// (to stdout, flushed) only after `append` returned, i.e. after its commit. A failure exits at
+/// once with status 3; the parent checks the child was still running when it killed it.
+fn child(dir: &std::path::Path) -> ! {
+    let mut store = Store::open(dir).unwrap_or_else(|e| fail(format!("open: {e}")));
+    let (mut engine, last) =
+        recover(&store, genesis).unwrap_or_else(|e| fail(format!("recover: {e}")));
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "READY {last}").unwrap();
-    stdout.flush().unwrap();
-    for i in last + 1..last + 1_000_000 {
+    let mut say = |line: String| {
+        if writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            fail("stdout closed".into());
+        }
+    };
+    // (On a line of its own: the harness has printed "test ... " without a newline.)
+    say(format!("\nREADY {last}"));
+    for i in last + 1.. {
         let e = event(i);
         let out = engine.apply(&e);
         let k = key(i);
@@ -47,20 +56,29 @@ fn crash_child() {
                 outputs: Some(&out),
                 ..NewEvent::new(&e, i as i64)
             })
-            .unwrap();
-        assert!(a.seq == i && !a.duplicate);
-        writeln!(stdout, "ACK {}", a.seq).unwrap();
-        stdout.flush().unwrap();
+            .unwrap_or_else(|e| fail(format!("append {i}: {e}")));
+        if a.seq != i || a.duplicate {
+            fail(format!("event {i} stored as {a:?}"));
+        }
+        say(format!("ACK {}", a.seq));
         if i % SNAPSHOT_EVERY == 0 {
-            store.save_snapshot(i, &State::capture(&engine)).unwrap();
+            store
+                .save_snapshot(i, &snapshot(&engine))
+                .unwrap_or_else(|e| fail(format!("snapshot {i}: {e}")));
         }
     }
+    fail("the event stream ended".into())
+}
+
+fn fail(what: String) -> ! {
+    eprintln!("crash child: {what}");
+    std::process::exit(3)
 }
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_event() {
-    if std::env::var_os(CHILD_DIR).is_some() {
-        return;
+    if let Some(dir) = std::env::var_os(CHILD_DIR) {
+        child(std::path::Path::new(&dir));
     }
     let start = Instant::now();
     let tmp = TempDir::new("crash");
@@ -70,16 +88,10 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
     let mut max_acked = 0;
     for round in 0..12 {
         let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DIR, tmp.path())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -108,10 +120,22 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
             }
         }
         std::thread::sleep(delay);
+        // Still running: it did not fail (exit 3) nor stop on its own.
+        let early = child.try_wait().unwrap();
+        assert!(
+            early.is_none(),
+            "round {round}: the child exited by itself: {early:?}"
+        );
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
         reader.join().unwrap();
         lines.extend(rx.try_iter());
+        if round > 0 {
+            assert!(
+                lines.iter().any(|l| l.starts_with("READY ")),
+                "round {round}: the child ran (READY), got {lines:?}"
+            );
+        }
         let acked: Vec<u64> = lines
             .iter()
             .filter_map(|l| l.strip_prefix("ACK "))

@@ -1,14 +1,15 @@
-//! The store: durability across reopen, idempotency, migrations, the service's tables, and
-//! recovery (snapshot + replay) equal to a fresh replay of the whole log.
+//! The store: durability across reopen, idempotency, migrations, the service's tables (keys and
+//! genesis among them), and recovery (snapshot + replay) equal to a fresh replay of the whole
+//! log.
 
 mod common;
 
-use common::{assert_same, event, genesis, genesis_with, TempDir};
+use common::{assert_same, event, genesis, genesis_with, recover, replay, snapshot, TempDir};
 use pmargin_engine::oracle::OracleConfig;
 use pmargin_engine::{Event, Output};
 use pmargin_store::{
-    recover, replay, NewEvent, Record, ServiceState, State, Store, StoreError, DB_FILE, MIGRATIONS,
-    SCHEMA_VERSION, STATE_FORMAT,
+    NewEvent, Record, ServiceState, State, Store, StoreError, DB_FILE, MIGRATIONS, SCHEMA_VERSION,
+    STATE_FORMAT,
 };
 use rusqlite::Connection;
 use serde_json::json;
@@ -217,11 +218,23 @@ fn a_version_1_database_is_migrated_in_order_and_keeps_its_events() {
             .unwrap()
             .duplicate
     );
-    // The v2 tables are there.
+    // The later tables are there: the audit trail (v2), keys and genesis (v6).
     store
         .audit(8, Some("admin"), "migrated", &json!({"from": 1}))
         .unwrap();
     assert_eq!(store.audit_list(0, 10).unwrap().len(), 1);
+    store.put_api_key("admin", "{}", 8).unwrap();
+    store.set_genesis("{}", 8).unwrap();
+    // The v2 `api_keys` table (id, role, hash...), never written, was replaced.
+    let columns: Vec<String> = Connection::open(tmp.path().join(DB_FILE))
+        .unwrap()
+        .prepare("SELECT name FROM pragma_table_info('api_keys') ORDER BY cid")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(columns, vec!["id", "record", "updated_ms"]);
     drop(store);
     // Reopening at the current version applies nothing; a newer database is refused.
     assert_eq!(
@@ -239,80 +252,9 @@ fn a_version_1_database_is_migrated_in_order_and_keeps_its_events() {
 }
 
 #[test]
-fn params_proposals_audit_and_api_keys_are_stored() {
+fn audit_api_keys_and_genesis_are_stored() {
     let tmp = TempDir::new("service");
     let mut store = Store::open(tmp.path()).unwrap();
-    let e = genesis();
-    store.add_param_version(1, e.params(), 100, None).unwrap();
-    assert!(
-        store
-            .add_param_version(2, e.params(), 200, Some("no-such-proposal"))
-            .is_err(),
-        "foreign key on proposal_id"
-    );
-    store
-        .insert_proposal(
-            "p-1",
-            &json!({"rationale": "wider BTC scan", "params": {"version": 2}}),
-            "pending",
-            150,
-        )
-        .unwrap();
-    assert!(
-        store
-            .insert_proposal("p-1", &json!({}), "pending", 151)
-            .is_err(),
-        "ids are unique"
-    );
-    store
-        .update_proposal(
-            "p-1",
-            &json!({"rationale": "wider BTC scan", "approvals": ["m1", "m2"]}),
-            "activated",
-            199,
-        )
-        .unwrap();
-    assert!(store.update_proposal("p-9", &json!({}), "x", 1).is_err());
-    store
-        .add_param_version(2, &json!({"version": 2}), 200, Some("p-1"))
-        .unwrap();
-    assert!(
-        store
-            .add_param_version(2, &json!({"version": 2}), 201, None)
-            .is_err(),
-        "versions are unique"
-    );
-    store
-        .insert_proposal("p-2", &json!({"rationale": "x"}), "pending", 300)
-        .unwrap();
-    drop(store);
-
-    let mut store = Store::open(tmp.path()).unwrap();
-    let versions = store.param_versions().unwrap();
-    assert_eq!(
-        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    assert_eq!(versions[0].params["version"], json!(1));
-    let latest = store.latest_param_version().unwrap().unwrap();
-    assert_eq!(
-        (
-            latest.version,
-            latest.proposal_id.as_deref(),
-            latest.activated_ms
-        ),
-        (2, Some("p-1"), 200)
-    );
-    let p = store.proposal("p-1").unwrap().unwrap();
-    assert_eq!(
-        (p.status.as_str(), p.created_ms, p.updated_ms),
-        ("activated", 150, 199)
-    );
-    assert_eq!(p.proposal["approvals"], json!(["m1", "m2"]));
-    assert!(store.proposal("p-3").unwrap().is_none());
-    assert_eq!(store.proposals(None).unwrap().len(), 2);
-    assert_eq!(store.proposals(Some("pending")).unwrap()[0].id, "p-2");
-
     let a1 = store
         .audit(
             10,
@@ -331,28 +273,43 @@ fn params_proposals_audit_and_api_keys_are_stored() {
     assert_eq!(trail[0].key_id.as_deref(), Some("admin"));
     assert_eq!(store.audit_list(a1, 10).unwrap().len(), 1);
 
-    let hash = [7u8; 32];
-    store.insert_api_key("t1", "trader", &hash, 10).unwrap();
-    store
-        .insert_api_key("admin", "admin", &[1u8; 32], 5)
-        .unwrap();
-    assert!(store.insert_api_key("t1", "admin", &hash, 11).is_err());
-    assert!(store.revoke_api_key("t1", 20).unwrap());
-    assert!(!store.revoke_api_key("t1", 21).unwrap(), "already revoked");
-    let k = store.api_key("t1").unwrap().unwrap();
-    assert_eq!(
-        (k.role.as_str(), k.hash.as_slice(), k.revoked_ms),
-        ("trader", &hash[..], Some(20))
-    );
-    assert_eq!(
-        store
-            .api_keys()
-            .unwrap()
-            .iter()
-            .map(|k| k.id.as_str())
-            .collect::<Vec<_>>(),
-        vec!["admin", "t1"]
-    );
+    // Key records: stored whole by id; a second put of an id replaces it (a revocation).
+    let t1 = r#"{"id":"t1","role":"trader","hash":"aa"}"#;
+    let t1_revoked = r#"{"id":"t1","role":"trader","hash":"aa","revoked_ms":20}"#;
+    let admin = r#"{"id":"admin","role":"admin","hash":"bb"}"#;
+    store.put_api_key("t1", t1, 10).unwrap();
+    store.put_api_key("admin", admin, 5).unwrap();
+    store.put_api_key("t1", t1_revoked, 20).unwrap();
+    // The genesis is written once.
+    assert_eq!(store.genesis().unwrap(), None);
+    store.set_genesis(r#"{"g":1}"#, 1).unwrap();
+    assert!(matches!(
+        store.set_genesis(r#"{"g":2}"#, 2),
+        Err(StoreError::Invalid(_))
+    ));
+    drop(store);
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(store.api_keys().unwrap(), vec![admin, t1_revoked]);
+    assert_eq!(store.genesis().unwrap().as_deref(), Some(r#"{"g":1}"#));
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let tmp = TempDir::new("mode");
+    let mut store = Store::open(tmp.path()).unwrap();
+    store.put_api_key("k", "{}", 1).unwrap();
+    let db = tmp.path().join(DB_FILE);
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&tmp.path().join(format!("{DB_FILE}-wal"))), 0o600);
+    drop(store);
+    // A database an earlier build left readable by others is narrowed on open.
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(store.api_keys().unwrap(), vec!["{}"]);
 }
 
 /// Runs `n` events through a live engine and the store, with snapshots at `snapshots`; checks
@@ -383,8 +340,7 @@ fn recovery_matches_fresh_replay(n: u64, snapshots: &[u64]) {
             assert_eq!(a.seq, i);
         }
         if snapshots.contains(&i) {
-            let state = State::capture(&live);
-            assert!(state.restorable());
+            let state = snapshot(&live);
             // The state's JSON reads back to the same state.
             let json = serde_json::to_string(&state).unwrap();
             // (`Params::source` is not serialised: compare the documents.)
@@ -472,11 +428,11 @@ fn snapshots_are_pruned_and_cannot_be_ahead_of_the_log() {
         live.apply(&e);
         store.append_event(&e, None, None, 0).unwrap();
         if i % 5 == 0 {
-            store.save_snapshot(i, &State::capture(&live)).unwrap();
+            store.save_snapshot(i, &snapshot(&live)).unwrap();
         }
     }
     assert!(matches!(
-        store.save_snapshot(31, &State::capture(&live)),
+        store.save_snapshot(31, &snapshot(&live)),
         Err(StoreError::Invalid(_))
     ));
     assert_eq!(store.prune_snapshots(2).unwrap(), 4);
@@ -505,8 +461,7 @@ fn with_an_oracle_recovery_starts_from_the_snapshot_and_replays_the_rest() {
         live.apply(&e);
         store.append_event(&e, None, None, i as i64).unwrap();
         if i == 20 {
-            let state = State::capture(&live);
-            assert!(state.restorable());
+            let state = snapshot(&live);
             let json = serde_json::to_string(&state).unwrap();
             let back: State = serde_json::from_str(&json).unwrap();
             let restored = back.restore().unwrap();
@@ -590,8 +545,8 @@ fn a_version_3_database_with_events_gains_records_by_backfill() {
     // Backfill: events 1 and 3 make one stream message each, event 2 none.
     let fill = |account: &str| Output::MarginChange {
         account: account.into(),
-        from: "healthy".into(),
-        to: "restricted".into(),
+        from: pmargin_core::Status::Healthy,
+        to: pmargin_core::Status::Restricted,
         margin_balance: 0.1 + 0.2,
         initial_margin: 1.0 / 3.0,
         maintenance_margin: 2.0,
@@ -673,10 +628,10 @@ fn records_are_stored_with_their_event() {
     assert_eq!(store.first_unrecorded().unwrap(), Some(2));
 }
 
-/// Format 3 carries the service's part; a format-2 document (engine only, as the previous
-/// build wrote) still restores the same engine; an unknown newer format does not restore.
+/// One format: the engine and the service's part. A document of an earlier development format
+/// (no service part, or no engine) does not read; a newer format does not restore.
 #[test]
-fn state_formats_2_and_3_restore_and_only_3_has_the_service_part() {
+fn only_the_current_state_format_restores() {
     let mut live = genesis();
     for i in 1..=25 {
         live.apply(&event(i));
@@ -686,23 +641,22 @@ fn state_formats_2_and_3_restore_and_only_3_has_the_service_part() {
         events_applied: 20,
         events_rejected: 5,
     };
-    let current = State::capture(&live).with_service(service);
+    let current = State::capture(&live, service);
     assert_eq!(current.format, 3);
     let text = serde_json::to_string(&current).unwrap();
     let back: State = serde_json::from_str(&text).unwrap();
-    assert_eq!(back.service, Some(service));
+    assert_eq!(back.service, service);
     assert_same(&back.restore().unwrap(), &live, "format 3");
     let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
     old["format"] = 2.into();
     old.as_object_mut().unwrap().remove("service");
-    let old: State = serde_json::from_value(old).unwrap();
-    assert!(old.restorable() && old.service.is_none());
-    assert_same(&old.restore().unwrap(), &live, "format 2");
+    assert!(serde_json::from_value::<State>(old).is_err(), "format 2");
+    let first = r#"{"format":1,"engine_sequence":7,"config":{},"portfolio":{"source":"x","accounts":[]},"has_oracle":true}"#;
+    assert!(serde_json::from_str::<State>(first).is_err(), "format 1");
     let future = State {
         format: STATE_FORMAT + 1,
         ..back
     };
-    assert!(!future.restorable());
     assert!(matches!(
         future.restore(),
         Err(StoreError::NotRestorable(_))

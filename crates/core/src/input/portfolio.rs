@@ -66,6 +66,19 @@ pub fn valid_account_id(id: &str) -> bool {
 
 impl Portfolio {
     pub fn parse(file: &str, text: &str) -> Result<Portfolio> {
+        // A valid file is read straight from the text; only a refused one is read again as a
+        // JSON tree, for its error's path and account. (The tree of a large book costs many
+        // times the file in memory and time.)
+        let raw = match serde_json::from_str::<RawPortfolio>(text) {
+            Ok(raw) => raw,
+            Err(_) => Self::refused(file, text)?,
+        };
+        Self::validate(file, raw)
+    }
+
+    /// The raw portfolio, read through a JSON tree so that an error names its path and
+    /// account.
+    fn refused(file: &str, text: &str) -> Result<RawPortfolio> {
         let value = parse_json(file, text)?;
         // Serde errors know the path but not the account; look the id up in the raw document.
         let account_of = |path: &str| -> Option<String> {
@@ -82,61 +95,74 @@ impl Portfolio {
                 .as_str()
                 .map(str::to_string)
         };
-        let raw: RawPortfolio = match from_value(file, value.clone()) {
-            Ok(raw) => raw,
+        match from_value(file, value.clone()) {
+            Ok(raw) => Ok(raw),
             Err(mut err) => {
                 err.account = account_of(&err.path);
-                return Err(err);
+                Err(err)
             }
-        };
+        }
+    }
+
+    fn validate(file: &str, raw: RawPortfolio) -> Result<Portfolio> {
         let mut seen = BTreeSet::new();
         let mut accounts = Vec::with_capacity(raw.accounts.len());
         for (i, acc) in raw.accounts.into_iter().enumerate() {
-            let base = format!("accounts[{i}]");
+            // (Paths are only spelled out for an error: a large book has millions of fields.)
+            let base = || format!("accounts[{i}]");
             let err = |path: String, msg: String| {
                 InputError::new(file, path, msg).with_account(acc.id.clone())
             };
             if !valid_account_id(&acc.id) {
                 return Err(err(
-                    format!("{base}.id"),
+                    format!("{}.id", base()),
                     "an account id is 1 to 64 characters of A-Z a-z 0-9 _ . : -".into(),
                 ));
             }
             if !seen.insert(acc.id.clone()) {
                 return Err(err(
-                    format!("{base}.id"),
+                    format!("{}.id", base()),
                     format!("duplicate account id `{}`", acc.id),
                 ));
             }
             for (asset, amount) in &acc.balances {
-                check_finite(file, &key_path(&format!("{base}.balances"), asset), *amount)
+                if !amount.is_finite() {
+                    check_finite(
+                        file,
+                        &key_path(&format!("{}.balances", base()), asset),
+                        *amount,
+                    )
                     .map_err(|e| e.with_account(&acc.id))?;
+                }
             }
             let mut positions = Vec::with_capacity(acc.positions.len());
             for (j, p) in acc.positions.into_iter().enumerate() {
-                let path = format!("{base}.positions[{j}]");
+                let path = || format!("{}.positions[{j}]", base());
                 let instrument = Instrument::parse(&p.instrument)
-                    .map_err(|e| err(format!("{path}.instrument"), e))?;
-                check_finite(file, &format!("{path}.size"), p.size)
-                    .map_err(|e| e.with_account(&acc.id))?;
+                    .map_err(|e| err(format!("{}.instrument", path()), e))?;
+                if !p.size.is_finite() {
+                    check_finite(file, &format!("{}.size", path()), p.size)
+                        .map_err(|e| e.with_account(&acc.id))?;
+                }
                 match (instrument.is_option(), p.entry_price) {
                     (true, Some(_)) => {
                         return Err(err(
-                            format!("{path}.entry_price"),
+                            format!("{}.entry_price", path()),
                             "not allowed for options: the premium is already in the balances"
                                 .into(),
                         ))
                     }
                     (false, None) => {
                         return Err(err(
-                            format!("{path}.entry_price"),
+                            format!("{}.entry_price", path()),
                             format!("required for {}", instrument.name),
                         ))
                     }
-                    (false, Some(e)) => {
-                        check_number(file, &format!("{path}.entry_price"), e, 0.0, false)
+                    (false, Some(e)) if !(e.is_finite() && e >= 0.0) => {
+                        check_number(file, &format!("{}.entry_price", path()), e, 0.0, false)
                             .map_err(|e| e.with_account(&acc.id))?
                     }
+                    (false, Some(_)) => {}
                     (true, None) => {}
                 }
                 positions.push(Position {

@@ -4,6 +4,7 @@
 use pmargin_core::{Market, Params, Portfolio};
 use pmargin_engine::oracle::OracleConfig;
 use pmargin_engine::{Engine, EngineConfig, Event};
+use pmargin_store::{ServiceState, State, Store};
 use std::path::{Path, PathBuf};
 
 const PORTFOLIO: &str = include_str!("../../../../examples/portfolio.json");
@@ -156,7 +157,9 @@ pub fn event(i: u64) -> Event {
             params["version"] = serde_json::json!(i);
             params["underlyings"]["BTC"]["price_scan_range"] =
                 serde_json::json!(0.08 + 0.06 * r.unit());
-            Event::ActivateParams { params }
+            Event::ActivateParams {
+                params: Box::new(Params::parse("activate_params", &params.to_string()).unwrap()),
+            }
         }
         96 => Event::Settlement {
             instrument: s("ETH-27DEC26-3200-P"),
@@ -237,4 +240,50 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A snapshot of `engine` (the service's part is the service's business; here a placeholder).
+pub fn snapshot(engine: &Engine) -> State {
+    State::capture(
+        engine,
+        ServiceState {
+            stream_next: 1,
+            events_applied: engine.sequence(),
+            events_rejected: 0,
+        },
+    )
+}
+
+/// The engine after the last stored event, as the service rebuilds it at start: the latest
+/// snapshot restored (`genesis()` without one), then every later event applied.
+pub fn recover(
+    store: &Store,
+    genesis: impl FnOnce() -> Engine,
+) -> pmargin_store::Result<(Engine, u64)> {
+    let (mut engine, from) = match store.latest_snapshot()? {
+        Some((seq, state)) => (state.restore()?, seq),
+        None => (genesis(), 0),
+    };
+    let mut last = from;
+    store.for_each_event_after(from, |e| {
+        engine.apply(&e.event);
+        last = e.seq;
+        Ok(())
+    })?;
+    Ok((engine, last))
+}
+
+/// The whole log replayed from `genesis()`, ignoring snapshots: what [`recover`] must equal.
+pub fn replay(
+    store: &Store,
+    genesis: impl FnOnce() -> Engine,
+) -> pmargin_store::Result<(Engine, u64)> {
+    let mut engine = genesis();
+    let mut last = 0;
+    store.for_each_event_after(0, |e| {
+        engine.apply(&e.event);
+        last = e.seq;
+        Ok(())
+    })?;
+    Ok((engine, last))
 }

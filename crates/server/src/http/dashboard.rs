@@ -18,9 +18,12 @@
 //!   `Authorization` header: the key comes as the subprotocol `pmargin.key.<hex of the key>`
 //!   beside `pmargin.v1`, and the server answers with `pmargin.v1`.
 
-use crate::api::Shared;
 use crate::auth::{Caller, READERS, STAFF};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
+use crate::http::governance::proposal_id;
+use crate::http::stream::{session, stream_slot};
+use crate::http::Shared;
+use crate::service::committee;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::header::{
@@ -48,37 +51,37 @@ pub const ASSETS: &[Asset] = &[
     Asset {
         path: "/assets/index.html",
         content_type: "text/html; charset=utf-8",
-        body: include_str!("../assets/index.html"),
+        body: include_str!("../../assets/index.html"),
     },
     Asset {
         path: "/assets/app.css",
         content_type: "text/css; charset=utf-8",
-        body: include_str!("../assets/app.css"),
+        body: include_str!("../../assets/app.css"),
     },
     Asset {
         path: "/assets/app.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/app.js"),
+        body: include_str!("../../assets/app.js"),
     },
     Asset {
         path: "/assets/api.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/api.js"),
+        body: include_str!("../../assets/api.js"),
     },
     Asset {
         path: "/assets/charts.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/charts.js"),
+        body: include_str!("../../assets/charts.js"),
     },
     Asset {
         path: "/assets/table.js",
         content_type: "text/javascript; charset=utf-8",
-        body: include_str!("../assets/table.js"),
+        body: include_str!("../../assets/table.js"),
     },
     Asset {
         path: "/assets/favicon.svg",
         content_type: "image/svg+xml",
-        body: include_str!("../assets/favicon.svg"),
+        body: include_str!("../../assets/favicon.svg"),
     },
 ];
 
@@ -359,34 +362,17 @@ async fn impact(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(STAFF)?;
-    let id: u64 = id.parse().map_err(|_| {
-        ApiError::bad_request("proposal id must be a positive integer").with_field("id")
-    })?;
+    let id = proposal_id(&id)?;
     let proposed = {
         let guard = state.gov.state.lock().await;
-        let g = guard.as_ref().ok_or_else(|| {
-            ApiError::conflict("governance is not configured: no committee (committee.json)")
-        })?;
+        let g = guard.as_ref().ok_or_else(committee::disabled)?;
         g.proposal(id)
             .ok_or_else(|| ApiError::not_found(format!("no proposal {id}")))?
             .proposal
             .params
             .clone()
     };
-    let (sequence, portfolio, market, active) = {
-        let engine = state.engine();
-        (
-            engine.sequence(),
-            engine.portfolio(),
-            engine.market().clone(),
-            engine.params().clone(),
-        )
-    };
-    let report = crate::api::blocking(move || {
-        pmargin_governance::impact_report(&portfolio, &market, &active, &proposed)
-            .map_err(crate::governance::gov_error)
-    })
-    .await?;
+    let (sequence, report) = committee::impact(&state, proposed).await?;
     Ok(Json(
         json!({ "sequence": sequence, "proposal": id, "impact": report }),
     ))
@@ -444,7 +430,12 @@ async fn stream(
     let ws = WebSocketUpgrade::from_request_parts(&mut parts, &state)
         .await
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "not_websocket", e.body_text()))?;
+    // The dashboard's streams count among the key's, as `/v1/stream`'s do.
+    let slot = stream_slot(&state, &caller.key_id)?;
     Ok(ws
         .protocols([WS_PROTOCOL])
-        .on_upgrade(move |socket| crate::api::session(socket, state, caller, from)))
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            session(socket, state, caller, from).await
+        }))
 }

@@ -17,21 +17,14 @@
 //! Liquidation nonces are their own sequence, apart from the margin updates' (a contract keeps
 //! one last nonce per signer and message type). Signatures are deterministic (RFC 6979).
 
-use crate::api::Shared;
-use crate::auth::{Caller, READERS, STAFF};
-use crate::error::ApiError;
-use crate::state::{now_ms, AppState};
-use axum::extract::Query;
-use axum::extract::{Path, State};
-use axum::Json;
-use pmargin_engine::Output;
+use crate::error::ServiceError;
+use crate::store::Store;
+use pmargin_engine::{AccountRisk, Output};
 use pmargin_settlement::{
-    account_id, instrument_id, to_checksum_address, to_fixed, to_fixed_unsigned, Eip712Domain,
-    LiquidationInstruction, MarginUpdate, NonceCounter, SettlementMessage, SignedMessage, Signer,
+    account_id, instrument_id, to_fixed, to_fixed_unsigned, Eip712Domain, LiquidationInstruction,
+    MarginUpdate, NonceCounter, SettlementMessage, SignedMessage, Signer,
 };
 use serde::Serialize;
-use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Mutex;
 
@@ -214,12 +207,11 @@ impl Settlement {
     }
 
     /// Reads the records of the durable events not seen yet (blocking: the store).
-    fn catch_up(&self, state: &AppState) -> Result<u64, String> {
+    fn catch_up(&self, store: &Mutex<Box<dyn Store>>) -> Result<u64, String> {
         let mut log = self.liquidations.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             // Only the events with a fill are read (the store searches the rest).
-            let (page, through) = state
-                .store
+            let (page, through) = store
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .liquidation_events_page(log.last_seq + 1, CATCH_UP_PAGE)?;
@@ -258,11 +250,11 @@ impl Settlement {
     /// read, and whether more instructions follow the page.
     pub fn liquidations(
         &self,
-        state: &AppState,
+        store: &Mutex<Box<dyn Store>>,
         from: u64,
         limit: usize,
     ) -> Result<(Vec<SignedLiquidation>, u64, bool), String> {
-        let last = self.catch_up(state)?;
+        let last = self.catch_up(store)?;
         let log = self.liquidations.lock().unwrap_or_else(|p| p.into_inner());
         let start = log.items.partition_point(|l| l.event_seq < from);
         let rest = &log.items[start..];
@@ -276,113 +268,44 @@ impl Settlement {
         Ok((rest[..end].to_vec(), last, end < rest.len()))
     }
 
+    /// An account's figures `risk` (durable ones: a signed message is an on-chain claim) as a
+    /// `MarginUpdate` signed now, with the next margin-update nonce.
+    pub fn sign_margin_update(
+        &self,
+        account: &str,
+        risk: &AccountRisk,
+        params_version: u64,
+    ) -> Result<SignedMessage, ServiceError> {
+        let fixed = |e: pmargin_settlement::Error| ServiceError::unprocessable(e.to_string());
+        let status = match risk.status.as_str() {
+            "healthy" => 0,
+            "restricted" => 1,
+            "liquidatable" => 2,
+            _ => 3,
+        };
+        let mut update = MarginUpdate {
+            account: account_id(account),
+            equity: to_fixed(risk.equity).map_err(fixed)?,
+            margin_balance: to_fixed(risk.margin_balance).map_err(fixed)?,
+            initial_margin: to_fixed_unsigned(risk.initial_margin.max(0.0)).map_err(fixed)?,
+            maintenance_margin: to_fixed_unsigned(risk.maintenance_margin.max(0.0))
+                .map_err(fixed)?,
+            status,
+            params_version,
+            nonce: 0,
+            timestamp: u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0),
+        };
+        let mut signer = self.signer.lock().unwrap_or_else(|p| p.into_inner());
+        update.nonce = signer.next_nonce().map_err(fixed)?;
+        signer
+            .sign_margin_update(&self.domain, &update)
+            .map_err(|e| ServiceError::internal(e.to_string()))
+    }
+
     pub fn address(&self) -> [u8; 20] {
         self.signer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .address()
     }
-}
-
-/// `GET /v1/accounts/{id}/settlement`: the account's figures now, signed.
-pub async fn get_settlement(
-    caller: Caller,
-    State(state): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(READERS)?;
-    caller.require_account(&id)?;
-    let settlement = state
-        .settlement
-        .get()
-        .ok_or_else(|| ApiError::unavailable("no signing key is configured"))?;
-    // Signed figures are an on-chain claim: only those of durable events are signed.
-    let (sequence, risk, params_version) = state
-        .read_durable(Some(&id), |engine| {
-            let risk = engine
-                .risk(&id)
-                .ok_or_else(|| ApiError::not_found(format!("no account `{id}`")))?;
-            Ok((engine.sequence(), risk, engine.params().version))
-        })
-        .await?;
-    let fixed = |e: pmargin_settlement::Error| ApiError::unprocessable(e.to_string());
-    let status = match risk.status.as_str() {
-        "healthy" => 0,
-        "restricted" => 1,
-        "liquidatable" => 2,
-        _ => 3,
-    };
-    let mut update = MarginUpdate {
-        account: account_id(&id),
-        equity: to_fixed(risk.equity).map_err(fixed)?,
-        margin_balance: to_fixed(risk.margin_balance).map_err(fixed)?,
-        initial_margin: to_fixed_unsigned(risk.initial_margin.max(0.0)).map_err(fixed)?,
-        maintenance_margin: to_fixed_unsigned(risk.maintenance_margin.max(0.0)).map_err(fixed)?,
-        status,
-        params_version,
-        nonce: 0,
-        timestamp: u64::try_from(now_ms() / 1000).unwrap_or(0),
-    };
-    let signed = {
-        let mut signer = settlement.signer.lock().unwrap_or_else(|p| p.into_inner());
-        update.nonce = signer.next_nonce().map_err(fixed)?;
-        signer
-            .sign_margin_update(&settlement.domain, &update)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-    };
-    Ok(Json(json!({
-        "sequence": sequence,
-        "account": id,
-        "domain": settlement.domain,
-        "signer": to_checksum_address(&settlement.address()),
-        "signed": signed,
-    })))
-}
-
-/// Instructions returned at most per request.
-pub const MAX_LIQUIDATIONS: usize = 10_000;
-
-/// `GET /v1/liquidations?from=SEQ&limit=N`: the signed liquidation instructions of the fills
-/// produced by events `SEQ` (default 1) and later, in log order. `next` is the `from` of the
-/// following page.
-pub async fn get_liquidations(
-    caller: Caller,
-    State(state): State<Shared>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(STAFF)?;
-    let number = |name: &str, default: u64| match q.get(name) {
-        None => Ok(default),
-        Some(v) => v.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("{name} must be a non-negative integer")).with_field(name)
-        }),
-    };
-    let from = number("from", 1)?;
-    let limit = number("limit", 1000)?.clamp(1, MAX_LIQUIDATIONS as u64) as usize;
-    if state.settlement.get().is_none() {
-        return Err(ApiError::unavailable("no signing key is configured"));
-    }
-    let worker = state.clone();
-    let (items, last, more) = tokio::task::spawn_blocking(move || {
-        let settlement = worker.settlement.get().ok_or("no signing key")?;
-        settlement.liquidations(&worker, from, limit)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(ApiError::unavailable)?;
-    let settlement = state
-        .settlement
-        .get()
-        .ok_or_else(|| ApiError::unavailable("no signing key is configured"))?;
-    let next = match (more, items.last()) {
-        (true, Some(l)) => l.event_seq + 1,
-        _ => last.max(from.saturating_sub(1)) + 1,
-    };
-    Ok(Json(json!({
-        "domain": settlement.domain,
-        "signer": to_checksum_address(&settlement.address()),
-        "sequence": last,
-        "next": next,
-        "liquidations": items,
-    })))
 }
