@@ -78,24 +78,22 @@ pub fn router(state: Shared) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit_writes,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            time_out,
-        ))
+        // One layer for both bounds: each layer costs every request a boxed future.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), bound))
         .with_state(state)
 }
 
-/// Answers 503 to a request not answered within the configured timeout (a stream's upgrade is
-/// answered at once; the stream itself is not timed).
-async fn time_out(
+/// The per-request bounds: the write rate limit ([`rate_limited`]), then a 503 for a request
+/// not answered within the configured timeout (a stream's upgrade is answered at once; the
+/// stream itself is not timed).
+async fn bound(
     State(state): State<Shared>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if let Some(refused) = rate_limited(&state, &req) {
+        return refused;
+    }
     match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
@@ -115,17 +113,13 @@ async fn time_out(
 
 /// The per-key rate limit on writes (every method but GET, HEAD and OPTIONS, what-ifs
 /// excepted: those are reads, bounded by the heavy pool): a token bucket per bearer
-/// credential (hashed, so nothing secret is kept), 429 with `Retry-After` when it is empty.
-async fn limit_writes(
-    State(state): State<Shared>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> Response {
+/// credential (hashed, so nothing secret is kept): its 429 with `Retry-After` when it is empty.
+fn rate_limited(state: &Shared, req: &Request) -> Option<Response> {
     use axum::http::Method;
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || req.uri().path() == "/v1/what-if";
     if read {
-        return next.run(req).await;
+        return None;
     }
     let credential = req
         .headers()
@@ -136,7 +130,7 @@ async fn limit_writes(
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     match state.limiter.take(key) {
-        Ok(()) => next.run(req).await,
+        Ok(()) => None,
         Err(wait) => {
             state.metrics.refused("rate_limited");
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
@@ -152,7 +146,7 @@ async fn limit_writes(
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from(secs));
-            response
+            Some(response)
         }
     }
 }
