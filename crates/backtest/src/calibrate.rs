@@ -279,34 +279,46 @@ impl Proposal {
     /// (`<stem>.rationale.json`); refuses to write over `input` (the live set). Returns the
     /// two paths written.
     pub fn write(&self, out: &Path, input: Option<&Path>) -> Result<(PathBuf, PathBuf)> {
-        let rationale_path = rationale_path(out);
-        if let Some(input) = input {
-            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => a == b,
-            };
-            if same(out, input) || same(&rationale_path, input) {
-                return err(format!(
-                    "{}: --out is the input parameter set; a calibration only writes a proposal, \
-                     choose another file",
-                    out.display()
-                ));
-            }
-        }
-        let json = self.params.to_json_pretty();
-        // The proposal must read back as a valid parameter set.
-        Params::parse(&out.display().to_string(), &json)?;
-        let write = |p: &Path, text: String| {
-            std::fs::write(p, text + "\n")
-                .map_err(|e| Error(format!("{}: cannot write: {e}", p.display())))
-        };
-        write(out, json)?;
-        write(
-            &rationale_path,
-            serde_json::to_string_pretty(&self.rationale).unwrap_or_default(),
-        )?;
-        Ok((out.to_path_buf(), rationale_path))
+        write_proposal(&self.params, &self.rationale, out, input)
     }
+}
+
+/// Writes a proposed parameter set to `out` and its rationale beside it
+/// (`<stem>.rationale.json`); refuses to write over `input` (the live set). Returns the two
+/// paths written.
+pub(crate) fn write_proposal<R: serde::Serialize>(
+    params: &Params,
+    rationale: &R,
+    out: &Path,
+    input: Option<&Path>,
+) -> Result<(PathBuf, PathBuf)> {
+    let rationale_path = rationale_path(out);
+    if let Some(input) = input {
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        if same(out, input) || same(&rationale_path, input) {
+            return err(format!(
+                "{}: --out is the input parameter set; a calibration only writes a proposal, \
+                 choose another file",
+                out.display()
+            ));
+        }
+    }
+    let json = params.to_json_pretty();
+    // The proposal must read back as a valid parameter set.
+    Params::parse(&out.display().to_string(), &json)?;
+    let write = |p: &Path, text: String| {
+        std::fs::write(p, text + "\n")
+            .map_err(|e| Error(format!("{}: cannot write: {e}", p.display())))
+    };
+    write(out, json)?;
+    write(
+        &rationale_path,
+        serde_json::to_string_pretty(rationale).unwrap_or_default(),
+    )?;
+    Ok((out.to_path_buf(), rationale_path))
 }
 
 /// `proposal.json` -> `proposal.rationale.json`.

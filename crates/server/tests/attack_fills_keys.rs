@@ -48,6 +48,19 @@ fn equity(r: &Running, id: &str) -> f64 {
 }
 
 /// A new key of `role` with a body of our own (`common::key` asserts 201).
+/// Deposits `amount` USDC into each of `accounts` through `key`.
+async fn fund(r: &Running, key: &str, accounts: &[&str], amount: f64) {
+    for a in accounts {
+        let (s, b) = event(
+            r,
+            key,
+            json!({"type":"deposit","account":a,"asset":"USDC","amount":amount}),
+        )
+        .await;
+        assert_eq!(s, 200, "{b}");
+    }
+}
+
 async fn make_key(r: &Running, body: Value) -> (u16, Value) {
     send(
         client()
@@ -182,15 +195,7 @@ async fn venue_trade_without_a_counterparty_is_unprocessable_naming_the_field() 
 async fn a_venue_fill_moves_value_between_its_two_sides_and_creates_none() {
     let r = server(1024).await;
     let venue = key(&r, "venue", &[]).await;
-    for a in ["buyer", "seller"] {
-        let (s, b) = event(
-            &r,
-            &venue,
-            json!({"type":"deposit","account":a,"asset":"USDC","amount":100000}),
-        )
-        .await;
-        assert_eq!(s, 200, "{b}");
-    }
+    fund(&r, &venue, &["buyer", "seller"], 100000.0).await;
     let fund = r.state.engine().insurance_fund();
     // 0.5 BTC-PERPETUAL at 5% over the mark (inside the 10% band), a fee of 7 each side.
     let price = BTC_PERP_MARK * 1.05;
@@ -222,15 +227,7 @@ async fn a_venue_fill_moves_value_between_its_two_sides_and_creates_none() {
 async fn a_fill_outside_the_price_band_is_rejected_and_changes_nothing() {
     let r = server(1024).await;
     let venue = key(&r, "venue", &[]).await;
-    for a in ["buyer", "seller"] {
-        let (s, b) = event(
-            &r,
-            &venue,
-            json!({"type":"deposit","account":a,"asset":"USDC","amount":1000000}),
-        )
-        .await;
-        assert_eq!(s, 200, "{b}");
-    }
+    fund(&r, &venue, &["buyer", "seller"], 1000000.0).await;
     let (seq, held) = (
         sequence(&r).await,
         (holdings(&r, "buyer"), holdings(&r, "seller")),
@@ -382,14 +379,7 @@ async fn quote_from_the_future_is_unprocessable() {
 async fn non_canonical_contract_names_are_refused_naming_the_canonical_one() {
     let r = server(1024).await;
     let venue = key(&r, "venue", &[]).await;
-    for a in ["buyer", "seller"] {
-        event(
-            &r,
-            &venue,
-            json!({"type":"deposit","account":a,"asset":"USDC","amount":1000000}),
-        )
-        .await;
-    }
+    fund(&r, &venue, &["buyer", "seller"], 1000000.0).await;
     let (seq, held) = (sequence(&r).await, holdings(&r, "buyer"));
     for (name, canonical) in [
         ("BTC-05JAN27", "BTC-5JAN27"),
@@ -430,14 +420,7 @@ async fn settlement_closes_every_position_in_the_contract() {
     const CALL: &str = "BTC-25DEC26-90000-C";
     let r = server(1024).await;
     let venue = key(&r, "venue", &[]).await;
-    for a in ["a", "b", "c"] {
-        event(
-            &r,
-            &venue,
-            json!({"type":"deposit","account":a,"asset":"USDC","amount":1000000}),
-        )
-        .await;
-    }
+    fund(&r, &venue, &["a", "b", "c"], 1000000.0).await;
     // The call's mark, as a what-if fills it.
     let (s, w) = send(
         client()

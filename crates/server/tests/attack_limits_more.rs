@@ -9,50 +9,14 @@ mod common;
 use common::*;
 use pmargin_server::demo::demo_genesis;
 use pmargin_server::limits::Limits;
-use pmargin_server::store::Genesis;
-use pmargin_server::{start, Running, ServerConfig};
+use pmargin_server::{start, Running};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-fn config(genesis: Genesis, limits: Limits) -> ServerConfig {
-    let mut cfg = ServerConfig::new("127.0.0.1:0", None, genesis);
-    cfg.admin_key = Some(ADMIN.into());
-    cfg.limits = limits;
-    cfg
-}
-
 async fn serve(limits: Limits) -> Running {
     start(config(demo_genesis(), limits)).await.unwrap()
-}
-
-fn sequence(r: &Running) -> u64 {
-    r.state.engine().sequence()
-}
-
-fn balance(r: &Running, account: &str, asset: &str) -> f64 {
-    r.state
-        .engine()
-        .account(account)
-        .and_then(|a| a.balances.get(asset).copied())
-        .unwrap_or(0.0)
-}
-
-/// The value of one sample of the metrics exposition (`name{labels}`), 0 if absent.
-async fn metric(r: &Running, sample: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(url(r, "/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 async fn event(r: &Running, body: Value) -> (u16, Value) {

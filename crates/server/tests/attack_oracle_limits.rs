@@ -12,20 +12,13 @@ use pmargin_server::limits::Limits;
 use pmargin_server::store::{
     open_dir, AuditEntry, EventRecord, Genesis, LoggedEvent, Store, StoreResult,
 };
-use pmargin_server::{start, start_with_store, Running, ServerConfig};
+use pmargin_server::{start, start_with_store, Running};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-fn config(genesis: Genesis, limits: Limits) -> ServerConfig {
-    let mut cfg = ServerConfig::new("127.0.0.1:0", None, genesis);
-    cfg.admin_key = Some(ADMIN.into());
-    cfg.limits = limits;
-    cfg
-}
 
 async fn serve(genesis: Genesis, limits: Limits) -> Running {
     start(config(genesis, limits)).await.unwrap()
@@ -77,36 +70,6 @@ async fn deposit(r: &Running, account: &str, asset: &str, amount: f64) {
     )
     .await;
     assert_eq!(s, 200, "deposit: {b}");
-}
-
-/// The engine's event sequence (the log's length).
-fn sequence(r: &Running) -> u64 {
-    r.state.engine().sequence()
-}
-
-/// An account's balance of `asset` as the engine holds it.
-fn balance(r: &Running, account: &str, asset: &str) -> f64 {
-    r.state
-        .engine()
-        .account(account)
-        .and_then(|a| a.balances.get(asset).copied())
-        .unwrap_or(0.0)
-}
-
-/// The value of one sample of the metrics exposition (`name{labels}`), 0 if absent.
-async fn metric(r: &Running, sample: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(url(r, "/metrics"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
 type Ws =

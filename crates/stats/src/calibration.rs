@@ -112,14 +112,32 @@ pub struct Calibration {
     pub final_range: f64,
 }
 
-fn validate(cfg: &CalibrationConfig) -> Result<()> {
+/// A one-sided coverage: strictly between 0.5 and 1.
+fn coverage_in_range(coverage: f64) -> Result<()> {
     open_interval(
         "coverage",
-        cfg.coverage,
+        coverage,
         0.5,
         1.0,
         "coverage must lie strictly between 0.5 and 1",
-    )?;
+    )
+}
+
+/// A coverage, and a horizon of at least one row, for quantiles of moves over the horizon.
+fn coverage_and_horizon(coverage: f64, horizon: usize) -> Result<()> {
+    coverage_in_range(coverage)?;
+    if horizon == 0 {
+        return Err(StatsError::InvalidParameter {
+            name: "horizon",
+            value: 0.0,
+            requirement: "the horizon is at least one row",
+        });
+    }
+    Ok(())
+}
+
+fn validate(cfg: &CalibrationConfig) -> Result<()> {
+    coverage_in_range(cfg.coverage)?;
     open_interval(
         "horizon_days",
         cfg.horizon_days,
@@ -153,13 +171,7 @@ fn validate(cfg: &CalibrationConfig) -> Result<()> {
 
 /// Quantile multiplier `m` for the coverage (see module docs).
 pub fn range_multiplier(coverage: f64, dof: Option<f64>) -> Result<f64> {
-    open_interval(
-        "coverage",
-        coverage,
-        0.5,
-        1.0,
-        "coverage must lie strictly between 0.5 and 1",
-    )?;
+    coverage_in_range(coverage)?;
     match dof {
         Some(dof) => student_t_unit_quantile(coverage, dof),
         None => Ok(Normal::standard().inverse_cdf(coverage)),
@@ -277,20 +289,7 @@ pub fn through_the_cycle_range(
     coverage: f64,
     horizon: usize,
 ) -> Result<MoveQuantiles> {
-    open_interval(
-        "coverage",
-        coverage,
-        0.5,
-        1.0,
-        "coverage must lie strictly between 0.5 and 1",
-    )?;
-    if horizon == 0 {
-        return Err(StatsError::InvalidParameter {
-            name: "horizon",
-            value: 0.0,
-            requirement: "the horizon is at least one row",
-        });
-    }
+    coverage_and_horizon(coverage, horizon)?;
     positive_prices("closes", closes)?;
     min_len("closes", closes.len(), horizon + 1)?;
     let moves: Vec<f64> = closes
@@ -456,20 +455,7 @@ pub fn vol_scaling(levels: &[f64], coverage: f64, max_h: usize) -> Result<VolSca
 /// Vol scan ranges: the `coverage` quantile of the rises and of the falls of the vol level
 /// over `horizon` rows, in the level's own units (vol points when the level is a vol).
 pub fn vol_scan(levels: &[f64], coverage: f64, horizon: usize) -> Result<(f64, f64)> {
-    open_interval(
-        "coverage",
-        coverage,
-        0.5,
-        1.0,
-        "coverage must lie strictly between 0.5 and 1",
-    )?;
-    if horizon == 0 {
-        return Err(StatsError::InvalidParameter {
-            name: "horizon",
-            value: 0.0,
-            requirement: "the horizon is at least one row",
-        });
-    }
+    coverage_and_horizon(coverage, horizon)?;
     finite_slice("vol levels", levels)?;
     min_len("vol levels", levels.len(), horizon + 1)?;
     let moves: Vec<f64> = levels

@@ -479,6 +479,17 @@ impl Engine {
         Ok(())
     }
 
+    /// The index of an instrument the book lists; a settlement or funding of one it does not
+    /// list (nobody ever held it) is refused.
+    fn listed(&self, instrument: &str, event: &'static str) -> Result<usize, Rejection> {
+        self.book.instrument_index(instrument).ok_or_else(|| {
+            reject(RejectReason::NoPosition {
+                event,
+                instrument: instrument.to_string(),
+            })
+        })
+    }
+
     pub(super) fn settle(
         &mut self,
         instrument: &str,
@@ -488,12 +499,7 @@ impl Engine {
         if !(price.is_finite() && price >= 0.0) {
             return Err(reject(RejectReason::SettlementPrice { price }));
         }
-        let i = self.book.instrument_index(instrument).ok_or_else(|| {
-            reject(RejectReason::NoPosition {
-                event: "settlement",
-                instrument: instrument.to_string(),
-            })
-        })?;
+        let i = self.listed(instrument, "settlement")?;
         let kind = self.book.instruments[i].instrument.kind;
         if kind == Kind::Perpetual {
             return Err(reject(RejectReason::PerpetualSettlement));
@@ -547,12 +553,7 @@ impl Engine {
         if !(rate.is_finite() && rate.abs() < 1.0) {
             return Err(reject(RejectReason::FundingRate { rate }));
         }
-        let i = self.book.instrument_index(instrument).ok_or_else(|| {
-            reject(RejectReason::NoPosition {
-                event: "funding",
-                instrument: instrument.to_string(),
-            })
-        })?;
+        let i = self.listed(instrument, "funding")?;
         if self.book.instruments[i].instrument.kind != Kind::Perpetual {
             return Err(reject(RejectReason::NotPerpetual {
                 instrument: instrument.to_string(),

@@ -89,3 +89,41 @@ pub fn big_genesis(n: usize) -> Genesis {
         config: engine_config(250_000.0),
     }
 }
+
+/// A loopback server configuration with the test admin key and `limits`.
+pub fn config(genesis: Genesis, limits: pmargin_server::limits::Limits) -> ServerConfig {
+    let mut cfg = ServerConfig::new("127.0.0.1:0", None, genesis);
+    cfg.admin_key = Some(ADMIN.into());
+    cfg.limits = limits;
+    cfg
+}
+
+/// The engine's event sequence (the log's length).
+pub fn sequence(r: &Running) -> u64 {
+    r.state.engine().sequence()
+}
+
+/// An account's balance of `asset` as the engine holds it.
+pub fn balance(r: &Running, account: &str, asset: &str) -> f64 {
+    r.state
+        .engine()
+        .account(account)
+        .and_then(|a| a.balances.get(asset).copied())
+        .unwrap_or(0.0)
+}
+
+/// The value of one sample of the metrics exposition (`name{labels}`), 0 if absent.
+pub async fn metric(r: &Running, sample: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(url(r, "/metrics"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
