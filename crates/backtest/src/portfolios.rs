@@ -129,6 +129,7 @@ impl BacktestPortfolio {
                     id: self.id.clone(),
                     balances,
                     positions,
+                    external: Vec::new(),
                 }
             }
         }

@@ -19,6 +19,11 @@ pub const MARKET: &str = include_str!("../demo/market.json");
 pub const PARAMS: &str = include_str!("../demo/params.json");
 /// The version 1 set the recommended one was derived from, for the comparison.
 pub const PARAMS_V1: &str = include_str!("../demo/params_v1.json");
+/// Cross-protocol collateral (docs/MODEL.md section 12): a liquidity provider on ETH/USDC
+/// hedged with a short ETH perpetual, the same LP alone, and a leveraged lending loop, under
+/// the recommended set with `external_protocols` added.
+pub const PORTFOLIO_EXTERNAL: &str = include_str!("../demo/portfolio_external.json");
+pub const PARAMS_EXTERNAL: &str = include_str!("../demo/params_external.json");
 /// Daily BTC and ETH closes 2015-08-07 .. 2023-08-29 (provenance in data/README.md).
 pub use pmargin_backtest::data::BTC_ETH_CSV as HISTORY;
 pub const HISTORY_NAME: &str = "bundled data/btc_eth.csv";
@@ -42,15 +47,15 @@ fn exposure(
         .iter()
         .map(|p| p.instrument.underlying.clone())
         .collect();
+    let underlying = |asset: &str| params.collateral.get(asset)?.underlying.clone();
     for (asset, amount) in &account.balances {
         if *amount != 0.0 {
-            if let Some(u) = params
-                .collateral
-                .get(asset)
-                .and_then(|c| c.underlying.clone())
-            {
-                out.insert(u);
-            }
+            out.extend(underlying(asset));
+        }
+    }
+    for x in &account.external {
+        if x.holding().counts_for_exposure() {
+            out.extend(x.holding().tokens().filter_map(underlying));
         }
     }
     out
@@ -167,10 +172,55 @@ pub fn run(json: bool) -> Result<String, CliError> {
             }
         );
     }
+    out.push_str(&external_section(&l.market, history)?);
     out.push_str(
         "grid v2: vol shocks scaled by tenor, extended moves; add-ons: option, basis, oracle, \
          liquidity contingencies (docs/METHODOLOGY.md). Each value of the set, with its data and \
          rule: demo/params.rationale.json.\n",
+    );
+    Ok(out)
+}
+
+/// Cross-protocol collateral beside isolated margin: what the external positions count for in
+/// the margin balance, the portfolio requirement (the LP revalued exactly in every scenario,
+/// netted with the perpetual hedge), and what isolated margin asks (the positions one by one;
+/// an isolated venue counts nothing held elsewhere).
+fn external_section(market: &Market, history: Option<&History>) -> Result<String, CliError> {
+    let portfolio = Portfolio::parse("demo/portfolio_external.json", PORTFOLIO_EXTERNAL)?;
+    let params = Params::parse("demo/params_external.json", PARAMS_EXTERNAL)?;
+    let report = report_with_history(&portfolio, market, &params, history)?;
+    let mut rows = vec![vec![
+        "account".to_string(),
+        "held elsewhere".into(),
+        "counted (haircut)".into(),
+        "margin balance".into(),
+        "portfolio IM".into(),
+        "isolated IM".into(),
+        "capital efficiency".into(),
+    ]];
+    for a in &report.accounts {
+        let value: f64 = a.external.iter().map(|x| x.value).sum();
+        let counted: f64 = a.external.iter().map(|x| x.margin_value).sum();
+        rows.push(vec![
+            a.id.clone(),
+            table::money(value),
+            table::money(counted),
+            table::money(a.margin_balance),
+            table::money(a.initial_margin),
+            table::money(a.standard_initial_margin),
+            a.capital_efficiency
+                .map_or("-".into(), |c| format!("{c:.2}x")),
+        ]);
+    }
+    let mut out = String::from(
+        "\nCross-protocol collateral (demo/portfolio_external.json, MODEL.md section 12): a Uniswap v3 \
+         ETH/USDC position and Aave deposits count in the margin balance, the LP revalued in every \
+         scenario:\n\n",
+    );
+    out.push_str(&table::columns(&rows));
+    out.push_str(
+        "Isolated margin counts the perpetuals alone and none of the positions held elsewhere: the \
+         hedged LP's perpetual would need its own IM and the LP could not back it.\n",
     );
     Ok(out)
 }
@@ -222,24 +272,8 @@ fn comparison(v1: &MarginReport, v2: &MarginReport) -> String {
             ),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out =
         String::from("\nWhat version 2 adds over version 1 (demo/params_v1.json, no history):\n\n");
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| {
-                if c == 0 {
-                    format!("{cell:<w$}", w = widths[c])
-                } else {
-                    format!("{cell:>w$}", w = widths[c])
-                }
-            })
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    out.push_str(&table::columns(&rows));
     out
 }

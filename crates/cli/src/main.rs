@@ -8,6 +8,7 @@ mod batch;
 mod commands;
 mod compare;
 mod demo;
+mod feeds;
 mod inputs;
 mod replay;
 mod research;
@@ -131,6 +132,11 @@ enum Command {
     Verify(settle::VerifyArgs),
     /// Drive the real-time engine from a file of events (JSONL)
     Replay(replay::ReplayArgs),
+    /// Market snapshots from venue data (`market from-deribit FILE`)
+    #[command(subcommand)]
+    Market(feeds::MarketCommand),
+    /// Capture venue feeds (feeds.toml) to a file; `--events` turns a capture into engine events
+    Record(feeds::RecordArgs),
     /// Time a full grid recompute of a synthetic book, to size a deployment
     #[command(after_help = "Ends with the line `accounts_per_second: <number>`.")]
     Bench {
@@ -183,6 +189,8 @@ fn main() -> ExitCode {
         } => commands::what_if(&inputs, &account, &trades, &settlement_asset, json),
         Command::Demo { json } => demo::run(json),
         Command::Replay(args) => replay::replay(&args),
+        Command::Market(command) => feeds::market(&command),
+        Command::Record(args) => feeds::record(&args),
         Command::Simulate(args) => simulate::simulate(&args).map_err(commands::CliError::Input),
         Command::Serve(args) => serve::serve(&args).map_err(commands::CliError::Input),
         Command::Sign(args) => settle::sign(&args),

@@ -18,8 +18,12 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub inputs: Inputs,
     /// Events, one JSON object per line (JSONL)
-    #[arg(long, value_name = "FILE")]
-    pub events: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "feeds")]
+    pub events: Option<PathBuf>,
+    /// A feeds recording (`pmargin record`) instead: its messages through the feed pipeline,
+    /// in order, as quotes, marks and vols (deterministic: the same recording, the same run)
+    #[arg(long, value_name = "FILE", conflicts_with = "events")]
+    pub feeds: Option<PathBuf>,
     /// Engine settings (JSON): settlement_asset, liquidation_penalty, liquidation_step,
     /// min_liquidation_notional, liquidator, insurance_fund, oracle
     #[arg(long, value_name = "FILE")]
@@ -41,20 +45,23 @@ pub fn replay(args: &ReplayArgs) -> Result<String, CliError> {
         }
         None => EngineConfig::default(),
     };
-    let text = std::fs::read_to_string(&args.events).map_err(|e| {
-        CliError::Input(format!(
-            "{}: cannot read the file: {e}",
-            args.events.display()
-        ))
-    })?;
+    let (source, text) = match (&args.events, &args.feeds) {
+        (_, Some(path)) => (path.clone(), crate::feeds::recording_events(path)?),
+        (Some(path), None) => (
+            path.clone(),
+            std::fs::read_to_string(path).map_err(|e| {
+                CliError::Input(format!("{}: cannot read the file: {e}", path.display()))
+            })?,
+        ),
+        (None, None) => return Err(CliError::Input("--events or --feeds is required".into())),
+    };
     let mut events = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let event: Event = serde_json::from_str(line).map_err(|e| {
-            CliError::Input(format!("{}: line {}: {e}", args.events.display(), n + 1))
-        })?;
+        let event: Event = serde_json::from_str(line)
+            .map_err(|e| CliError::Input(format!("{}: line {}: {e}", source.display(), n + 1)))?;
         events.push(event);
     }
     let mut engine = Engine::new(&loaded.portfolio, &loaded.market, &loaded.params, config)

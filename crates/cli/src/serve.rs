@@ -26,6 +26,9 @@ pub struct ServeArgs {
     /// Bundled demo book, and real prices (data/history.csv) replayed into the oracle
     #[arg(long)]
     pub demo: bool,
+    /// Venue feeds into the oracle and the vol surface (feeds.toml: docs/FORMATS.md)
+    #[arg(long, value_name = "FILE")]
+    pub feeds: Option<PathBuf>,
     /// Wall milliseconds per replayed history day (with --demo)
     #[arg(long, default_value_t = 1000)]
     pub demo_day_ms: u64,
@@ -96,6 +99,19 @@ pub struct ServeArgs {
     /// eip712:<chain id>:0x<verifying contract>
     #[arg(long, value_name = "ID")]
     pub deployment_id: Option<String>,
+    /// Replicated event log on NATS JetStream instead of the data directory's SQLite database:
+    /// nats://HOST:PORT[,HOST:PORT...] (three servers or more: three copies of every event).
+    /// Every node of a deployment names the same servers; one leads, the others follow and
+    /// forward writes to it (docs/DEPLOYMENT.md)
+    #[arg(long, value_name = "URL", requires = "node_id")]
+    pub event_log: Option<String>,
+    /// This node's name in a replicated deployment (with --event-log)
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// The URL other nodes forward writes to (with --event-log; default: http:// and the
+    /// address listened on)
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 fn parse_address(text: &str) -> Result<[u8; 20], String> {
@@ -197,6 +213,19 @@ pub fn serve(args: &ServeArgs) -> Result<String, String> {
         .filter(|k| !k.is_empty());
     config.max_clock_skew_ms = args.max_clock_skew_ms;
     config.limits = limits(args)?;
+    if let (Some(url), Some(node)) = (&args.event_log, &args.node_id) {
+        let mut log = pmargin_server::replicated::EventLogConfig::parse(url, node)?;
+        log.advertise = args.advertise.clone();
+        config.event_log = Some(log);
+    }
+    if let Some(path) = &args.feeds {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read the file: {e}", path.display()))?;
+        config.feeds = Some(pmargin_feeds::config::FeedsConfig::parse(
+            &path.display().to_string(),
+            &text,
+        )?);
+    }
     config.settlement.chain_id = args.chain_id;
     config.settlement.verifying_contract = parse_address(&args.verifying_contract)?;
     if let Some(id) = &args.deployment_id {

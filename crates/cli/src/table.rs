@@ -29,7 +29,7 @@ fn price(x: Option<f64>) -> String {
 }
 
 /// Renders rows with right-aligned columns (the first left-aligned).
-fn columns(rows: &[Vec<String>]) -> String {
+pub(crate) fn columns(rows: &[Vec<String>]) -> String {
     let n = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..n)
         .map(|c| {

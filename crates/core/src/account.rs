@@ -234,6 +234,9 @@ pub struct Partial {
     /// Per exposure, what its holdings add, each summed from zero; the account's figures add
     /// them up in exposure order ([`Evaluator::finish`]).
     sums: Vec<ExposureSums>,
+    /// Per exposure, the scale its prices were summed at, for the external positions (which
+    /// [`Evaluator::finish`] values at these scales); empty for an account without any.
+    scales: Vec<f64>,
 }
 
 impl Partial {
@@ -600,6 +603,7 @@ impl<'a> Evaluator<'a> {
             fhs: Vec::new(),
             fixed: ExposureSums::default(),
             sums: vec![ExposureSums::default(); account.exposures.len()],
+            scales: Vec::new(),
         };
         let mut kept = Kept::default();
         kept.group(account);
@@ -660,6 +664,11 @@ impl<'a> Evaluator<'a> {
             let pnl = p.size * (arrays.values[p.instrument] - p.entry_price);
             balance += pnl;
             gross += (p.size * arrays.values[p.instrument]).abs() + (p.size * p.entry_price).abs();
+        }
+        for x in &account.external {
+            let value = x.value(&book.assets);
+            balance += x.margin_value(&book.assets, value);
+            gross += value.abs();
         }
         (balance, gross)
     }
@@ -733,11 +742,17 @@ impl<'a> Evaluator<'a> {
                 fixed.margin_balance += haircut_value(value, asset.haircut);
             }
         }
+        let scales = if account.external.is_empty() {
+            Vec::new()
+        } else {
+            vec![1.0; account.exposures.len()]
+        };
         Partial {
             rows,
             fhs: vec![0.0; self.arrays.fhs_count],
             fixed,
             sums,
+            scales,
         }
     }
 
@@ -801,6 +816,9 @@ impl<'a> Evaluator<'a> {
         let fresh = scale != 1.0;
         let fhs_shocks = arrays.fhs_shocks.as_ref().and_then(|s| s[u].as_ref());
         let spot = book.underlyings[u].spot * scale;
+        if let Some(at) = partial.scales.get_mut(e) {
+            *at = scale;
+        }
         let Partial {
             rows, fhs, sums, ..
         } = partial;
@@ -948,18 +966,44 @@ impl<'a> Evaluator<'a> {
         tally.finish(&rates, underlying.spot * scale, underlying.confidence)
     }
 
+    /// The account's external positions (docs/MODEL.md section 12) at the scales `partial`
+    /// was summed at, and their P&L in every scenario; `None` for an account without any.
+    pub(crate) fn external_figures(
+        &self,
+        account: &BookAccount,
+        partial: &Partial,
+    ) -> Option<crate::external::ExternalFigures> {
+        (!account.external.is_empty())
+            .then(|| crate::external::figures(self.book, self.arrays, account, &partial.scales))
+    }
+
     /// Turns the sums into requirements and a status.
     pub(crate) fn finish(&self, account: &BookAccount, partial: &Partial) -> Requirement {
         let params = &self.book.params;
-        let grid = grid::evaluate(&self.arrays.shape, &account.exposures, &partial.rows);
+        let external = self.external_figures(account, partial);
+        let grid = grid::evaluate_with(
+            &self.arrays.shape,
+            &account.exposures,
+            &partial.rows,
+            external.as_ref().map(|x| &x.joint),
+        );
         let (var, es) = if self.arrays.has_history() && !account.exposures.is_empty() {
             let mut losses: Vec<f64> = partial.fhs.iter().map(|p| -p).collect();
+            if let Some(x) = &external {
+                for (loss, pnl) in losses.iter_mut().zip(&x.fhs) {
+                    *loss -= pnl;
+                }
+            }
             var_es(&mut losses, params.statistical.confidence)
         } else {
             (0.0, 0.0)
         };
         let statistical_risk = es.max(0.0);
         let (mut equity, mut margin_balance) = (partial.fixed.equity, partial.fixed.margin_balance);
+        if let Some(x) = &external {
+            equity += x.equity;
+            margin_balance += x.margin_balance;
+        }
         let mut short_option_notional = 0.0;
         let mut addon_breakdown = AddonBreakdown::default();
         for sum in &partial.sums {

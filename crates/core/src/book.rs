@@ -10,7 +10,7 @@ use crate::error::{InputError, Result};
 use crate::input::key_path;
 use crate::input::market::Market;
 use crate::input::params::Params;
-use crate::input::portfolio::{Account, Portfolio, Position};
+use crate::input::portfolio::{Account, ExternalPosition, Portfolio, Position};
 use crate::instrument::{year_fraction, Instrument, Kind, OptionKind};
 use chrono::{DateTime, Utc};
 use pmargin_pricing::black76;
@@ -182,13 +182,89 @@ pub struct BookBalance {
     pub amount: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BookAccount {
     pub id: String,
     pub positions: Vec<BookPosition>,
     pub balances: Vec<BookBalance>,
-    /// Underlyings with a nonzero position or a nonzero non-stable balance, ascending.
+    /// Underlyings with a nonzero position, a nonzero non-stable balance or an external
+    /// position on a non-stable token ([`BookExternal::exposures`]), ascending.
     pub exposures: Vec<usize>,
+    /// Positions held in other protocols (docs/MODEL.md section 12), in input order.
+    pub external: Vec<BookExternal>,
+}
+
+/// A position held in another protocol, its tokens bound to the book's assets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BookExternal {
+    pub holding: crate::external::Holding<usize>,
+    /// Index of its protocol in the parameter set's `external_protocols` (in name order).
+    pub protocol: usize,
+    /// The protocol's haircut.
+    pub protocol_haircut: f64,
+}
+
+impl BookExternal {
+    /// The underlyings it is exposed to: those of its non-stable tokens, where it counts
+    /// ([`crate::external::Holding::counts_for_exposure`]).
+    pub fn exposures<'a>(&self, assets: &'a [Asset]) -> impl Iterator<Item = usize> + 'a {
+        let counts = self.holding.counts_for_exposure();
+        let tokens = self.holding.tokens();
+        tokens.filter_map(move |a| assets[a].underlying.filter(|_| counts))
+    }
+
+    /// Its value at the assets' prices.
+    pub fn value(&self, assets: &[Asset]) -> f64 {
+        self.holding.value(|a| assets[a].price)
+    }
+
+    /// What a value `value` of it counts for in the margin balance.
+    pub fn margin_value(&self, assets: &[Asset], value: f64) -> f64 {
+        let asset_haircut = match self.holding {
+            crate::external::Holding::Deposit { asset, .. } => assets[asset].haircut,
+            _ => 0.0,
+        };
+        self.holding
+            .margin_value(value, self.protocol_haircut, asset_haircut)
+    }
+
+    /// Binds an input position to `book`'s assets (adding, priced from `market`, those it
+    /// lacks) and the parameter set's protocols; errors name the field under `path` (the
+    /// position's JSON path) that refers to something unknown.
+    pub fn bind(
+        position: &ExternalPosition,
+        path: &str,
+        file: &str,
+        params: &Params,
+        mut asset: impl FnMut(&str, &str) -> Result<usize>,
+    ) -> Result<BookExternal> {
+        let name = position.protocol();
+        let (protocol, settings) = params
+            .external_protocols
+            .iter()
+            .enumerate()
+            .find_map(|(i, (n, p))| (n == name).then_some((i, p)))
+            .ok_or_else(|| {
+                InputError::new(
+                    file,
+                    format!("{path}.protocol"),
+                    format!(
+                        "protocol `{name}` has no entry in the parameter set's `external_protocols`"
+                    ),
+                )
+            })?;
+        // (`tokens` lists them in the order `map` visits them.)
+        let mut bound = Vec::with_capacity(2);
+        for (field, token) in position.tokens() {
+            bound.push(asset(token, &format!("{path}.{field}"))?);
+        }
+        let mut next = bound.into_iter();
+        Ok(BookExternal {
+            holding: position.holding().map(|_| next.next().unwrap_or_default()),
+            protocol,
+            protocol_haircut: settings.haircut,
+        })
+    }
 }
 
 impl BookAccount {
@@ -306,6 +382,51 @@ impl Book {
             size: p.size,
             entry_price: (!inst.is_option()).then_some(p.entry_price),
         }
+    }
+
+    /// A held external position as portfolio input.
+    pub fn external_input(&self, x: &BookExternal) -> ExternalPosition {
+        use crate::external::Holding;
+        use crate::input::portfolio::{LendingPosition, LiquidityPosition};
+        let protocol = self.protocol_name(x.protocol).to_string();
+        let name = |a: usize| self.assets[a].name.clone();
+        match x.holding {
+            Holding::Lp {
+                token0,
+                token1,
+                liquidity,
+                price_lower,
+                price_upper,
+            } => ExternalPosition::UniswapV3Lp(LiquidityPosition {
+                protocol,
+                token0: name(token0),
+                token1: name(token1),
+                liquidity,
+                price_lower,
+                price_upper,
+            }),
+            Holding::Deposit { asset, amount } => {
+                ExternalPosition::LendingDeposit(LendingPosition {
+                    protocol,
+                    asset: name(asset),
+                    amount,
+                })
+            }
+            Holding::Borrow { asset, amount } => ExternalPosition::LendingBorrow(LendingPosition {
+                protocol,
+                asset: name(asset),
+                amount,
+            }),
+        }
+    }
+
+    /// The name of protocol `p` ([`BookExternal::protocol`]).
+    pub fn protocol_name(&self, p: usize) -> &str {
+        self.params
+            .external_protocols
+            .keys()
+            .nth(p)
+            .map_or("", String::as_str)
     }
 
     pub fn instrument_index(&self, name: &str) -> Option<usize> {
@@ -472,6 +593,17 @@ impl Builder<'_> {
                 amount: *amount,
             });
         }
+        let mut external = Vec::with_capacity(account.external.len());
+        for (j, position) in account.external.iter().enumerate() {
+            let path = format!("accounts[{index}].external[{j}]");
+            let file = self.portfolio.source.clone();
+            let bound = BookExternal::bind(position, &path, &file, self.params, |name, path| {
+                self.asset(name, path)
+            })
+            .map_err(|e| e.with_account(&account.id))?;
+            exposures.extend(bound.exposures(&self.assets));
+            external.push(bound);
+        }
         exposures.sort_unstable();
         exposures.dedup();
         Ok(BookAccount {
@@ -479,6 +611,7 @@ impl Builder<'_> {
             positions,
             balances,
             exposures,
+            external,
         })
     }
 

@@ -20,6 +20,7 @@ pub mod account;
 pub mod arrays;
 pub mod book;
 pub mod error;
+pub mod external;
 pub mod fhs;
 pub mod greeks;
 pub mod grid;

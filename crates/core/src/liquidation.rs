@@ -402,7 +402,10 @@ impl<'e, 'a> Searcher<'e, 'a> {
             }
             cushion_of(evaluator, account, &partial)
         };
-        let slope = if self.skip_proven_steps {
+        // The slope bounds do not cover external positions (a liquidity position's value is
+        // concave, and not a sum over one underlying): an account holding any tries every step.
+        let skip = self.skip_proven_steps && account.external.is_empty();
+        let slope = if skip {
             // Two bounds on the same slope: the tighter holds. (The status bound nets hedges;
             // a NaN one is passed over by `min`.)
             cushion_slope_bound(evaluator, account, u).min(self.bounds[e])
@@ -410,7 +413,7 @@ impl<'e, 'a> Searcher<'e, 'a> {
             f64::INFINITY
         };
         let drops = ladder
-            .filter(|_| self.skip_proven_steps)
+            .filter(|_| skip)
             .and_then(|l| l.drop_bound(evaluator, account, u, direction));
         let between =
             |j: usize, i: usize| drops.as_ref().map_or(f64::INFINITY, |d| d.between(j, i));
@@ -425,8 +428,8 @@ impl<'e, 'a> Searcher<'e, 'a> {
 /// bit), without the rest of the requirement (scanning risks, the worst scenario's name).
 fn cushion_of(evaluator: &Evaluator<'_>, account: &BookAccount, partial: &Partial) -> Cushion {
     let (book, arrays) = (evaluator.book, evaluator.arrays);
-    if arrays.has_history() {
-        // The tail of the historical series: the full evaluation.
+    if arrays.has_history() || !account.external.is_empty() {
+        // The tail of the historical series, or external positions: the full evaluation.
         let r = evaluator.finish(account, partial);
         return Cushion {
             value: r.margin_balance - r.maintenance_margin,
@@ -1085,6 +1088,7 @@ mod tests {
                         amount: 1e5 * uniform(),
                     }],
                     exposures,
+                    external: Vec::new(),
                 }
             })
             .collect();

@@ -4,6 +4,7 @@ use crate::account::{AddonBreakdown, Evaluator, Requirement, Status};
 use crate::arrays::RiskArrays;
 use crate::book::{Book, BookAccount};
 use crate::error::{InputError, Result};
+use crate::external::ExternalReport;
 use crate::fhs::FhsScenarios;
 use crate::greeks::PortfolioGreeks;
 use crate::input::history::History;
@@ -51,6 +52,10 @@ pub struct AccountReport {
     pub liquidation_prices: BTreeMap<String, LiquidationPrice>,
     /// Not in docs/FORMATS.md version 1: portfolio greeks per underlying (see `greeks`).
     pub greeks: BTreeMap<String, PortfolioGreeks>,
+    /// The account's positions in other protocols (docs/MODEL.md section 12), each with its
+    /// token amounts and value today; left out when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<ExternalReport>,
 }
 
 /// What to compute beyond the requirements.
@@ -409,6 +414,15 @@ impl AccountEntry<'_> {
         pairs
     }
 
+    fn external(&self) -> Vec<ExternalReport> {
+        let book = &self.run.book;
+        self.account
+            .external
+            .iter()
+            .map(|x| ExternalReport::of(book, x))
+            .collect()
+    }
+
     fn capital_efficiency(&self) -> Option<f64> {
         (self.req.initial_margin > 0.0).then(|| self.standard.initial / self.req.initial_margin)
     }
@@ -449,6 +463,7 @@ impl AccountEntry<'_> {
                 .into_iter()
                 .map(|(u, v)| (name(u), *v))
                 .collect(),
+            external: self.external(),
         }
     }
 }
@@ -497,6 +512,11 @@ impl Serialize for AccountEntry<'_> {
             &ByName(self.run, self.by_name(&self.liquidation)),
         )?;
         s.serialize_field("greeks", &ByName(self.run, self.by_name(&self.greeks)))?;
+        if self.account.external.is_empty() {
+            s.skip_field("external")?;
+        } else {
+            s.serialize_field("external", &self.external())?;
+        }
         s.end()
     }
 }

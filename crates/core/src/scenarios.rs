@@ -40,6 +40,12 @@ impl Evaluator<'_> {
         let rows = partial.rows();
         let shape = &self.arrays.shape;
         let (width, scan) = (shape.width(), shape.scan_width());
+        // The external positions' P&L, scenario by scenario (docs/MODEL.md section 12).
+        let joint = self
+            .external_figures(account, &partial)
+            .map(|x| x.joint)
+            .unwrap_or_default();
+        let single = |e: usize, s: usize| joint.single.get(e * scan + s).copied().unwrap_or(0.0);
         let names: Vec<&str> = self
             .book
             .underlyings
@@ -80,7 +86,7 @@ impl Evaluator<'_> {
                     m,
                     dv,
                     slot.weight,
-                    rows[e * width + s],
+                    rows[e * width + s] + single(e, s),
                 );
             }
         }
@@ -94,7 +100,8 @@ impl Evaluator<'_> {
                 };
                 let total: f64 = (0..account.exposures.len())
                     .map(|e| rows[e * width + s])
-                    .sum();
+                    .sum::<f64>()
+                    + joint.tandem.get(s).copied().unwrap_or(0.0);
                 push(
                     "tandem",
                     None,
@@ -113,7 +120,11 @@ impl Evaluator<'_> {
                 for (is_up, own, other) in [(true, up, down), (false, down, up)] {
                     let pnl: f64 = (0..account.exposures.len())
                         .map(|f| rows[f * width + if f == e { own } else { other }])
-                        .sum();
+                        .sum::<f64>()
+                        + joint
+                            .decoupling
+                            .get(e)
+                            .map_or(0.0, |d| d[usize::from(!is_up)]);
                     let m = shape
                         .slot(own)
                         .price

@@ -158,6 +158,7 @@ fn book_of(accounts: usize, seed: u64, (market, params): (Market, Params)) -> Re
                     entry_price: (!i.is_option()).then_some(0.0),
                 })
                 .collect(),
+            external: Vec::new(),
         }],
     };
     let mut book = Book::build(&catalogue, &market, &params)?;
@@ -200,6 +201,7 @@ fn book_of(accounts: usize, seed: u64, (market, params): (Market, Params)) -> Re
                     amount: notional * (0.05 + 0.3 * uniform()),
                 }],
                 exposures,
+                external: Vec::new(),
             }
         })
         .collect();
@@ -270,12 +272,14 @@ pub fn portfolio(
                 .filter(|p| keep(i, &book.underlyings[p.underlying].name))
                 .map(|p| book.position_input(p))
                 .collect(),
+            external: Vec::new(),
         })
         .collect();
     accounts.push(Account {
         id: "liquidator".into(),
         balances: BTreeMap::from([("USDC".to_string(), liquidator_usdc)]),
         positions: Vec::new(),
+        external: Vec::new(),
     });
     Portfolio {
         source: "synthetic".into(),

@@ -240,6 +240,7 @@ mod tests {
                 size: 2.0,
                 entry_price: Some(50_000.0),
             }],
+            external: Vec::new(),
         }
     }
 

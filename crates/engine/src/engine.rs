@@ -38,6 +38,7 @@ use std::sync::OnceLock;
 // A trade or a tick runs through several of these modules, and each module is a codegen unit
 // of its own: the small functions on those paths, and those with one caller in another module,
 // are `#[inline]`, so that the split costs none of the inlining one module had.
+mod attested;
 mod events;
 mod fill;
 mod liquidation;
@@ -48,7 +49,8 @@ mod row_cache;
 mod screening;
 mod snapshot;
 
-pub use crate::rejection::{PRICE_BAND_REJECTION, STALE_INDEX_REJECTION};
+pub use crate::rejection::{ATTESTATION_REJECTION, PRICE_BAND_REJECTION, STALE_INDEX_REJECTION};
+pub use attested::{position_key, Attested, Stamp};
 pub use fill::{apply_fill, update_exposures};
 pub use liquidation::{MAX_LIQUIDATION_PASSES, MAX_LIQUIDATION_STEPS};
 pub use snapshot::{
@@ -154,6 +156,8 @@ pub(crate) struct Parts {
     pub suspended: BTreeSet<usize>,
     pub bad_debt: BTreeSet<usize>,
     pub sequence: u64,
+    /// The attestations accepted (`attested`).
+    pub attested: Attested,
 }
 
 /// Each account's index in the book, by id.
@@ -214,6 +218,8 @@ pub struct Engine {
     row_cache_min: usize,
     /// Per account, [`Held`]: the instruments it may hold.
     held: Held,
+    /// The attestations of positions in other protocols the engine accepted (`attested`).
+    attested: Attested,
 }
 
 impl Engine {
@@ -253,6 +259,7 @@ impl Engine {
                 id: config.liquidator.clone(),
                 balances: BTreeMap::new(),
                 positions: Vec::new(),
+                external: Vec::new(),
             });
         }
         let oracle = match &config.oracle {
@@ -273,6 +280,7 @@ impl Engine {
             suspended: BTreeSet::new(),
             bad_debt: BTreeSet::new(),
             sequence: 0,
+            attested: Attested::default(),
         })
     }
 
@@ -307,6 +315,7 @@ impl Engine {
             version: 0,
             row_cache_min: ROW_CACHE_MIN_POSITIONS,
             held: Held::default(),
+            attested: parts.attested,
         };
         engine.full_recompute();
         Ok(engine)
@@ -453,6 +462,7 @@ impl Engine {
                 .map(|b| (book.assets[b.asset].name.clone(), b.amount))
                 .collect(),
             positions: a.positions.iter().map(|p| book.position_input(p)).collect(),
+            external: a.external.iter().map(|x| book.external_input(x)).collect(),
         }
     }
 
@@ -489,6 +499,7 @@ impl Engine {
             positions: Vec::new(),
             balances: Vec::new(),
             exposures: Vec::new(),
+            external: Vec::new(),
         });
         self.risk.push(OnceLock::from(ZERO_RISK));
         self.status.push(Status::Healthy);

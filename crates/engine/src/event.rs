@@ -5,6 +5,7 @@
 //! world tells the engine (money moved, a fill, a new price); outputs are what the engine
 //! concluded (a status changed, a position was liquidated, the insurance fund paid a deficit).
 
+use pmargin_core::input::portfolio::ExternalPosition;
 use pmargin_core::{Params, Status};
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,22 @@ pub enum Event {
     Funding { instrument: String, rate: f64 },
     /// Runs a liquidation round now (the engine also runs one after every price change).
     Liquidate,
+    /// A position in another protocol, attested by that protocol's attester at nonce `nonce`
+    /// until `valid_until` (Unix seconds), accepted at `now_s` (docs/MODEL.md section 12). The
+    /// service logs one only after verifying the signature (`POST /v1/external`); the engine
+    /// refuses an unknown protocol, an unregistered attester, a used nonce, an expired or a
+    /// stale attestation (`engine::attested`). Zero liquidity or amount closes the position.
+    Attestation {
+        account: String,
+        position: ExternalPosition,
+        attester: String,
+        nonce: u64,
+        valid_until: u64,
+        now_s: u64,
+    },
+    /// The attestations' clock: attested deposits and liquidity positions whose attestation
+    /// expired before `now_s` stop counting; borrows keep counting.
+    AttestationTick { now_s: u64 },
 }
 
 /// What the engine concluded while applying an event.

@@ -14,6 +14,10 @@ use std::fmt;
 /// trusted (stale, no quorum, an unconfirmed jump).
 pub const STALE_INDEX_REJECTION: &str = "withdrawal: stale index";
 
+/// How a refused attestation's reason starts: then why (`forged`, `replayed`, `expired`,
+/// `stale`, `unknown_protocol`), a colon and the detail.
+pub const ATTESTATION_REJECTION: &str = "attestation refused:";
+
 /// How a fill outside its price band is refused (the reason starts with it).
 pub const PRICE_BAND_REJECTION: &str = "trade: price outside the band";
 
@@ -96,6 +100,10 @@ pub enum RejectReason {
     Input(Box<InputError>),
     /// The parameter set of an `activate_params` event cannot be read or margined with.
     InvalidParams(Box<InputError>),
+    /// An attestation refused (`engine::attested`): `label` is `attestation_` and why
+    /// (`forged`, `replayed`, `expired`, `stale`, `unknown_protocol`); [`RejectReason::label`]
+    /// prefixes it with `attestation_`.
+    Attestation { label: &'static str, detail: String },
 }
 
 impl RejectReason {
@@ -127,6 +135,13 @@ impl RejectReason {
             RejectReason::InvalidInstrument(_) => "invalid_instrument",
             RejectReason::Input(_) => "invalid_input",
             RejectReason::InvalidParams(_) => "invalid_params",
+            RejectReason::Attestation { label, .. } => match *label {
+                "forged" => "attestation_forged",
+                "replayed" => "attestation_replayed",
+                "expired" => "attestation_expired",
+                "stale" => "attestation_stale",
+                _ => "attestation_unknown_protocol",
+            },
         }
     }
 }
@@ -219,6 +234,9 @@ impl fmt::Display for RejectReason {
             }
             RejectReason::InvalidInstrument(message) => f.write_str(message),
             RejectReason::Input(e) | RejectReason::InvalidParams(e) => write!(f, "{e}"),
+            RejectReason::Attestation { label, detail } => {
+                write!(f, "{ATTESTATION_REJECTION} {label}: {detail}")
+            }
         }
     }
 }

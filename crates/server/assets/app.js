@@ -344,6 +344,22 @@ function renderOracle() {
       );
     }),
   );
+  // Venue feeds (serve --feeds): connection, freshness, lag and error counts of each.
+  if (o.feeds && o.feeds.length) {
+    const state = (f) => (!f.connected ? 'disconnected' : f.stale ? 'stale' : 'fresh');
+    box.append(
+      el(
+        'div',
+        { class: 'oracle-card', dataset: { feeds: 'true' } },
+        el('div', { class: 'oracle-head' }, el('b', {}, 'Feeds')),
+        table(
+          [{ label: 'Feed' }, { label: 'Venue' }, { label: 'State' }, { label: 'Last message', num: true }, { label: 'Lag ms', num: true }, { label: 'Messages', num: true }, { label: 'Malformed / late / refused', num: true }],
+          o.feeds.map((f) => [f.name, f.venue, { v: el('span', { class: `badge h-${state(f)}` }, state(f)) }, f.last_message_ms ? ago(f.last_message_ms) : '—', String(f.lag_ms), String(f.messages), `${f.malformed} / ${f.out_of_order} / ${f.rejected}`]),
+          { class: 'tbl compact' },
+        ),
+      ),
+    );
+  }
 }
 
 // ----- accounts table -----

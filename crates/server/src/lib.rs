@@ -11,9 +11,11 @@
 pub mod auth;
 pub mod demo;
 pub mod error;
+pub mod feeds;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod replicated;
 pub mod service;
 pub mod store;
 
@@ -98,6 +100,10 @@ pub struct ServerConfig {
     pub limits: limits::Limits,
     /// How far ahead of the server's clock a quote's `ts_ms` may be (422 beyond).
     pub max_clock_skew_ms: i64,
+    /// The replicated event log (issue 19; `None`: the data directory's SQLite database).
+    pub event_log: Option<replicated::EventLogConfig>,
+    /// Venue feeds into the oracle and the surface (`serve --feeds`, issue 18).
+    pub feeds: Option<pmargin_feeds::config::FeedsConfig>,
 }
 
 impl ServerConfig {
@@ -125,6 +131,8 @@ impl ServerConfig {
                 ..limits::Limits::default()
             },
             max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
+            event_log: None,
+            feeds: None,
         }
     }
 }
@@ -147,7 +155,11 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     task: ServerTask,
     feed: Option<JoinHandle<()>>,
+    /// The venue feeds' connections and ingest ([`feeds::start`]).
+    feeds: Vec<JoinHandle<()>>,
     clock: Option<JoinHandle<()>>,
+    /// Expires attested collateral ([`service::external::attestation_clock`]).
+    attestations: Option<JoinHandle<()>>,
 }
 
 /// Opens the store, recovers the state, binds the listener and serves in the background.
@@ -156,9 +168,10 @@ pub async fn start(config: ServerConfig) -> Result<Running, String> {
     if let Some(key) = &config.admin_key {
         auth::check_admin_key(key)?;
     }
-    let store: Box<dyn Store> = match &config.data_dir {
-        Some(dir) => open_dir(dir)?,
-        None => Box::new(MemoryStore::default()),
+    let store: Box<dyn Store> = match (&config.event_log, &config.data_dir) {
+        (Some(log), _) => replicated::store::open(log.clone()).await?,
+        (None, Some(dir)) => open_dir(dir)?,
+        (None, None) => Box::new(MemoryStore::default()),
     };
     start_with_store(config, store).await
 }
@@ -176,13 +189,25 @@ pub async fn start_with_store(
     let signer = settlement::Settlement::open(&config.settlement, config.data_dir.as_deref())?;
     let _ = started.state.settlement.set(signer);
     let (addr, shutdown, task) = listen(&config, &started.state).await?;
+    if let Some(ha) = started.state.ha.get() {
+        ha.start(&started.state, addr);
+    }
     let feed = config
         .demo_feed
         .map(|f| tokio::spawn(demo::feed(started.state.clone(), f)));
+    let feeds = config
+        .feeds
+        .as_ref()
+        .map(|f| feeds::start(started.state.clone(), f))
+        .unwrap_or_default();
     let clock = config
         .limits
         .oracle_tick
         .map(|every| tokio::spawn(oracle_clock(started.state.clone(), every)));
+    let attestations = Some(tokio::spawn(service::external::attestation_clock(
+        started.state.clone(),
+        service::external::ATTESTATION_TICK,
+    )));
     Ok(Running {
         addr,
         state: started.state,
@@ -194,7 +219,9 @@ pub async fn start_with_store(
         shutdown: Some(shutdown),
         task,
         feed,
+        feeds,
         clock,
+        attestations,
     })
 }
 
@@ -315,7 +342,9 @@ async fn oracle_clock(state: Arc<AppState>, every: std::time::Duration) {
     loop {
         interval.tick().await;
         let now = now_ms();
-        let due = state.failure().is_none() && state.engine().oracle_tick_due(now);
+        let due = state.failure().is_none()
+            && service::ha::takes_writes(&state)
+            && state.engine().oracle_tick_due(now);
         if due {
             let tick = pmargin_engine::Event::OracleTick { now_ms: now };
             if let Err(e) = state.submit(tick, "oracle-clock", None).await {
@@ -332,10 +361,17 @@ impl Running {
         if let Some(feed) = self.feed.take() {
             feed.abort();
         }
+        self.feeds.drain(..).for_each(|t| t.abort());
         if let Some(clock) = self.clock.take() {
             clock.abort();
         }
+        if let Some(clock) = self.attestations.take() {
+            clock.abort();
+        }
         self.state.gov.stop_timer();
+        if let Some(ha) = self.state.ha.get() {
+            ha.stop();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

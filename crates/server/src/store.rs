@@ -172,6 +172,11 @@ pub trait Store: Send {
         Err(format!("snapshot at {seq}: this store keeps no snapshots"))
     }
     fn audit_entries(&mut self) -> StoreResult<Vec<AuditEntry>>;
+    /// The replicated log behind this store, if any: the node then leads or follows (see
+    /// [`crate::service::ha`]).
+    fn replicated(&self) -> Option<std::sync::Arc<crate::replicated::Nats>> {
+        None
+    }
     fn keys(&mut self) -> StoreResult<Vec<KeyRecord>>;
     /// Adds or replaces (by id) a key record, durably.
     fn put_key(&mut self, key: &KeyRecord) -> StoreResult<()>;

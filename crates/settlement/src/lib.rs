@@ -5,10 +5,14 @@
 //! secp256k1 key, so an EVM contract can check them with `ecrecover`:
 //!
 //! * [`fixed`]: amounts as integers with [`AMOUNT_DECIMALS`] = 6 decimals (rounding half away
-//!   from zero), signed ones encoded as `int256` two's complement;
+//!   from zero), signed ones encoded as `int256` two's complement; the external-protocol
+//!   messages use [`WAD_DECIMALS`] = 18;
 //! * [`keccak`]: Keccak-256 and the 32-byte [`Word`];
 //! * [`eip712`]: word encoding, a small generic struct encoder, the domain;
-//! * [`messages`]: [`MarginUpdate`] and [`LiquidationInstruction`], with ids `keccak256(name)`;
+//! * [`messages`]: [`MarginUpdate`], [`LiquidationInstruction`] and [`SeizeInstruction`], with
+//!   ids `keccak256(name)`;
+//! * [`attestation`]: [`ExternalPositionAttestation`], a position in another protocol signed by
+//!   that protocol's attester, and its verification ([`verify_attestation`]);
 //! * [`signer`]: [`Signer`] (address, signing with `v` = 27/28 and low `s`), [`verify`],
 //!   [`NonceCounter`].
 //!
@@ -34,6 +38,7 @@
 //!
 //! Pure library: no I/O.
 
+pub mod attestation;
 pub mod eip712;
 pub mod fixed;
 pub mod keccak;
@@ -41,14 +46,18 @@ pub mod messages;
 pub mod serde_hex;
 pub mod signer;
 
+pub use attestation::{
+    lending_position_id, lp_position_id, protocol_id, recover_attester, verify_attestation,
+    ExternalKind, ExternalPositionAttestation,
+};
 pub use eip712::{keccak256, typed_data_digest, Eip712Domain, Types, Value, Word};
 pub use fixed::{
-    format_fixed, format_fixed_unsigned, from_fixed, from_fixed_unsigned, to_fixed,
-    to_fixed_unsigned, AMOUNT_DECIMALS, AMOUNT_SCALE,
+    format_fixed, format_fixed_unsigned, format_wad, from_fixed, from_fixed_unsigned, from_wad,
+    to_fixed, to_fixed_unsigned, to_wad, AMOUNT_DECIMALS, AMOUNT_SCALE, WAD_DECIMALS,
 };
 pub use messages::{
     account_id, instrument_id, AccountStatus, LiquidationInstruction, MarginUpdate,
-    SettlementMessage, StatusCode, TypedMessage,
+    SeizeInstruction, SettlementMessage, StatusCode, TypedMessage,
 };
 pub use serde_hex::{parse_address, parse_hex, to_checksum_address, to_hex};
 pub use signer::{
@@ -102,6 +111,14 @@ pub enum Error {
     /// A valid signature by a key that is not the trusted one.
     #[error("signed by untrusted {}", to_checksum_address(.0))]
     UntrustedSigner([u8; 20]),
+    /// A member of a message that breaks its rules, by its EIP-712 name.
+    #[error("`{field}` {reason}")]
+    InvalidField {
+        /// The member's EIP-712 name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A nonce at or below the last one used.
     #[error("nonce {got} is not above the last nonce {last}")]
     NonceNotIncreasing {

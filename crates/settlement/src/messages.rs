@@ -1,4 +1,4 @@
-//! The two settlement messages and their EIP-712 encodings.
+//! The engine's settlement messages and their EIP-712 encodings.
 //!
 //! Identifiers are `bytes32`: an account is `keccak256(utf8(account id string))`
 //! ([`account_id`]) and an instrument `keccak256(utf8(instrument name))` ([`instrument_id`]),
@@ -124,6 +124,51 @@ pub struct LiquidationInstruction {
     /// Unix time in seconds (`uint64`).
     #[serde(with = "crate::serde_hex::dec")]
     pub timestamp: u64,
+}
+
+/// Seize collateral held in another protocol: the engine's order to that protocol's
+/// controller, as Euler's Ethereum Vault Connector lets an account's controller call
+/// `controlCollateral(targetCollateral, onBehalfOfAccount, value, data)` on the collateral
+/// vault during a liquidation. The controller checks the engine's signature (the same key and
+/// domain as the margin updates), that `protocol` is its own id, that `deadline` has not
+/// passed and that `nonce` is new, then moves `amount` of `position` from `account` to
+/// `receiver` (pmargin's liquidator).
+///
+/// Sent only after the account's perpetuals and options have been liquidated and it is still
+/// below its requirement; only collateral (a deposit, a liquidity position) is seized, never a
+/// borrow. `amount` has [`crate::WAD_DECIMALS`] = 18 decimals, in the position's own units: the
+/// asset for a deposit, liquidity `L` for a liquidity position (the attestation's units).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeizeInstruction {
+    /// `bytes32` account id ([`account_id`]).
+    #[serde(with = "crate::serde_hex::bytes")]
+    pub account: [u8; 32],
+    /// `bytes32` protocol id ([`crate::protocol_id`]): the controller's own.
+    #[serde(with = "crate::serde_hex::bytes")]
+    pub protocol: [u8; 32],
+    /// `bytes32` position id ([`crate::lending_position_id`], [`crate::lp_position_id`]).
+    #[serde(with = "crate::serde_hex::bytes")]
+    pub position: [u8; 32],
+    /// Amount to seize, 18 decimals (`uint256`), positive.
+    #[serde(with = "crate::serde_hex::dec")]
+    pub amount: u128,
+    /// `bytes32` id of the account that receives it ([`account_id`] of the liquidator).
+    #[serde(with = "crate::serde_hex::bytes")]
+    pub receiver: [u8; 32],
+    /// The liquidation: the sequence number of the event whose liquidation round seized, the
+    /// same event as the [`LiquidationInstruction`]s of its fills (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub liquidation_id: u64,
+    /// Version of the risk parameters (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub params_version: u64,
+    /// Signer's nonce (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub nonce: u64,
+    /// Unix time in seconds after which the controller must refuse it (`uint64`).
+    #[serde(with = "crate::serde_hex::dec")]
+    pub deadline: u64,
 }
 
 /// Common to the typed messages.
@@ -253,7 +298,53 @@ impl TypedMessage for LiquidationInstruction {
     }
 }
 
-/// Either message, tagged with its EIP-712 primary type.
+impl TypedMessage for SeizeInstruction {
+    const PRIMARY_TYPE: &'static str = "SeizeInstruction";
+    const TYPE_STRING: &'static str = "SeizeInstruction(bytes32 account,bytes32 protocol,bytes32 position,uint256 amount,bytes32 receiver,uint64 liquidationId,uint64 paramsVersion,uint64 nonce,uint64 deadline)";
+    const FIELDS: &'static [(&'static str, &'static str)] = &[
+        ("bytes32", "account"),
+        ("bytes32", "protocol"),
+        ("bytes32", "position"),
+        ("uint256", "amount"),
+        ("bytes32", "receiver"),
+        ("uint64", "liquidationId"),
+        ("uint64", "paramsVersion"),
+        ("uint64", "nonce"),
+        ("uint64", "deadline"),
+    ];
+
+    fn encode_data(&self) -> Vec<Word> {
+        vec![
+            self.account,
+            self.protocol,
+            self.position,
+            word_uint(self.amount),
+            self.receiver,
+            word_uint(u128::from(self.liquidation_id)),
+            word_uint(u128::from(self.params_version)),
+            word_uint(u128::from(self.nonce)),
+            word_uint(u128::from(self.deadline)),
+        ]
+    }
+
+    fn nonce(&self) -> u64 {
+        self.nonce
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.amount == 0 {
+            return Err(Error::Encoding("seize amount is zero".into()));
+        }
+        if self.receiver == self.account {
+            return Err(Error::Encoding(
+                "seize receiver is the seized account".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Any message the engine signs, tagged with its EIP-712 primary type.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "primaryType", content = "message")]
 pub enum SettlementMessage {
@@ -261,6 +352,8 @@ pub enum SettlementMessage {
     MarginUpdate(MarginUpdate),
     /// A [`LiquidationInstruction`].
     LiquidationInstruction(LiquidationInstruction),
+    /// A [`SeizeInstruction`].
+    SeizeInstruction(SeizeInstruction),
 }
 
 impl SettlementMessage {
@@ -269,6 +362,7 @@ impl SettlementMessage {
         match self {
             Self::MarginUpdate(_) => MarginUpdate::PRIMARY_TYPE,
             Self::LiquidationInstruction(_) => LiquidationInstruction::PRIMARY_TYPE,
+            Self::SeizeInstruction(_) => SeizeInstruction::PRIMARY_TYPE,
         }
     }
 
@@ -277,6 +371,7 @@ impl SettlementMessage {
         match self {
             Self::MarginUpdate(m) => m.nonce,
             Self::LiquidationInstruction(m) => m.nonce,
+            Self::SeizeInstruction(m) => m.nonce,
         }
     }
 
@@ -285,6 +380,7 @@ impl SettlementMessage {
         match self {
             Self::MarginUpdate(m) => m.validate(),
             Self::LiquidationInstruction(m) => m.validate(),
+            Self::SeizeInstruction(m) => m.validate(),
         }
     }
 
@@ -293,6 +389,7 @@ impl SettlementMessage {
         match self {
             Self::MarginUpdate(m) => m.struct_hash(),
             Self::LiquidationInstruction(m) => m.struct_hash(),
+            Self::SeizeInstruction(m) => m.struct_hash(),
         }
     }
 
@@ -304,11 +401,7 @@ impl SettlementMessage {
     /// The full typed-data document of `eth_signTypedData_v4` (`types`, `primaryType`,
     /// `domain`, `message`), which wallets and EVM libraries can hash and verify themselves.
     pub fn typed_data_json(&self, domain: &Eip712Domain) -> serde_json::Value {
-        fn fields(list: &[(&str, &str)]) -> serde_json::Value {
-            list.iter()
-                .map(|(ty, name)| serde_json::json!({ "name": name, "type": ty }))
-                .collect()
-        }
+        // Serializing these plain structs cannot fail.
         let (primary, members, message) = match self {
             Self::MarginUpdate(m) => (
                 MarginUpdate::PRIMARY_TYPE,
@@ -320,22 +413,46 @@ impl SettlementMessage {
                 LiquidationInstruction::FIELDS,
                 serde_json::to_value(m),
             ),
+            Self::SeizeInstruction(m) => (
+                SeizeInstruction::PRIMARY_TYPE,
+                SeizeInstruction::FIELDS,
+                serde_json::to_value(m),
+            ),
         };
-        debug_assert!(DOMAIN_TYPE.starts_with("EIP712Domain("));
-        let domain_fields = [
-            ("string", "name"),
-            ("string", "version"),
-            ("uint256", "chainId"),
-            ("address", "verifyingContract"),
-        ];
-        serde_json::json!({
-            "types": { "EIP712Domain": fields(&domain_fields), primary: fields(members) },
-            "primaryType": primary,
-            "domain": domain,
-            // Serializing these plain structs cannot fail.
-            "message": message.unwrap_or(serde_json::Value::Null),
-        })
+        typed_data_document(
+            domain,
+            primary,
+            members,
+            message.unwrap_or(serde_json::Value::Null),
+        )
     }
+}
+
+/// The `eth_signTypedData_v4` document of a message of a flat struct type.
+pub(crate) fn typed_data_document(
+    domain: &Eip712Domain,
+    primary: &str,
+    members: &[(&str, &str)],
+    message: serde_json::Value,
+) -> serde_json::Value {
+    fn fields(list: &[(&str, &str)]) -> serde_json::Value {
+        list.iter()
+            .map(|(ty, name)| serde_json::json!({ "name": name, "type": ty }))
+            .collect()
+    }
+    debug_assert!(DOMAIN_TYPE.starts_with("EIP712Domain("));
+    let domain_fields = [
+        ("string", "name"),
+        ("string", "version"),
+        ("uint256", "chainId"),
+        ("address", "verifyingContract"),
+    ];
+    serde_json::json!({
+        "types": { "EIP712Domain": fields(&domain_fields), primary: fields(members) },
+        "primaryType": primary,
+        "domain": domain,
+        "message": message,
+    })
 }
 
 impl From<MarginUpdate> for SettlementMessage {
@@ -347,6 +464,12 @@ impl From<MarginUpdate> for SettlementMessage {
 impl From<LiquidationInstruction> for SettlementMessage {
     fn from(m: LiquidationInstruction) -> Self {
         Self::LiquidationInstruction(m)
+    }
+}
+
+impl From<SeizeInstruction> for SettlementMessage {
+    fn from(m: SeizeInstruction) -> Self {
+        Self::SeizeInstruction(m)
     }
 }
 

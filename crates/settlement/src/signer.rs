@@ -4,7 +4,7 @@ use k256::ecdsa::{RecoveryId, Signature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::eip712::{keccak256, Eip712Domain, Word};
-use crate::messages::{LiquidationInstruction, MarginUpdate, SettlementMessage};
+use crate::messages::{LiquidationInstruction, MarginUpdate, SeizeInstruction, SettlementMessage};
 use crate::serde_hex::to_checksum_address;
 use crate::Error;
 
@@ -229,6 +229,15 @@ impl Signer {
         &mut self,
         domain: &Eip712Domain,
         message: &LiquidationInstruction,
+    ) -> Result<SignedMessage, Error> {
+        self.sign(domain, message.clone().into())
+    }
+
+    /// Signs a [`SeizeInstruction`] (see [`Signer::sign`]).
+    pub fn sign_seize(
+        &mut self,
+        domain: &Eip712Domain,
+        message: &SeizeInstruction,
     ) -> Result<SignedMessage, Error> {
         self.sign(domain, message.clone().into())
     }

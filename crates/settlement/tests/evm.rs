@@ -235,3 +235,54 @@ fn evm_verifier_recovers_the_signer_of_a_liquidation() {
     let (_, recovered) = run_verifier(code, CHAIN_ID, &msg.encode_data(), &sig);
     assert_ne!(recovered, signer.address());
 }
+
+/// A seize instruction for an external protocol's controller verifies on-chain as the margin
+/// updates do: the contract rebuilds the digest from the nine members, `CHAINID` and `ADDRESS`
+/// and ecrecovers the engine's key; a changed amount, receiver or deadline does not recover it.
+#[test]
+fn evm_verifier_recovers_the_signer_of_a_seize_instruction() {
+    let mut signer = Signer::new(keccak256(b"pmargin engine settlement key")).unwrap();
+    let msg = SeizeInstruction {
+        account: account_id("loop-bob"),
+        protocol: protocol_id("aave-v3"),
+        position: lending_position_id(ExternalKind::LendingDeposit, "ETH"),
+        amount: to_wad(12.5).unwrap(),
+        receiver: account_id("liquidator"),
+        liquidation_id: 42,
+        params_version: 7,
+        nonce: 42 * (1 << 20) + 3,
+        deadline: 1_718_003_600,
+    };
+    let signed = signer.sign_seize(&domain(), &msg).unwrap();
+    let code = verifier_code(SeizeInstruction::type_hash(), 9);
+    let (digest, recovered) = run_verifier(
+        code.clone(),
+        CHAIN_ID,
+        &msg.encode_data(),
+        &signed.signature,
+    );
+    assert_eq!(digest, signed.digest);
+    assert_eq!(recovered, signer.address());
+
+    let mut more = msg.clone();
+    more.amount += 1;
+    let mut to_mallory = msg.clone();
+    to_mallory.receiver = account_id("mallory");
+    let mut later = msg.clone();
+    later.deadline += 3600;
+    let mut other_position = msg.clone();
+    other_position.position = lp_position_id("ETH", "USDC", 2500.0, 3600.0);
+    for tampered in [more, to_mallory, later, other_position] {
+        let (digest, recovered) = run_verifier(
+            code.clone(),
+            CHAIN_ID,
+            &tampered.encode_data(),
+            &signed.signature,
+        );
+        assert_ne!(digest, signed.digest);
+        assert_ne!(recovered, signer.address());
+    }
+    // Another deployment's chain: the domain differs, the engine's key is not recovered.
+    let (_, recovered) = run_verifier(code, 10, &msg.encode_data(), &signed.signature);
+    assert_ne!(recovered, signer.address());
+}

@@ -241,6 +241,7 @@ pub fn demo_book(accounts: usize, seed: u64, insurance_fund: f64) -> Result<Demo
             id: format!("t-{t:05}"),
             balances: BTreeMap::from([("USDC".to_string(), equity - upnl)]),
             positions,
+            external: Vec::new(),
         });
     }
     // Market makers: the exact opposite of the traders' net, in integer lots.
@@ -282,6 +283,7 @@ pub fn demo_book(accounts: usize, seed: u64, insurance_fund: f64) -> Result<Demo
             id: format!("mm-{m:03}"),
             balances: BTreeMap::from([("USDC".to_string(), (notional / leverage).max(1000.0))]),
             positions,
+            external: Vec::new(),
         });
     }
     let ample = ((open_interest[0] + open_interest[1]) / 1e6).ceil() * 1e6;
@@ -289,6 +291,7 @@ pub fn demo_book(accounts: usize, seed: u64, insurance_fund: f64) -> Result<Demo
         id: "liquidator".into(),
         balances: BTreeMap::from([("USDC".to_string(), ample.max(1e6))]),
         positions: Vec::new(),
+        external: Vec::new(),
     });
     let market_json = format!(
         r#"{{"as_of": "2020-03-12T00:00:00Z", "prices": {{"BTC": {}, "ETH": {}, "USDC": 1}},

@@ -33,6 +33,24 @@ pub struct Params {
     pub short_option_im_floor: f64,
     #[serde(default = "default_short_mm")]
     pub short_option_mm: f64,
+    /// docs/MODEL.md section 12: the protocols whose positions an account may hold, by name.
+    /// Left out of the serialization when empty, so parameter sets written before it keep their
+    /// bytes (and their governance hashes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_protocols: BTreeMap<String, ExternalProtocol>,
+}
+
+/// Another protocol whose positions count (docs/MODEL.md section 12): its `haircut`, in
+/// [0, 1), on the margin-balance value of a deposit or a liquidity position on it, and
+/// `attester`, the 0x address whose signature the service accepts as proof of a position (the
+/// command line trusts its input files and does not read it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalProtocol {
+    #[serde(default)]
+    pub haircut: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attester: Option<String>,
 }
 
 /// Scan ranges and isolated-margin rates of one underlying. All are fractions:
@@ -397,6 +415,34 @@ impl Params {
                         file,
                         format!("{p}.underlying"),
                         format!("`{u}` is not one of the underlyings"),
+                    ));
+                }
+            }
+        }
+        for (name, protocol) in &self.external_protocols {
+            let p = key_path("external_protocols", name);
+            if !crate::input::portfolio::valid_account_id(name) {
+                return Err(InputError::new(
+                    file,
+                    p,
+                    "a protocol name is 1 to 64 characters of A-Z a-z 0-9 _ . : -",
+                ));
+            }
+            num(&format!("{p}.haircut"), protocol.haircut, 0.0, false)?;
+            if protocol.haircut >= 1.0 {
+                return Err(InputError::new(
+                    file,
+                    format!("{p}.haircut"),
+                    format!("must be below 1, got {}", protocol.haircut),
+                ));
+            }
+            if let Some(attester) = &protocol.attester {
+                let hex = attester.strip_prefix("0x").unwrap_or("");
+                if hex.len() != 40 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(InputError::new(
+                        file,
+                        format!("{p}.attester"),
+                        format!("must be a 0x-prefixed 20-byte hex address, got `{attester}`"),
                     ));
                 }
             }

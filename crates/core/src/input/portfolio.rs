@@ -1,9 +1,10 @@
-//! Portfolios: accounts with collateral balances and positions.
+//! Portfolios: accounts with collateral balances, positions, and positions held in other
+//! protocols (docs/MODEL.md section 12).
 
 use super::{check_finite, check_number, from_value, key_path, parse_json};
 use crate::error::{InputError, Result};
 use crate::instrument::Instrument;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Deserialize)]
@@ -20,6 +21,9 @@ struct RawAccount {
     balances: BTreeMap<String, f64>,
     #[serde(default)]
     positions: Vec<RawPosition>,
+    /// Read kind by kind in [`ExternalPosition::from_json`], so that an error names its field.
+    #[serde(default)]
+    external: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +50,189 @@ pub struct Account {
     /// Asset -> amount; negative amounts are borrows.
     pub balances: BTreeMap<String, f64>,
     pub positions: Vec<Position>,
+    /// Positions held in other protocols (docs/MODEL.md section 12), in file order.
+    pub external: Vec<ExternalPosition>,
+}
+
+/// A position held in another protocol (docs/MODEL.md section 12), as the portfolio's
+/// `external` list gives it. `protocol` names an entry of the parameters'
+/// `external_protocols`; every token or asset names an entry of their `collateral` (both
+/// checked when the portfolio is bound to parameters, [`crate::Book::build`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExternalPosition {
+    /// Concentrated liquidity `liquidity` between `price_lower` and `price_upper`, prices of
+    /// `token0` in units of `token1`.
+    UniswapV3Lp(LiquidityPosition),
+    /// A deposit on a lending market: collateral, with the protocol's and the asset's haircut.
+    LendingDeposit(LendingPosition),
+    /// A borrow on a lending market: a liability, counted in full.
+    LendingBorrow(LendingPosition),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiquidityPosition {
+    pub protocol: String,
+    pub token0: String,
+    pub token1: String,
+    pub liquidity: f64,
+    pub price_lower: f64,
+    pub price_upper: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LendingPosition {
+    pub protocol: String,
+    pub asset: String,
+    pub amount: f64,
+}
+
+/// The `kind`s of [`ExternalPosition`], as the format spells them.
+pub const EXTERNAL_KINDS: [&str; 3] = ["uniswap_v3_lp", "lending_deposit", "lending_borrow"];
+
+impl ExternalPosition {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExternalPosition::UniswapV3Lp(_) => EXTERNAL_KINDS[0],
+            ExternalPosition::LendingDeposit(_) => EXTERNAL_KINDS[1],
+            ExternalPosition::LendingBorrow(_) => EXTERNAL_KINDS[2],
+        }
+    }
+
+    pub fn protocol(&self) -> &str {
+        match self {
+            ExternalPosition::UniswapV3Lp(lp) => &lp.protocol,
+            ExternalPosition::LendingDeposit(l) | ExternalPosition::LendingBorrow(l) => &l.protocol,
+        }
+    }
+
+    /// The assets it holds or owes, each with the name of its field: `token0` and `token1`,
+    /// or `asset`.
+    pub fn tokens(&self) -> Vec<(&'static str, &str)> {
+        match self {
+            ExternalPosition::UniswapV3Lp(lp) => {
+                vec![
+                    ("token0", lp.token0.as_str()),
+                    ("token1", lp.token1.as_str()),
+                ]
+            }
+            ExternalPosition::LendingDeposit(l) | ExternalPosition::LendingBorrow(l) => {
+                vec![("asset", l.asset.as_str())]
+            }
+        }
+    }
+
+    /// Reads one entry of an `external` list; `path` is its JSON path (errors name the field
+    /// below it: `kind`, `liquidity`, `price_lower`, an unknown field...).
+    pub fn from_json(file: &str, path: &str, value: serde_json::Value) -> Result<Self> {
+        let mut fields = match value {
+            serde_json::Value::Object(fields) => fields,
+            other => {
+                return Err(InputError::new(
+                    file,
+                    path,
+                    format!("an external position is an object with a `kind`, got {other}"),
+                ))
+            }
+        };
+        let kind_path = format!("{path}.kind");
+        let kind = match fields.remove("kind") {
+            Some(serde_json::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err(InputError::new(
+                    file,
+                    kind_path,
+                    format!("must be a string, got {other}"),
+                ))
+            }
+            None => {
+                return Err(InputError::new(
+                    file,
+                    kind_path,
+                    format!("missing: one of {}", EXTERNAL_KINDS.join(", ")),
+                ))
+            }
+        };
+        let rest = serde_json::Value::Object(fields);
+        let below = |err: InputError| {
+            let field = if err.path.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}.{}", err.path)
+            };
+            InputError::new(file, field, err.message)
+        };
+        let position = match kind.as_str() {
+            "uniswap_v3_lp" => {
+                ExternalPosition::UniswapV3Lp(from_value(file, rest).map_err(below)?)
+            }
+            "lending_deposit" => {
+                ExternalPosition::LendingDeposit(from_value(file, rest).map_err(below)?)
+            }
+            "lending_borrow" => {
+                ExternalPosition::LendingBorrow(from_value(file, rest).map_err(below)?)
+            }
+            other => {
+                return Err(InputError::new(
+                    file,
+                    kind_path,
+                    format!(
+                        "unknown kind `{other}`: one of {}",
+                        EXTERNAL_KINDS.join(", ")
+                    ),
+                ))
+            }
+        };
+        position.validate(file, path)?;
+        Ok(position)
+    }
+
+    /// The rules that need no parameter set: finite numbers, a range with `0 < price_lower <
+    /// price_upper`, a positive liquidity, an amount not negative, two distinct tokens.
+    pub fn validate(&self, file: &str, path: &str) -> Result<()> {
+        let field = |name: &str| format!("{path}.{name}");
+        let named = |name: &str, what: &str| {
+            if what.is_empty() {
+                Err(InputError::new(file, field(name), "must not be empty"))
+            } else {
+                Ok(())
+            }
+        };
+        named("protocol", self.protocol())?;
+        for (name, token) in self.tokens() {
+            named(name, token)?;
+        }
+        match self {
+            ExternalPosition::UniswapV3Lp(lp) => {
+                check_number(file, &field("liquidity"), lp.liquidity, 0.0, true)?;
+                check_number(file, &field("price_lower"), lp.price_lower, 0.0, true)?;
+                check_finite(file, &field("price_upper"), lp.price_upper)?;
+                if lp.price_upper <= lp.price_lower {
+                    return Err(InputError::new(
+                        file,
+                        field("price_upper"),
+                        format!(
+                            "must be above price_lower ({}), got {}",
+                            lp.price_lower, lp.price_upper
+                        ),
+                    ));
+                }
+                if lp.token0 == lp.token1 {
+                    return Err(InputError::new(
+                        file,
+                        field("token1"),
+                        format!("must differ from token0 (`{}`)", lp.token0),
+                    ));
+                }
+            }
+            ExternalPosition::LendingDeposit(l) | ExternalPosition::LendingBorrow(l) => {
+                check_number(file, &field("amount"), l.amount, 0.0, false)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +293,10 @@ impl Portfolio {
 
     fn validate(file: &str, raw: RawPortfolio) -> Result<Portfolio> {
         let mut seen = BTreeSet::new();
+        // A large book names the same few hundred instruments millions of times: each name is
+        // parsed (and checked canonical) once, then cloned.
+        let mut instruments: std::collections::HashMap<String, Instrument> =
+            std::collections::HashMap::new();
         let mut accounts = Vec::with_capacity(raw.accounts.len());
         for (i, acc) in raw.accounts.into_iter().enumerate() {
             // (Paths are only spelled out for an error: a large book has millions of fields.)
@@ -138,8 +329,15 @@ impl Portfolio {
             let mut positions = Vec::with_capacity(acc.positions.len());
             for (j, p) in acc.positions.into_iter().enumerate() {
                 let path = || format!("{}.positions[{j}]", base());
-                let instrument = Instrument::parse(&p.instrument)
-                    .map_err(|e| err(format!("{}.instrument", path()), e))?;
+                let instrument = match instruments.get(&p.instrument) {
+                    Some(known) => known.clone(),
+                    None => {
+                        let parsed = Instrument::parse(&p.instrument)
+                            .map_err(|e| err(format!("{}.instrument", path()), e))?;
+                        instruments.insert(p.instrument.clone(), parsed.clone());
+                        parsed
+                    }
+                };
                 if !p.size.is_finite() {
                     check_finite(file, &format!("{}.size", path()), p.size)
                         .map_err(|e| e.with_account(&acc.id))?;
@@ -171,10 +369,19 @@ impl Portfolio {
                     entry_price: p.entry_price,
                 });
             }
+            let mut external = Vec::with_capacity(acc.external.len());
+            for (j, value) in acc.external.into_iter().enumerate() {
+                let path = format!("{}.external[{j}]", base());
+                external.push(
+                    ExternalPosition::from_json(file, &path, value)
+                        .map_err(|e| e.with_account(&acc.id))?,
+                );
+            }
             accounts.push(Account {
                 id: acc.id,
                 balances: acc.balances,
                 positions,
+                external,
             });
         }
         Ok(Portfolio {

@@ -7,8 +7,9 @@ use super::{positive, reject, Engine, RowCache, MAX_AMOUNT, MAX_PRICE};
 use crate::event::{Event, Output};
 use crate::oracle::{Health, Quote};
 use crate::rejection::{RejectReason, Rejection};
-use pmargin_core::book::Book;
-use pmargin_core::input::portfolio::valid_account_id;
+use pmargin_core::book::{Book, BookExternal};
+use pmargin_core::error::InputError;
+use pmargin_core::input::portfolio::{valid_account_id, ExternalPosition};
 use pmargin_core::instrument::{Instrument, Kind, OptionKind};
 use pmargin_core::{Params, RiskArrays};
 
@@ -98,6 +99,25 @@ impl Engine {
                 self.liquidation_round(&mut out);
                 Ok(())
             }
+            Event::Attestation {
+                account,
+                position,
+                attester,
+                nonce,
+                valid_until,
+                now_s,
+            } => self.attest(
+                &super::attested::Attestation {
+                    account,
+                    position,
+                    attester,
+                    nonce: *nonce,
+                    valid_until: *valid_until,
+                    now_s: *now_s,
+                },
+                &mut out,
+            ),
+            Event::AttestationTick { now_s } => self.attestation_tick(*now_s, &mut out),
         };
         if voids {
             self.void_row_caches();
@@ -207,6 +227,71 @@ impl Engine {
             None => self.open_account(account)?,
         };
         add_balance(&mut self.book.accounts[a], asset, amount);
+        self.refresh(&[a], out);
+        Ok(())
+    }
+
+    /// Replaces account `a`'s positions held in other protocols (docs/MODEL.md section 12)
+    /// with `positions`, and re-margins it: the handler of an attested change (the service
+    /// verifies the attestation and logs the change as an event; a position whose attestation
+    /// expired is left out of `positions`). Creates the account if it does not exist. Refused,
+    /// changing nothing, if a position breaks a rule of the format or names a protocol or a
+    /// token the parameter set does not list; never for margin (it states a fact elsewhere).
+    pub fn set_external_into(
+        &mut self,
+        account: &str,
+        positions: &[ExternalPosition],
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejection> {
+        if !self.accounts.contains_key(account) && !valid_account_id(account) {
+            return Err(reject(RejectReason::InvalidAccountId {
+                id: account.to_string(),
+            }));
+        }
+        let invalid = |e| reject(RejectReason::Input(Box::new(e)));
+        let file = "external positions";
+        // Every position is checked before the book lists a new token: a refusal adds nothing.
+        let (book, market) = (&self.book, &self.market);
+        let listable = |name: &str, path: &str| {
+            if let Some(a) = book.assets.iter().position(|a| a.name == name) {
+                Ok(a)
+            } else if !book.params.collateral.contains_key(name) {
+                Err(InputError::new(
+                    file,
+                    path,
+                    format!("asset {name} has no entry in the parameter set's `collateral`"),
+                ))
+            } else if !market.prices.contains_key(name) {
+                Err(InputError::new(
+                    file,
+                    path,
+                    format!("no price for asset {name}"),
+                ))
+            } else {
+                Ok(usize::MAX)
+            }
+        };
+        for (j, x) in positions.iter().enumerate() {
+            let path = format!("external[{j}]");
+            x.validate(file, &path).map_err(invalid)?;
+            BookExternal::bind(x, &path, file, &book.params, listable).map_err(invalid)?;
+        }
+        let mut bound = Vec::with_capacity(positions.len());
+        let params = self.book.params.clone();
+        for (j, x) in positions.iter().enumerate() {
+            let (book, market) = (&mut self.book, &self.market);
+            let b = BookExternal::bind(x, &format!("external[{j}]"), file, &params, |name, _| {
+                book.ensure_asset(name, market)
+            })
+            .map_err(invalid)?;
+            bound.push(b);
+        }
+        self.arrays.extend(&self.book);
+        let a = match self.accounts.get(account) {
+            Some(&a) => a,
+            None => self.open_account(account)?,
+        };
+        self.book.accounts[a].external = bound;
         self.refresh(&[a], out);
         Ok(())
     }

@@ -183,6 +183,7 @@ pub(super) fn clone_for_fill(account: &BookAccount) -> BookAccount {
         positions,
         balances,
         exposures,
+        external: account.external.clone(),
     }
 }
 
@@ -205,6 +206,9 @@ pub fn update_exposures(assets: &[Asset], account: &mut BookAccount) {
             .filter(|b| b.amount != 0.0)
             .filter_map(|b| assets[b.asset].underlying),
     );
+    for x in &account.external {
+        exposures.extend(x.exposures(assets));
+    }
     exposures.sort_unstable();
     exposures.dedup();
     account.exposures = exposures;

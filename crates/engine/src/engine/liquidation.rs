@@ -75,6 +75,9 @@ impl Engine {
         let Ok(settle) = self.settlement_index() else {
             return;
         };
+        // What the chosen trial kept of the account's rows: after its step the account holds
+        // exactly the trial's positions, so the next step starts from them.
+        let mut carried = None;
         for _ in 0..MAX_LIQUIDATION_STEPS {
             let current = *self.figures(a);
             if current.margin_balance >= current.initial_margin {
@@ -83,7 +86,7 @@ impl Engine {
             if current.margin_balance < 0.0 {
                 break;
             }
-            match self.best_step(a, settle) {
+            match self.best_step(a, settle, &mut carried) {
                 Some((position, step)) => {
                     self.transfer(a, liquidator, position, step, settle, true, out)
                 }
@@ -97,7 +100,16 @@ impl Engine {
     }
 
     /// The liquidation step with the best surplus relief per unit of penalty, if any helps.
-    pub(super) fn best_step(&self, a: usize, settle: usize) -> Option<(usize, f64)> {
+    ///
+    /// `carried`: on entry, what the previous step's chosen trial kept, if it was summed by
+    /// reuse (its positions are the account's now, the risk arrays unchanged, so it is what a
+    /// fresh evaluation would keep, bit for bit); on return, the chosen trial's, likewise.
+    pub(super) fn best_step(
+        &self,
+        a: usize,
+        settle: usize,
+        carried: &mut Option<Kept>,
+    ) -> Option<(usize, f64)> {
         let account = &self.book.accounts[a];
         let current = *self.figures(a);
         let surplus = current.margin_balance - current.initial_margin;
@@ -109,9 +121,16 @@ impl Engine {
         let stable_settlement = self.book.assets[settle].underlying.is_none();
         let mut kept = Kept::default();
         let base = stable_settlement
-            && evaluator
-                .requirement_reusing(account, &[], false, &mut kept)
-                .is_ok();
+            && match carried.take() {
+                Some(previous) => {
+                    kept = previous;
+                    true
+                }
+                None => evaluator
+                    .requirement_reusing(account, &[], false, &mut kept)
+                    .is_ok(),
+            };
+        let mut best_kept: Option<Kept> = None;
         let mut reuse = vec![false; account.exposures.len()];
         let mut trial_kept = Kept::default();
         let mut trial = account.clone();
@@ -142,7 +161,8 @@ impl Engine {
             add_balance(&mut trial, settle, -penalty);
             let same_holdings_shape =
                 stable_settlement && trial.positions.len() == account.positions.len();
-            let evaluated = if base && same_holdings_shape {
+            let reused = base && same_holdings_shape;
+            let evaluated = if reused {
                 for (r, &u) in reuse.iter_mut().zip(&account.exposures) {
                     *r = u != p.underlying;
                 }
@@ -160,9 +180,15 @@ impl Engine {
                 let score = relief / penalty.max(1e-9);
                 if best.is_none_or(|(s, _, _)| score > s) {
                     best = Some((score, j, step));
+                    match (&mut best_kept, reused) {
+                        (Some(k), true) => k.clone_from(&trial_kept),
+                        (slot, true) => *slot = Some(trial_kept.clone()),
+                        (slot, false) => *slot = None,
+                    }
                 }
             }
         }
+        *carried = best_kept.filter(|_| best.is_some());
         best.map(|(_, j, step)| (j, step))
     }
 
@@ -344,5 +370,67 @@ impl Engine {
             });
         }
         amount - remaining
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use pmargin_core::synthetic;
+
+    /// What a chosen step's trial kept, carried to the next step, is what evaluating the
+    /// account afresh after the step keeps, bit for bit (versions 1 and 2, thin collateral so
+    /// that accounts take many steps).
+    #[test]
+    fn the_carried_rows_are_a_fresh_evaluation_of_the_account_after_its_step() {
+        let book = synthetic::book(300, 17).unwrap();
+        let usdc = |_: usize, asset: &str| if asset == "USDC" { 0.35 } else { 0.0 };
+        let portfolio = synthetic::portfolio(&book, usdc, |_, _| true, 1e12);
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let mut checked = 0;
+        for v2 in [false, true] {
+            let (market, params) = if v2 {
+                synthetic::market_and_params_v2()
+            } else {
+                synthetic::market_and_params()
+            }
+            .unwrap();
+            let mut e = Engine::new(&portfolio, &market, &params, EngineConfig::default()).unwrap();
+            e.ensure_settlement_asset().unwrap();
+            let settle = e.settlement_index().unwrap();
+            let liquidator = e.accounts["liquidator"];
+            let failing: Vec<usize> = e.failing.iter().copied().take(40).collect();
+            let mut out = Vec::new();
+            for a in failing {
+                let mut carried = None;
+                for _ in 0..30 {
+                    let current = *e.figures(a);
+                    if current.margin_balance >= current.initial_margin
+                        || current.margin_balance < 0.0
+                    {
+                        break;
+                    }
+                    let Some((j, step)) = e.best_step(a, settle, &mut carried) else {
+                        break;
+                    };
+                    e.transfer(a, liquidator, j, step, settle, true, &mut out);
+                    let Some(kept) = &carried else { continue };
+                    let evaluator = Evaluator::new(&e.book, &e.arrays);
+                    let mut fresh = Kept::default();
+                    evaluator
+                        .requirement_reusing(&e.book.accounts[a], &[], false, &mut fresh)
+                        .unwrap();
+                    assert_eq!(bits(kept.rows()), bits(fresh.rows()), "account {a}");
+                    assert_eq!(
+                        format!("{:?}", kept.sums()),
+                        format!("{:?}", fresh.sums()),
+                        "account {a}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 50, "{checked} steps carried");
     }
 }

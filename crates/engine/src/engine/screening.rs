@@ -449,7 +449,10 @@ pub(super) fn screen_of(
     screening: bool,
     sums: &[ExposureSums],
 ) -> Screen {
-    if !screening || account.exposures.is_empty() {
+    // External positions (docs/MODEL.md section 12) are not in the slope bounds: a liquidity
+    // position's value is concave in the price (short gamma), so an account holding any is
+    // re-margined at every tick of its exposures and every fill, never screened.
+    if !screening || account.exposures.is_empty() || !account.external.is_empty() {
         return Screen::NONE;
     }
     let (mut slopes, mut required) = (Vec::new(), Vec::new());

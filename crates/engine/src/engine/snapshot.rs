@@ -53,6 +53,10 @@ pub struct EngineSnapshot {
     /// Accounts left with a deficit nobody could cover.
     pub bad_debt: Vec<String>,
     pub oracle: Option<Oracle>,
+    /// The attestations accepted (nonces used, expiries); left out when empty, so snapshots
+    /// without any keep their bytes.
+    #[serde(default, skip_serializing_if = "super::Attested::is_empty")]
+    pub attested: super::Attested,
 }
 
 /// One account's holdings, in the engine's order.
@@ -64,6 +68,10 @@ pub struct AccountSnapshot {
     pub balances: Vec<(String, f64)>,
     /// `(instrument, size, entry price)`; the entry price of an option is 0.
     pub positions: Vec<(String, f64, f64)>,
+    /// Positions held in other protocols (docs/MODEL.md section 12); left out when there are
+    /// none, so snapshots written before them keep their bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<pmargin_core::input::portfolio::ExternalPosition>,
 }
 
 /// The market as the engine holds it.
@@ -221,6 +229,7 @@ impl Engine {
                             )
                         })
                         .collect(),
+                    external: a.external.iter().map(|x| book.external_input(x)).collect(),
                 })
                 .collect(),
             insurance_fund: self.insurance_fund,
@@ -235,6 +244,7 @@ impl Engine {
                 .map(|&a| book.accounts[a].id.clone())
                 .collect(),
             oracle: self.oracle.clone(),
+            attested: self.attested.clone(),
         }
     }
 
@@ -275,6 +285,7 @@ impl Engine {
                 .iter()
                 .map(|name| Ok(position(parse(name)?, 0.0, 0.0)))
                 .collect::<Result<_, EngineError>>()?,
+            external: Vec::new(),
         }];
         for a in &s.accounts {
             accounts.push(Account {
@@ -285,6 +296,7 @@ impl Engine {
                     .iter()
                     .map(|(name, size, entry)| Ok(position(parse(name)?, *size, *entry)))
                     .collect::<Result<_, EngineError>>()?,
+                external: a.external.clone(),
             });
         }
         let portfolio = Portfolio {
@@ -371,6 +383,7 @@ impl Engine {
             suspended,
             bad_debt,
             sequence: s.sequence,
+            attested: s.attested,
         })
     }
 }

@@ -24,7 +24,7 @@ const JSON: HeaderValue = HeaderValue::from_static("application/json");
 pub async fn healthz(State(state): State<Shared>) -> Response {
     let failure = state.failure();
     let sequence = state.engine().sequence();
-    let body = json!({
+    let mut body = json!({
         "status": if failure.is_none() { "ok" } else { "failed" },
         "sequence": sequence,
         "committed_sequence": state.committed(),
@@ -32,6 +32,11 @@ pub async fn healthz(State(state): State<Shared>) -> Response {
         "durable": state.durable,
         "failure": failure,
     });
+    // The node's role in a replicated deployment (a single node leads).
+    if let (Some(b), Value::Object(ha)) = (body.as_object_mut(), crate::service::ha::health(&state))
+    {
+        b.extend(ha);
+    }
     let status = if failure.is_none() {
         StatusCode::OK
     } else {
@@ -46,9 +51,12 @@ pub async fn openapi() -> Response {
 
 pub async fn metrics(caller: Caller, State(state): State<Shared>) -> Result<Response, ApiError> {
     caller.require(STAFF)?;
-    let text = state
+    let mut text = state
         .metrics
         .render(&state.engine(), state.hub.next_seq(), state.durable);
+    if let Some(feeds) = state.feeds.get() {
+        text.push_str(&feeds.prometheus(crate::service::state::now_ms()));
+    }
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -218,6 +226,7 @@ pub async fn get_oracle(
         .filter(|u| engine.liquidations_suspended(u))
         .collect();
     Ok(Json(
-        json!({ "indices": states, "liquidations_suspended": suspended }),
+        json!({ "indices": states, "liquidations_suspended": suspended,
+                "feeds": state.feeds.get().map(|f| f.to_json(crate::service::state::now_ms())) }),
     ))
 }

@@ -258,6 +258,7 @@ async fn positions(
                 positions: vec![*p],
                 balances: Vec::new(),
                 exposures: vec![p.underlying],
+                external: Vec::new(),
             };
             let greeks = portfolio_greeks(book, &one).into_values().next();
             let mark = inst.value_at(1.0, book.rate);

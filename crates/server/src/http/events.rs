@@ -2,10 +2,11 @@
 //! the writer, answered once durable.
 
 use crate::auth::{Caller, Role, FILLERS};
+use crate::error::ServiceError;
 use crate::http::error::ApiError;
 use crate::http::extract::{idempotency, Body};
 use crate::http::Shared;
-use crate::service::state::{now_ms, EventResult};
+use crate::service::state::{now_ms, AppState, EventResult};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +50,13 @@ pub async fn post_event(
         (_, Event::ActivateParams { .. }) => {
             return Err(ApiError::forbidden(
                 "parameters change only through governance (POST /v1/proposals)",
+            ))
+        }
+        // An attested position counts only with its attester's signature, which only
+        // POST /v1/external checks; the attestations' clock is the service's own.
+        (_, Event::Attestation { .. }) | (_, Event::AttestationTick { .. }) => {
+            return Err(ApiError::forbidden(
+                "positions in other protocols come signed by their attester (POST /v1/external)",
             ))
         }
         // Value enters an account (a deposit) or moves between two (a fill) only on the
@@ -126,28 +134,42 @@ pub async fn post_quote(
     headers: HeaderMap,
     Body(q, _): Body<QuoteIn>,
 ) -> Result<Response, ApiError> {
+    let event = quote_event(&state, &caller, q.source, q.underlying, q.price, q.ts_ms)?;
+    let idem = idempotency(&headers, &caller, &event)?;
+    let result = state.submit(event, &caller.key_id, idem).await?;
+    Ok(event_response(result))
+}
+
+/// The checks of a quote from `caller` (this endpoint's, and a configured feed's: see
+/// [`crate::feeds`]): the caller may post for `source`, and `ts_ms` is not ahead of the
+/// server's clock; the quote's event (dated now without a `ts_ms`).
+pub fn quote_event(
+    state: &AppState,
+    caller: &Caller,
+    source: String,
+    underlying: String,
+    price: f64,
+    ts_ms: Option<i64>,
+) -> Result<Event, ServiceError> {
     caller.require(&[Role::Admin, Role::OracleFeeder])?;
-    caller.require_source(&q.source)?;
+    caller.require_source(&source)?;
     let now = now_ms();
     let skew = state.max_clock_skew_ms.load(Ordering::Relaxed);
-    if let Some(ts) = q.ts_ms {
+    if let Some(ts) = ts_ms {
         // A quote from the future would be "fresh" for longer than it should, and would hold
         // the oracle's staleness clock back.
         if ts > now.saturating_add(skew) {
-            return Err(ApiError::unprocessable(format!(
+            return Err(ServiceError::unprocessable(format!(
                 "ts_ms {ts} is {} ms ahead of the server's clock (at most {skew} ms allowed)",
                 ts - now
             ))
             .with_field("ts_ms"));
         }
     }
-    let event = Event::Quote {
-        source: q.source,
-        underlying: q.underlying,
-        price: q.price,
-        ts_ms: q.ts_ms.unwrap_or(now),
-    };
-    let idem = idempotency(&headers, &caller, &event)?;
-    let result = state.submit(event, &caller.key_id, idem).await?;
-    Ok(event_response(result))
+    Ok(Event::Quote {
+        source,
+        underlying,
+        price,
+        ts_ms: ts_ms.unwrap_or(now),
+    })
 }

@@ -7,7 +7,9 @@ pub mod accounts;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod external;
 pub mod extract;
+pub mod forward;
 pub mod governance;
 pub mod keys;
 pub mod serve;
@@ -39,6 +41,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/openapi.json", get(accounts::openapi))
         .route("/v1/events", post(events::post_event))
         .route("/v1/quotes", post(events::post_quote))
+        .route("/v1/external", post(external::post_external))
         .route("/v1/accounts", get(accounts::list_accounts))
         .route("/v1/accounts/{id}", get(accounts::get_account))
         .route("/v1/accounts/{id}/scenarios", get(accounts::get_scenarios))
@@ -94,21 +97,32 @@ async fn bound(
     if let Some(refused) = rate_limited(&state, &req) {
         return refused;
     }
-    match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            state.metrics.refused("timeout");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!(
-                    "the request took longer than {} s",
-                    state.limits.request_timeout.as_secs_f64()
-                ),
-            )
-            .into_response()
+    if forward::to_leader(&state, &req) {
+        if let Some(ha) = state.ha.get() {
+            let forwarded = forward::forward(ha, req);
+            return match tokio::time::timeout(state.limits.request_timeout, forwarded).await {
+                Ok(response) => response,
+                Err(_) => timed_out(&state),
+            };
         }
     }
+    match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => timed_out(&state),
+    }
+}
+
+fn timed_out(state: &Shared) -> Response {
+    state.metrics.refused("timeout");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        format!(
+            "the request took longer than {} s",
+            state.limits.request_timeout.as_secs_f64()
+        ),
+    )
+    .into_response()
 }
 
 /// The per-key rate limit on writes (every method but GET, HEAD and OPTIONS, what-ifs

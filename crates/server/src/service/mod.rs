@@ -1,8 +1,8 @@
 //! The service layer: the state ([`state`]), the writer ([`writer`]), snapshots
 //! ([`snapshots`]), replay and recovery ([`replay`], [`recovery`]), the report cache
 //! ([`cache`]) and the heavy reads ([`reports`], on the [`heavy`] pool), governance
-//! ([`governance`], [`committee`]), settlement messages ([`settlement`]) and the stream hub
-//! ([`stream`]). Nothing here knows HTTP: the HTTP layer ([`crate::http`]) calls into it,
+//! ([`governance`], [`committee`]), settlement messages ([`settlement`]), attested external positions ([`external`]) and the
+//! stream hub ([`stream`]). Nothing here knows HTTP: the HTTP layer ([`crate::http`]) calls into it,
 //! never the reverse.
 //!
 //! Dependencies run one way, from the top of this list to the bottom: `recovery` → `writer`
@@ -11,7 +11,10 @@
 
 pub mod cache;
 pub mod committee;
+pub mod external;
+pub mod follower;
 pub mod governance;
+pub mod ha;
 pub mod heavy;
 pub mod recovery;
 pub mod replay;

@@ -63,6 +63,7 @@ pub fn start(
     let recovered_seq = replayed.engine.sequence();
     let replayed_events = replayed.events;
     let keeps_snapshots = store.keeps_snapshots();
+    let replicated = store.replicated();
     let (state, rx) = AppState::new(
         replayed.engine,
         store,
@@ -72,6 +73,9 @@ pub fn start(
         genesis,
         limits,
     );
+    if let Some(nats) = replicated {
+        let _ = state.ha.set(crate::service::ha::Ha::new(nats));
+    }
     // Every report computed before counts as stale: the cache starts after the recovery.
     state
         .reports

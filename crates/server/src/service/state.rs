@@ -85,6 +85,10 @@ pub struct AppState {
     writer: mpsc::SyncSender<Command>,
     /// Joined by [`AppState::stop_writer`], so a stop returns after the final snapshot.
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// A node of a replicated deployment: its role (set at start; unset on a single node).
+    pub ha: OnceLock<Arc<crate::service::ha::Ha>>,
+    /// The venue feeds' health (`serve --feeds`; set at start).
+    pub feeds: OnceLock<pmargin_feeds::health::Health>,
 }
 
 impl AppState {
@@ -122,6 +126,8 @@ impl AppState {
             settlement: OnceLock::new(),
             writer: tx,
             writer_thread: Mutex::new(None),
+            ha: OnceLock::new(),
+            feeds: OnceLock::new(),
         };
         (Arc::new(state), rx)
     }
@@ -201,7 +207,7 @@ impl AppState {
     }
 
     /// Hands an event to the writer thread; the receiver gets its result once it is durable.
-    fn enqueue(
+    pub(crate) fn enqueue(
         &self,
         event: Event,
         key_id: &str,

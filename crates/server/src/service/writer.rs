@@ -13,6 +13,7 @@
 //! it takes one.
 
 use crate::error::ServiceError;
+use crate::service::follower::{Follower, FOLLOW_WAIT};
 use crate::service::replay::rebuild;
 use crate::service::snapshots::Snapshots;
 use crate::service::state::{
@@ -83,6 +84,8 @@ pub(crate) struct Writer {
     rebuilt: bool,
     /// When the store was last tried after a failure.
     probed: Option<Instant>,
+    /// On a node of a replicated deployment: leading or following (`None`: a single node).
+    follower: Option<Follower>,
 }
 
 impl Writer {
@@ -99,6 +102,7 @@ impl Writer {
             snapshots,
             rebuilt: true,
             probed: None,
+            follower: None,
         }
     }
 }
@@ -119,8 +123,10 @@ pub(crate) fn spawn(
 }
 
 fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut w: Writer) {
-    // A long replay at start is worth a snapshot right away.
-    if let Some(snapshots) = &mut w.snapshots {
+    w.follower = state.ha.get().map(|ha| Follower::new(ha.clone()));
+    // A long replay at start is worth a snapshot right away (on a replicated node, once it
+    // leads: one node writes them).
+    if let (Some(snapshots), None) = (&mut w.snapshots, &w.follower) {
         snapshots.maybe_take(&state);
     }
     // The sizes of the last two batches: with N clients each waiting for its acknowledgement,
@@ -128,6 +134,14 @@ fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut w: Writer) {
     // during it; their sum estimates N.
     let mut last = (0usize, 0usize);
     loop {
+        if let Some(f) = &mut w.follower {
+            if !f.ha.leading() {
+                if !f.step(&state, &rx) {
+                    break;
+                }
+                continue;
+            }
+        }
         // After a storage failure the store is tried again now and then, writes or not.
         let first = if state.failure().is_some() {
             match rx.recv_timeout(PROBE_EVERY) {
@@ -136,6 +150,13 @@ fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut w: Writer) {
                     w.recover(&state);
                     continue;
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else if w.follower.is_some() {
+            // A leader looks at its lease now and then, writes or not.
+            match rx.recv_timeout(FOLLOW_WAIT) {
+                Ok(c) => c,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         } else {
@@ -188,6 +209,9 @@ fn writer(state: Arc<AppState>, rx: mpsc::Receiver<Command>, mut w: Writer) {
         }
     }
     if let Some(snapshots) = &mut w.snapshots {
+        if w.follower.as_ref().is_some_and(|f| !f.ha.leading()) {
+            snapshots.since = 0;
+        }
         snapshots.finish(&state);
     }
 }
@@ -442,6 +466,25 @@ fn process(state: &AppState, batch: Vec<Submit>, w: &mut Writer) -> usize {
             }
             logged.len()
         }
+        Err(e) if w.follower.is_some() => {
+            // The replicated log may hold the batch or part of it (an acknowledgement lost),
+            // or another leader's events: the engine goes back to the last event known to be
+            // logged, and follows the log from there before it leads again.
+            eprintln!("pmargin: commit failed, following the log again: {e}");
+            for key in remembered {
+                w.idem.remove(&key);
+            }
+            if let Some(f) = &mut w.follower {
+                f.roll_back(state);
+            }
+            for (reply, _) in replies {
+                state.metrics.refused("commit_unknown");
+                let _ = reply.send(Err(ServiceError::unavailable(format!(
+                    "the replicated log did not acknowledge the event, which may or may not be logged: retry with the same Idempotency-Key ({e})"
+                ))));
+            }
+            0
+        }
         Err(e) => {
             // The engine holds events the log does not: they are rolled back (the engine is
             // rebuilt from the log) and writes are refused until the store takes one again.
@@ -515,5 +558,6 @@ fn refusal_reason(event: &Event, outputs: &[Output]) -> &'static str {
         Event::ActivateParams { .. } => "rejected_params",
         Event::Settlement { .. } | Event::Funding { .. } => "rejected_settlement",
         Event::Liquidate => "rejected_liquidate",
+        Event::Attestation { .. } | Event::AttestationTick { .. } => "rejected_attestation",
     }
 }
