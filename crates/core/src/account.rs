@@ -972,9 +972,10 @@ impl<'a> Evaluator<'a> {
         &self,
         account: &BookAccount,
         partial: &Partial,
-    ) -> Option<crate::external::ExternalFigures> {
-        (!account.external.is_empty())
-            .then(|| crate::external::figures(self.book, self.arrays, account, &partial.scales))
+    ) -> Option<crate::external_risk::ExternalFigures> {
+        (!account.external.is_empty()).then(|| {
+            crate::external_risk::figures(self.book, self.arrays, account, &partial.scales)
+        })
     }
 
     /// Turns the sums into requirements and a status.

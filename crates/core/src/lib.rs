@@ -21,6 +21,7 @@ pub mod arrays;
 pub mod book;
 pub mod error;
 pub mod external;
+pub mod external_risk;
 pub mod fhs;
 pub mod greeks;
 pub mod grid;

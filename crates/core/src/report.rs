@@ -4,7 +4,7 @@ use crate::account::{AddonBreakdown, Evaluator, Requirement, Status};
 use crate::arrays::RiskArrays;
 use crate::book::{Book, BookAccount};
 use crate::error::{InputError, Result};
-use crate::external::ExternalReport;
+use crate::external_risk::ExternalReport;
 use crate::fhs::FhsScenarios;
 use crate::greeks::PortfolioGreeks;
 use crate::input::history::History;

@@ -190,7 +190,14 @@ pub async fn start_with_store(
     let _ = started.state.settlement.set(signer);
     let (addr, shutdown, task) = listen(&config, &started.state).await?;
     if let Some(ha) = started.state.ha.get() {
-        ha.start(&started.state, addr);
+        let state = Arc::downgrade(&started.state);
+        ha.start(addr, move |records| match state.upgrade() {
+            Some(state) => {
+                state.take_keys(records);
+                service::ha::KeysTaken::Taken
+            }
+            None => service::ha::KeysTaken::Stop,
+        });
     }
     let feed = config
         .demo_feed
@@ -343,7 +350,7 @@ async fn oracle_clock(state: Arc<AppState>, every: std::time::Duration) {
         interval.tick().await;
         let now = now_ms();
         let due = state.failure().is_none()
-            && service::ha::takes_writes(&state)
+            && state.takes_writes()
             && state.engine().oracle_tick_due(now);
         if due {
             let tick = pmargin_engine::Event::OracleTick { now_ms: now };

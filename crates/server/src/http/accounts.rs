@@ -33,8 +33,7 @@ pub async fn healthz(State(state): State<Shared>) -> Response {
         "failure": failure,
     });
     // The node's role in a replicated deployment (a single node leads).
-    if let (Some(b), Value::Object(ha)) = (body.as_object_mut(), crate::service::ha::health(&state))
-    {
+    if let (Some(b), Value::Object(ha)) = (body.as_object_mut(), state.role_health()) {
         b.extend(ha);
     }
     let status = if failure.is_none() {

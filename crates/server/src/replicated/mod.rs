@@ -127,6 +127,10 @@ impl std::fmt::Debug for Nats {
     }
 }
 
+/// Publishes awaiting their acknowledgement at once: the writer pipelines a whole batch (up to
+/// `service::writer::MAX_BATCH` events, which asserts it fits twice over) before waiting.
+pub const MAX_ACKS_IN_FLIGHT: usize = 8192;
+
 /// Stream and bucket names of a log.
 pub struct Names {
     pub events: String,
@@ -267,9 +271,8 @@ async fn open(config: &EventLogConfig) -> Result<Opened, String> {
             )
         })?
         .map_err(|e| err("connect")(e.to_string()))?;
-    // Pipelined publishes of a whole batch: the writer commits up to MAX_BATCH events at once.
     let js = jetstream::ContextBuilder::new()
-        .max_ack_inflight(crate::service::writer::MAX_BATCH * 2)
+        .max_ack_inflight(MAX_ACKS_IN_FLIGHT)
         .backpressure_on_inflight(true)
         .timeout(CALL_TIMEOUT)
         .build(client);

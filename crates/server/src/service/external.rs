@@ -165,7 +165,7 @@ pub async fn attestation_clock(state: Arc<AppState>, every: std::time::Duration)
         interval.tick().await;
         let now = now_s();
         let due = state.failure().is_none()
-            && crate::service::ha::takes_writes(&state)
+            && state.takes_writes()
             && state.engine().attestation_tick_due(now);
         if due {
             let tick = Event::AttestationTick { now_s: now };

@@ -16,13 +16,12 @@
 //! next try to take it ([`LEASE_EVERY`] of the TTL); the new leader applies the rest of the
 //! log before it takes writes.
 
-use crate::auth::KeyRing;
+use crate::auth::KeyRecord;
 use crate::replicated::store::read_keys;
 use crate::replicated::Nats;
-use crate::service::state::AppState;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The lease key in the lease bucket.
 const LEASE_KEY: &str = "leader";
@@ -120,7 +119,13 @@ impl Ha {
     }
 
     /// Starts the lease task once the node listens on `addr` (its URL goes in the lease).
-    pub fn start(self: &Arc<Ha>, state: &Arc<AppState>, addr: std::net::SocketAddr) {
+    /// `keys` receives the API keys the leader keeps in the bucket, read on every round this
+    /// node follows (a revocation reaches every node within one round).
+    pub fn start(
+        self: &Arc<Ha>,
+        addr: std::net::SocketAddr,
+        keys: impl Fn(Vec<KeyRecord>) -> KeysTaken + Send + Sync + 'static,
+    ) {
         let url = self
             .nats
             .config
@@ -128,9 +133,7 @@ impl Ha {
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
         self.me.write().unwrap_or_else(|p| p.into_inner()).url = url;
-        let task = self
-            .nats
-            .spawn(lease_loop(self.clone(), Arc::downgrade(state)));
+        let task = self.nats.spawn(lease_loop(self.clone(), keys));
         *self.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
 
@@ -164,24 +167,17 @@ impl Ha {
     }
 }
 
-/// The `/healthz` fields of a node: its role and the leader's URL; a single node (no
-/// replicated log) is its own leader.
-pub fn health(state: &AppState) -> serde_json::Value {
-    match state.ha.get() {
-        Some(ha) => ha.health(),
-        None => serde_json::json!({ "role": "leader", "leader": null }),
-    }
-}
-
-/// Whether this node's writer takes writes (a single node always does).
-pub fn takes_writes(state: &AppState) -> bool {
-    state.ha.get().is_none_or(|ha| ha.leading())
+/// Whether the node's keys took the bucket's: [`KeysTaken::Stop`] once the node is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeysTaken {
+    Taken,
+    Stop,
 }
 
 /// Holds or tries the lease, every TTL / [`LEASE_EVERY`]; on a follower, also reloads the
 /// API keys (the leader writes them to the bucket; a revocation reaches every node within one
 /// round).
-async fn lease_loop(ha: Arc<Ha>, state: Weak<AppState>) {
+async fn lease_loop(ha: Arc<Ha>, keys: impl Fn(Vec<KeyRecord>) -> KeysTaken) {
     let ttl = ha.nats.config.lease_ttl;
     let every = ttl / LEASE_EVERY;
     let mut interval = tokio::time::interval(every);
@@ -222,23 +218,12 @@ async fn lease_loop(ha: Arc<Ha>, state: Weak<AppState>) {
             if let Some(l) = seen {
                 *ha.leader.write().unwrap_or_else(|p| p.into_inner()) = Some(l);
             }
-            let Some(state) = state.upgrade() else { return };
-            reload_keys(&ha, &state).await;
+            let read = tokio::time::timeout(ttl, read_keys(&ha.nats.meta)).await;
+            if let Ok(Ok(records)) = read {
+                if keys(records) == KeysTaken::Stop {
+                    return;
+                }
+            }
         }
-    }
-}
-
-/// Replaces the node's keys by the bucket's when they differ.
-async fn reload_keys(ha: &Ha, state: &AppState) {
-    let Ok(Ok(records)) =
-        tokio::time::timeout(ha.nats.config.lease_ttl, read_keys(&ha.nats.meta)).await
-    else {
-        return;
-    };
-    let mut keys = state.keys.write().unwrap_or_else(|p| p.into_inner());
-    let mut now: Vec<_> = keys.records().cloned().collect();
-    now.sort_by(|a, b| a.id.cmp(&b.id));
-    if now != records {
-        *keys = KeyRing::new(keys.secret().clone(), records);
     }
 }

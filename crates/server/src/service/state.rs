@@ -5,12 +5,13 @@
 //! An event is acknowledged only once durable. Reads never show a figure before the event
 //! behind it is durable ([`AppState::read_durable`]).
 
-use crate::auth::KeyRing;
+use crate::auth::{KeyRecord, KeyRing};
 use crate::error::ServiceError;
 use crate::limits::{check_magnitudes, Limits, RateLimiter, StreamSlots};
 use crate::metrics::Metrics;
 use crate::service::cache::ReportCache;
 use crate::service::governance::Gov;
+use crate::service::ha::Ha;
 use crate::service::heavy::Heavy;
 use crate::service::settlement::Settlement;
 use crate::service::stream::Hub;
@@ -86,7 +87,7 @@ pub struct AppState {
     /// Joined by [`AppState::stop_writer`], so a stop returns after the final snapshot.
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// A node of a replicated deployment: its role (set at start; unset on a single node).
-    pub ha: OnceLock<Arc<crate::service::ha::Ha>>,
+    pub ha: OnceLock<Arc<Ha>>,
     /// The venue feeds' health (`serve --feeds`; set at start).
     pub feeds: OnceLock<pmargin_feeds::health::Health>,
 }
@@ -175,6 +176,33 @@ async fn answer(
 ) -> Result<EventResult, ServiceError> {
     rx.await
         .map_err(|_| ServiceError::unavailable("the engine writer has stopped"))?
+}
+
+impl AppState {
+    /// The `/healthz` fields of the node's role: a node of a replicated deployment says whether
+    /// it leads and where the leader is; a single node (no replicated log) is its own leader.
+    pub fn role_health(&self) -> serde_json::Value {
+        match self.ha.get() {
+            Some(ha) => ha.health(),
+            None => serde_json::json!({ "role": "leader", "leader": null }),
+        }
+    }
+
+    /// Whether this node's writer takes writes (a single node always does).
+    pub fn takes_writes(&self) -> bool {
+        self.ha.get().is_none_or(|ha| ha.leading())
+    }
+
+    /// Replaces the node's API keys by `records` (the replicated log's) when they differ.
+    pub(crate) fn take_keys(&self, mut records: Vec<KeyRecord>) {
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut now: Vec<_> = keys.records().cloned().collect();
+        now.sort_by(|a, b| a.id.cmp(&b.id));
+        if now != records {
+            *keys = KeyRing::new(keys.secret().clone(), records);
+        }
+    }
 }
 
 impl AppState {

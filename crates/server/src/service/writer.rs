@@ -32,6 +32,8 @@ use tokio::sync::oneshot;
 
 /// Largest number of commands committed together.
 pub const MAX_BATCH: usize = 4096;
+// A replicated log pipelines a whole batch of publishes before awaiting their acknowledgements.
+const _: () = assert!(crate::replicated::MAX_ACKS_IN_FLIGHT >= 2 * MAX_BATCH);
 
 /// The stored answer to an idempotency key: the request's fingerprint and its result.
 pub(crate) struct Idem {
