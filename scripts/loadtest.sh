@@ -14,7 +14,9 @@ CLIENTS=${2:-100}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-# PMARGIN_BIN, LOAD_BIN: binaries to use instead of building them.
+# PMARGIN_BIN, LOAD_BIN: binaries to use instead of building them. PMARGIN_SERVE_ARGS: more
+# arguments for `serve`, e.g. "--event-log nats://127.0.0.1:4222 --node-id A" to measure the
+# replicated log (docs/DEPLOYMENT.md) on the same load.
 BIN=${PMARGIN_BIN:-$TARGET/release/pmargin}
 LOAD=${LOAD_BIN:-$TARGET/release/examples/load}
 [ -n "${PMARGIN_BIN:-}" ] || cargo build --release -q -p pmargin
@@ -34,7 +36,7 @@ serve() { # starts the server, sets SERVER and URL
   # (1,000 writes/s), which a venue adapter fits; the load sets its own.
   PMARGIN_ADMIN_KEY=$KEY "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" \
     --portfolio crates/cli/demo/portfolio.json --insurance-fund 1000000 \
-    --rate-limit 1000000 --rate-burst 1000000 >"$DATA/serve.log" 2>&1 &
+    --rate-limit 1000000 --rate-burst 1000000 ${PMARGIN_SERVE_ARGS:-} >"$DATA/serve.log" 2>&1 &
   SERVER=$!
   URL=
   for _ in $(seq 100); do
