@@ -8,8 +8,8 @@ use crate::error::ServiceError;
 use crate::replicated::store::{last_seq, tail};
 use crate::replicated::Nats;
 use crate::service::ha::Ha;
-use crate::service::replay::restore_snapshot;
-use crate::service::state::{genesis_engine, AppState, Command};
+use crate::service::replay::replayed;
+use crate::service::state::{AppState, Command};
 use crate::service::stream::apply_event;
 use crate::store::LoggedEvent;
 use futures_util::StreamExt;
@@ -90,6 +90,9 @@ pub(crate) struct Follower {
     complained: Option<Instant>,
     /// When the feed last brought an event or was found level with the stream.
     fed: Instant,
+    /// A roll-back could not read the log (a NATS server gone mid-call): the engine may hold
+    /// events the log does not, so nothing is applied or led until a retry succeeds.
+    unrolled: bool,
 }
 
 impl Follower {
@@ -99,6 +102,7 @@ impl Follower {
             feed: None,
             complained: None,
             fed: Instant::now(),
+            unrolled: false,
         }
     }
 
@@ -116,6 +120,10 @@ impl Follower {
     /// [`FOLLOW_WAIT`] for it), refuses the queued writes; and when the lease is this node's
     /// and the log holds nothing it has not applied, starts leading. Returns false on a stop.
     pub(crate) fn step(&mut self, state: &AppState, rx: &mpsc::Receiver<Command>) -> bool {
+        if self.unrolled && !self.retry_roll_back(state) {
+            std::thread::sleep(FOLLOW_WAIT);
+            return !refuse_queued(state, rx);
+        }
         let nats = self.ha.nats.clone();
         let next = state.committed() + 1;
         let feed = self.feed.get_or_insert_with(|| Feed::start(&nats, next));
@@ -179,11 +187,25 @@ impl Follower {
     pub(crate) fn roll_back(&mut self, state: &AppState) {
         self.ha.set_leading(false);
         self.feed = None;
-        if let Err(e) = rebuild_until(state, state.committed()) {
-            // The engine holds events the log may not: no write is taken until a restart.
-            eprintln!("pmargin: cannot roll the engine back: {e}");
-            *state.failed.write().unwrap_or_else(|p| p.into_inner()) =
-                Some(format!("roll-back after a failed commit: {e}"));
+        self.unrolled = true;
+        self.retry_roll_back(state);
+    }
+
+    /// Rolls the engine back to the last event known to be in the log; true once done. Until
+    /// then the node reports the failure and takes no write (each round tries again).
+    fn retry_roll_back(&mut self, state: &AppState) -> bool {
+        match rebuild_until(state, state.committed()) {
+            Ok(()) => {
+                self.unrolled = false;
+                *state.failed.write().unwrap_or_else(|p| p.into_inner()) = None;
+                true
+            }
+            Err(e) => {
+                self.complain(&format!("cannot roll the engine back yet: {e}"));
+                *state.failed.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("roll-back after a failed commit: {e}"));
+                false
+            }
         }
     }
 }
@@ -268,26 +290,7 @@ fn apply_logged(state: &AppState, events: Vec<LoggedEvent>) -> Result<(), String
 /// Rebuilds the engine from the log up to event `until` (the latest snapshot at or before it,
 /// then the events after it).
 fn rebuild_until(state: &AppState, until: u64) -> Result<(), String> {
-    let mut notes = Vec::new();
-    let (mut engine, log) = {
-        let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
-        let (engine, from) = match restore_snapshot(&mut **store, &mut notes) {
-            Some((seq, engine, _)) if seq <= until => (engine, seq),
-            _ => (genesis_engine(&state.genesis)?, 0),
-        };
-        let wanted = usize::try_from(until - from).unwrap_or(usize::MAX);
-        (engine, store.events_page(from + 1, wanted)?)
-    };
-    for logged in log {
-        apply_event(&mut engine, &logged.event);
-        if engine.sequence() != logged.seq {
-            return Err(format!(
-                "event log: entry {} found at engine sequence {}",
-                logged.seq,
-                engine.sequence()
-            ));
-        }
-    }
+    let engine = replayed(state, Some(until))?;
     if engine.sequence() != until {
         return Err(format!(
             "the log holds events up to {} only, {until} expected",

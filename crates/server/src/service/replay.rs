@@ -44,14 +44,34 @@ pub(crate) fn restore_snapshot(
 /// Rebuilds the engine from the log (the latest snapshot and the events after it), dropping
 /// the events applied but not made durable by a failed commit, as a restart would.
 pub(crate) fn rebuild(state: &AppState) -> Result<(), String> {
+    let engine = replayed(state, None)?;
+    let seq = engine.sequence();
+    {
+        let mut current = state.engine.write().unwrap_or_else(|p| p.into_inner());
+        let from = current.sequence();
+        *current = engine;
+        state.reports.rolled_back(from, seq);
+    }
+    state.set_committed(seq);
+    Ok(())
+}
+
+/// The engine rebuilt from the log up to event `until` (the whole log when `None`): the latest
+/// snapshot at or before it, else genesis, then the events after it, each checked to land on
+/// its own sequence number.
+pub(crate) fn replayed(state: &AppState, until: Option<u64>) -> Result<Engine, String> {
     let mut notes = Vec::new();
     let (mut engine, log) = {
         let mut store = state.store.lock().unwrap_or_else(|p| p.into_inner());
         let (engine, from) = match restore_snapshot(&mut **store, &mut notes) {
-            Some((seq, engine, _)) => (engine, seq),
-            None => (genesis_engine(&state.genesis)?, 0),
+            Some((seq, engine, _)) if until.is_none_or(|u| seq <= u) => (engine, seq),
+            _ => (genesis_engine(&state.genesis)?, 0),
         };
-        (engine, store.events_from(from + 1)?)
+        let log = match until {
+            Some(u) => store.events_page(from + 1, usize::try_from(u - from).unwrap_or(usize::MAX)),
+            None => store.events_from(from + 1),
+        };
+        (engine, log?)
     };
     for logged in log {
         apply_event(&mut engine, &logged.event);
@@ -63,13 +83,5 @@ pub(crate) fn rebuild(state: &AppState) -> Result<(), String> {
             ));
         }
     }
-    let seq = engine.sequence();
-    {
-        let mut current = state.engine.write().unwrap_or_else(|p| p.into_inner());
-        let from = current.sequence();
-        *current = engine;
-        state.reports.rolled_back(from, seq);
-    }
-    state.set_committed(seq);
-    Ok(())
+    Ok(engine)
 }
