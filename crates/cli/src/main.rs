@@ -8,10 +8,12 @@ mod batch;
 mod commands;
 mod compare;
 mod demo;
+mod external;
 mod feeds;
 mod inputs;
 mod replay;
 mod research;
+mod route;
 mod serve;
 mod settle;
 mod simulate;
@@ -126,6 +128,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Run the risk service: HTTP/WebSocket API on loopback, durable event log, API keys
     Serve(serve::ServeArgs),
+    /// Route requests to K engine groups by account (sharding): the router in front of them
+    Route(route::RouteArgs),
     /// Sign an account's margin figures as an EIP-712 MarginUpdate (secp256k1)
     Sign(settle::SignArgs),
     /// Verify a signed settlement message and name its signer
@@ -137,6 +141,9 @@ enum Command {
     Market(feeds::MarketCommand),
     /// Capture venue feeds (feeds.toml) to a file; `--events` turns a capture into engine events
     Record(feeds::RecordArgs),
+    /// Positions in other protocols read from an Ethereum node (`external from-chain`)
+    #[command(subcommand)]
+    External(external::ExternalCommand),
     /// Time a full grid recompute of a synthetic book, to size a deployment
     #[command(after_help = "Ends with the line `accounts_per_second: <number>`.")]
     Bench {
@@ -191,8 +198,10 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(&args),
         Command::Market(command) => feeds::market(&command),
         Command::Record(args) => feeds::record(&args),
+        Command::External(command) => external::run(&command),
         Command::Simulate(args) => simulate::simulate(&args).map_err(commands::CliError::Input),
         Command::Serve(args) => serve::serve(&args).map_err(commands::CliError::Input),
+        Command::Route(args) => route::route(&args).map_err(commands::CliError::Input),
         Command::Sign(args) => settle::sign(&args),
         Command::Verify(args) => settle::verify(&args),
         Command::Backtest(args) => research::backtest(&args).map_err(commands::CliError::Input),

@@ -121,6 +121,7 @@ fn output_kind(o: &Output) -> &'static str {
         Output::Rejected { .. } => "rejected",
         Output::MarginChange { .. } => "margin_change",
         Output::LiquidationFill { .. } => "liquidation_fill",
+        Output::LiquidationSeize { .. } => "liquidation_seize",
         Output::CloseOut { .. } => "close_out",
         Output::Deleveraged { .. } => "deleveraged",
         Output::LiquidationsSuspended { .. } => "liquidations_suspended",

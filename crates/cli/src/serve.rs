@@ -112,6 +112,12 @@ pub struct ServeArgs {
     /// address listened on)
     #[arg(long, value_name = "URL")]
     pub advertise: Option<String>,
+    /// This node's group in a sharded deployment: I/K, group I of K (0/2, 1/2), in the order
+    /// of `pmargin route`'s --group flags. Only a group takes the one-sided legs the router
+    /// makes of a fill between two groups; with --event-log, the group's log is named
+    /// pmargin_gI, so the groups can share one NATS cluster
+    #[arg(long, value_name = "I/K", value_parser = pmargin_server::replicated::shard::Shard::parse)]
+    pub shard: Option<pmargin_server::replicated::shard::Shard>,
 }
 
 fn parse_address(text: &str) -> Result<[u8; 20], String> {
@@ -216,8 +222,12 @@ pub fn serve(args: &ServeArgs) -> Result<String, String> {
     if let (Some(url), Some(node)) = (&args.event_log, &args.node_id) {
         let mut log = pmargin_server::replicated::EventLogConfig::parse(url, node)?;
         log.advertise = args.advertise.clone();
+        if let Some(shard) = &args.shard {
+            log.name = format!("pmargin_g{}", shard.index);
+        }
         config.event_log = Some(log);
     }
+    config.shard = args.shard;
     if let Some(path) = &args.feeds {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read the file: {e}", path.display()))?;

@@ -8,72 +8,19 @@
 //! underlying at a scaled price), so the two can never disagree on what a requirement is.
 
 use crate::arrays::RiskArrays;
-use crate::book::{AddonRates, Book, BookAccount, BookPosition};
+use crate::book::{Book, BookAccount, BookPosition};
 use crate::error::{InputError, Result};
 use crate::fhs::var_es;
-use crate::grid::{self, fill_asset, fill_instrument, GridOutcome, WindowSlope};
-use serde::{Deserialize, Serialize};
+use crate::grid::{
+    self, fill_asset, fill_instrument, fill_instrument_where, GridOutcome, WindowSlope,
+};
 
-/// Where an account stands against its requirements.
-///
-/// Ordered from best to worst: `healthy` (margin balance covers initial margin), `restricted`
-/// (between maintenance and initial: reduce-only), `liquidatable` (below maintenance),
-/// `bankrupt` (negative margin balance).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Healthy,
-    Restricted,
-    Liquidatable,
-    Bankrupt,
-}
+mod addons;
+mod status;
 
-impl Status {
-    pub fn of(margin_balance: f64, initial_margin: f64, maintenance_margin: f64) -> Status {
-        // Fail closed: a figure that could not be computed never reads as healthy (every
-        // comparison with NaN is false, which would fall through to `Healthy`).
-        if margin_balance.is_nan() || initial_margin.is_nan() || maintenance_margin.is_nan() {
-            return Status::Bankrupt;
-        }
-        if margin_balance < 0.0 {
-            Status::Bankrupt
-        } else if margin_balance < maintenance_margin {
-            Status::Liquidatable
-        } else if margin_balance < initial_margin {
-            Status::Restricted
-        } else {
-            Status::Healthy
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Status::Healthy => "healthy",
-            Status::Restricted => "restricted",
-            Status::Liquidatable => "liquidatable",
-            Status::Bankrupt => "bankrupt",
-        }
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A status reads as its name: `status == "healthy"`.
-impl PartialEq<str> for Status {
-    fn eq(&self, name: &str) -> bool {
-        self.as_str() == name
-    }
-}
-
-impl PartialEq<&str> for Status {
-    fn eq(&self, name: &&str) -> bool {
-        self.as_str() == *name
-    }
-}
+use addons::AddonTally;
+pub use addons::{delta_bounds, AddonBreakdown};
+pub use status::Status;
 
 /// Every figure of an account's requirement.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,131 +44,6 @@ impl Requirement {
     pub fn below_maintenance(&self) -> bool {
         self.margin_balance < self.maintenance_margin
     }
-}
-
-/// The four contingency add-ons of docs/MODEL.md section 11, in USD.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct AddonBreakdown {
-    pub option: f64,
-    pub basis: f64,
-    pub oracle: f64,
-    pub liquidity: f64,
-}
-
-impl AddonBreakdown {
-    pub fn total(&self) -> f64 {
-        self.option + self.basis + self.oracle + self.liquidity
-    }
-
-    fn add(&mut self, other: &AddonBreakdown) {
-        self.option += other.option;
-        self.basis += other.basis;
-        self.oracle += other.oracle;
-        self.liquidity += other.liquidity;
-    }
-}
-
-/// What one underlying's holdings count for in the add-ons: short option contracts, long and
-/// short linear units (perpetuals, futures and coin balances in units `b`), gross units and
-/// net delta; and, for the liquidity add-on's slope, its options' bound on how fast their
-/// deltas move.
-#[derive(Debug, Clone, Copy, Default)]
-struct AddonTally {
-    short_options: f64,
-    long_linear: f64,
-    short_linear: f64,
-    gross: f64,
-    delta: f64,
-    has_options: bool,
-    /// The most the net delta can be in size: linear units, and options' sizes times their
-    /// largest delta.
-    gross_delta: f64,
-    /// Sum over options of [`grid::delta_slope_bound`]: the most the net delta moves per unit
-    /// of log price.
-    gamma: f64,
-}
-
-impl AddonTally {
-    fn linear(&mut self, units: f64) {
-        if units > 0.0 {
-            self.long_linear += units;
-        } else {
-            self.short_linear -= units;
-        }
-        self.gross += units.abs();
-        self.gross_delta += units.abs();
-        self.delta += units;
-    }
-
-    /// The add-ons with the underlying at `spot`, and bounds on how fast they move per unit of
-    /// relative move of its prices: near today's (within [`grid::SLOPE_WINDOW`]) and anywhere.
-    ///
-    /// The option and basis add-ons are `spot` times units that do not move (a coin balance's
-    /// units `b` do not: its price and the spot scale together), so each moves by its own value
-    /// per unit of relative move; the oracle add-on does not move. The liquidity add-on
-    /// `L(x) = k S x |Delta(x)|^1.5 / sqrt(adv)`, with `Delta` fixed when the underlying has no
-    /// option, moves the same way. With options, `dL/dx = k S / sqrt(adv) (|Delta|^1.5 +
-    /// 1.5 |Delta|^0.5 x dDelta/dx)` and `|x dDelta/dx| <= Gamma` (the `gamma` above) at any
-    /// price, so `L` moves by at most `k S / sqrt(adv) (Dmax^1.5 + 1.5 Dmax^0.5 Gamma)`, with
-    /// `Dmax` the most `|Delta|` can be: anywhere, `gross_delta`; within the window,
-    /// `|Delta(1)| + Gamma w / (1 - w)` (and `x <= 1 + w`).
-    fn finish(&self, rates: &AddonRates, spot: f64, confidence: f64) -> (AddonBreakdown, f64, f64) {
-        let magnitude = self.delta.abs();
-        let liquidity = if rates.liquidity > 0.0 {
-            rates.liquidity * spot * magnitude * (magnitude / rates.adv).sqrt()
-        } else {
-            0.0
-        };
-        let addons = AddonBreakdown {
-            option: rates.option * spot * self.short_options,
-            basis: rates.basis * spot * self.long_linear.min(self.short_linear),
-            oracle: rates.oracle_multiple * confidence * self.gross,
-            liquidity,
-        };
-        let moving = addons.option + addons.basis;
-        if rates.liquidity > 0.0 && self.has_options {
-            let w = grid::SLOPE_WINDOW;
-            let per_unit = rates.liquidity * spot / rates.adv.sqrt();
-            let bound = |most: f64, scale: f64| {
-                per_unit * (most * most.sqrt() + scale * 1.5 * most.sqrt() * self.gamma)
-            };
-            let anywhere = bound(self.gross_delta, 1.0);
-            let g = self.gamma / (1.0 - w);
-            let near = bound(magnitude + g * w, (1.0 + w) / (1.0 - w)).min(anywhere);
-            // (Rounding allowance on the bounds' own arithmetic; an infinite gamma, of an
-            // option at or past expiry, leaves them infinite.)
-            let slack = 1.0 + 1e-9;
-            (addons, moving + near * slack, moving + anywhere * slack)
-        } else {
-            (addons, moving + liquidity, moving + liquidity)
-        }
-    }
-}
-
-/// For the liquidity add-on of a fill screened without evaluating the account: the most the
-/// account's net delta on underlying `u` can be in size at any price (perpetual, future and
-/// coin units, and options' sizes times their largest delta), and the most it moves per unit
-/// of log price (the options' [`grid::delta_slope_bound`]s).
-pub fn delta_bounds(book: &Book, account: &BookAccount, u: usize) -> (f64, f64) {
-    let (mut gross, mut gamma) = (0.0, 0.0);
-    for p in account.positions.iter().filter(|p| p.underlying == u) {
-        match &book.instruments[p.instrument].option {
-            None => gross += p.size.abs(),
-            Some(o) if p.size != 0.0 => {
-                gross += p.size.abs() * grid::delta_bound(o, book.rate);
-                gamma += p.size.abs() * grid::delta_slope_bound(o, book.rate);
-            }
-            Some(_) => {}
-        }
-    }
-    let spot = book.underlyings[u].spot;
-    for b in &account.balances {
-        let asset = &book.assets[b.asset];
-        if asset.underlying == Some(u) {
-            gross += (b.amount * asset.price / spot).abs();
-        }
-    }
-    (gross, gamma)
 }
 
 /// Running sums for one account while its underlyings are added.
@@ -249,6 +71,11 @@ impl Partial {
     /// reset when it is).
     pub(crate) fn clear_row(&mut self, e: usize, width: usize) {
         self.rows[e * width..(e + 1) * width].fill(0.0);
+    }
+
+    /// Exposure `e`'s row (`width` slots).
+    pub(crate) fn row_mut(&mut self, e: usize, width: usize) -> &mut [f64] {
+        &mut self.rows[e * width..(e + 1) * width]
     }
 
     /// The stable balances' sums and each exposure's, as [`Evaluator::finish`] adds them up.
@@ -643,6 +470,7 @@ impl<'a> Evaluator<'a> {
                 grid,
                 slopes: true,
                 repriced: None,
+                slots: None,
             },
         );
     }
@@ -791,13 +619,32 @@ impl<'a> Evaluator<'a> {
         self.add_underlying_parts(account, positions, e, u, scale, partial, scratch, parts);
     }
 
+    /// [`Evaluator::add_underlying`] at a scale other than 1 with only the grid slots `wanted`
+    /// summed in the exposure's row (the same numbers there, bit for bit); its other slots
+    /// are left meaningless.
+    pub(crate) fn add_underlying_slots(
+        &self,
+        account: &BookAccount,
+        (e, u, scale): (usize, usize, f64),
+        wanted: &[bool],
+        partial: &mut Partial,
+        scratch: &mut Vec<f64>,
+    ) {
+        let positions = account.positions.iter().filter(|p| p.underlying == u);
+        let parts = Parts {
+            slots: Some(wanted),
+            ..Parts::requirement(None)
+        };
+        self.add_underlying_parts(account, positions, e, u, scale, partial, scratch, parts);
+    }
+
     /// [`Evaluator::add_underlying`]; without `grid`, the exposure's grid row is left as it is
     /// (everything else is summed: its sums are replaced, its historical series added).
     #[allow(clippy::too_many_arguments)]
     fn add_underlying_parts<'p>(
         &self,
         account: &BookAccount,
-        positions: impl Iterator<Item = &'p BookPosition> + Clone,
+        positions: impl Iterator<Item = &'p BookPosition>,
         e: usize,
         u: usize,
         scale: f64,
@@ -809,6 +656,7 @@ impl<'a> Evaluator<'a> {
             grid,
             slopes,
             repriced,
+            slots,
         } = parts;
         let book = self.book;
         let arrays = self.arrays;
@@ -825,11 +673,11 @@ impl<'a> Evaluator<'a> {
         // (Summed in place: the sums are too large to copy cheaply.)
         let sum = &mut sums[e];
         *sum = ExposureSums::default();
-        // (A pass of its own, only where an add-on is set: version 1's loop stays as it was.)
-        if book.underlyings[u].addons.any() {
-            (sum.addons, sum.addon_slope, sum.addon_slope_anywhere) =
-                self.addon_sums(account, positions.clone(), u, scale, repriced);
-        }
+        // The add-ons' tally, where one is set (version 1 sums none), in the same pass.
+        let addon_rates = book.underlyings[u].addons;
+        let mut tally = addon_rates
+            .any()
+            .then(|| AddonTally::new(addon_rates.liquidity != 0.0, slopes));
         let row: &mut [f64] = if grid {
             &mut rows[e * width..(e + 1) * width]
         } else {
@@ -851,12 +699,29 @@ impl<'a> Evaluator<'a> {
             } else {
                 sum.add_position_value(book, p, value, spot);
             }
+            if let Some(tally) = &mut tally {
+                let delta = || {
+                    if let Some(r) = record {
+                        r[1]
+                    } else if fresh {
+                        inst.delta_at(scale, rate)
+                    } else {
+                        arrays.deltas[i]
+                    }
+                };
+                tally.position(p.size, inst.option.as_ref(), rate, delta);
+            }
             if grid {
                 let grid_row: &[f64] = if let Some(r) = record {
                     &r[2..2 + width]
                 } else if fresh {
                     scratch.resize(width, 0.0);
-                    fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, scratch);
+                    let shocks = &arrays.grid_shocks[u];
+                    if let Some(wanted) = slots {
+                        fill_instrument_where(inst, scale, shocks, rate, scratch, |s| wanted[s]);
+                    } else {
+                        fill_instrument(inst, scale, shocks, rate, scratch);
+                    }
                     scratch
                 } else {
                     &arrays.grid[i * width..(i + 1) * width]
@@ -880,6 +745,10 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             let today = b.amount * asset.price;
+            if let Some(tally) = &mut tally {
+                // Units of the underlying: the asset's price and the spot scale together.
+                tally.linear(b.amount * asset.price / book.underlyings[u].spot);
+            }
             if slopes {
                 sum.add_coin(today * scale, asset.haircut, today);
             } else {
@@ -908,62 +777,11 @@ impl<'a> Evaluator<'a> {
                 add_scaled(fhs, fhs_row, b.amount);
             }
         }
-    }
-
-    /// The add-ons of the account's holdings on underlying `u` with its prices scaled by
-    /// `scale`, and their slopes ([`AddonTally::finish`]).
-    #[inline(never)]
-    fn addon_sums<'p>(
-        &self,
-        account: &BookAccount,
-        positions: impl Iterator<Item = &'p BookPosition>,
-        u: usize,
-        scale: f64,
-        repriced: Option<Repriced<'_>>,
-    ) -> (AddonBreakdown, f64, f64) {
-        let (book, arrays, rate) = (self.book, self.arrays, self.book.rate);
-        let fresh = scale != 1.0;
-        let underlying = &book.underlyings[u];
-        let rates = underlying.addons;
-        let with_delta = rates.liquidity != 0.0;
-        let mut tally = AddonTally::default();
-        for p in positions {
-            let inst = &book.instruments[p.instrument];
-            let i = p.instrument;
-            if p.size != 0.0 {
-                match &inst.option {
-                    None => tally.linear(p.size),
-                    Some(o) => {
-                        if p.size < 0.0 {
-                            tally.short_options -= p.size;
-                        }
-                        tally.gross += p.size.abs();
-                        if with_delta {
-                            let record = repriced.filter(|_| fresh).and_then(|r| r.record(i));
-                            let delta = if let Some(r) = record {
-                                r[1]
-                            } else if fresh {
-                                inst.delta_at(scale, rate)
-                            } else {
-                                arrays.deltas[i]
-                            };
-                            tally.delta += p.size * delta;
-                            tally.has_options = true;
-                            tally.gross_delta += p.size.abs() * grid::delta_bound(o, rate);
-                            tally.gamma += p.size.abs() * grid::delta_slope_bound(o, rate);
-                        }
-                    }
-                }
-            }
+        if let Some(tally) = tally {
+            let underlying = &book.underlyings[u];
+            (sum.addons, sum.addon_slope, sum.addon_slope_anywhere) =
+                tally.finish(&addon_rates, spot, underlying.confidence);
         }
-        for b in &account.balances {
-            let asset = &book.assets[b.asset];
-            if asset.underlying == Some(u) {
-                // Units of the underlying: the asset's price and the spot scale together.
-                tally.linear(b.amount * asset.price / underlying.spot);
-            }
-        }
-        tally.finish(&rates, underlying.spot * scale, underlying.confidence)
     }
 
     /// The account's external positions (docs/MODEL.md section 12) at the scales `partial`
@@ -1046,6 +864,9 @@ struct Parts<'r> {
     grid: bool,
     slopes: bool,
     repriced: Option<Repriced<'r>>,
+    /// The grid slots to sum where instruments are repriced (every slot if `None`): the
+    /// others' sums in the row are left meaningless, for the caller to overwrite.
+    slots: Option<&'r [bool]>,
 }
 
 impl<'r> Parts<'r> {
@@ -1054,6 +875,7 @@ impl<'r> Parts<'r> {
             grid: true,
             slopes: false,
             repriced,
+            slots: None,
         }
     }
 }
@@ -1104,143 +926,4 @@ fn add_scaled(acc: &mut [f64], row: &[f64], size: f64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_is_written_and_read_as_its_lowercase_name() {
-        let names = [
-            (Status::Healthy, "healthy"),
-            (Status::Restricted, "restricted"),
-            (Status::Liquidatable, "liquidatable"),
-            (Status::Bankrupt, "bankrupt"),
-        ];
-        for (status, name) in names {
-            let json = serde_json::to_string(&status).unwrap();
-            assert_eq!(json, format!("\"{name}\""));
-            assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), status);
-            assert_eq!(status.to_string(), name);
-            assert!(status == name);
-        }
-        assert!(serde_json::from_str::<Status>("\"Healthy\"").is_err());
-        assert!(Status::Healthy != "bankrupt");
-    }
-
-    #[test]
-    fn status_thresholds() {
-        assert_eq!(Status::of(100.0, 100.0, 75.0), Status::Healthy);
-        assert_eq!(Status::of(99.0, 100.0, 75.0), Status::Restricted);
-        assert_eq!(Status::of(75.0, 100.0, 75.0), Status::Restricted);
-        assert_eq!(Status::of(74.9, 100.0, 75.0), Status::Liquidatable);
-        assert_eq!(Status::of(0.0, 100.0, 75.0), Status::Liquidatable);
-        assert_eq!(Status::of(-0.01, 100.0, 75.0), Status::Bankrupt);
-        assert_eq!(Status::of(0.0, 0.0, 0.0), Status::Healthy);
-        assert_eq!(Status::of(f64::NAN, 100.0, 75.0), Status::Bankrupt);
-        assert_eq!(Status::of(1e9, f64::NAN, 75.0), Status::Bankrupt);
-        assert_eq!(Status::of(1e9, 100.0, f64::NAN), Status::Bankrupt);
-    }
-
-    #[test]
-    fn reused_rows_give_the_full_requirement_bit_for_bit() {
-        // Synthetic accounts (options, futures, perpetuals and coin collateral on five
-        // underlyings): rows and sums kept once, then every subset of them reused, give
-        // exactly the requirement of a full evaluation; with a price history too (whose
-        // series an evaluation sums in full whatever it reuses).
-        use crate::fhs::FhsScenarios;
-        use crate::{synthetic, History, RiskArrays};
-        let mut book = synthetic::book(40, 3).unwrap();
-        let btc = book.assets.iter().position(|a| a.name == "BTC");
-        if let Some(btc) = btc {
-            book.accounts[0].balances.push(crate::book::BookBalance {
-                asset: btc,
-                amount: 1.5,
-            });
-        }
-        let names: Vec<String> = book.underlyings.iter().map(|u| u.name.clone()).collect();
-        let mut csv = format!("date,{}\n", names.join(","));
-        for day in 0..30u32 {
-            let closes: Vec<String> = (0..names.len())
-                .map(|k| {
-                    format!(
-                        "{}",
-                        100.0 * (1.0 + 0.01 * ((day * 7 + k as u32 * 3) % 11) as f64)
-                    )
-                })
-                .collect();
-            csv.push_str(&format!("2024-01-{:02},{}\n", day + 1, closes.join(",")));
-        }
-        let history = History::parse("history.csv", &csv).unwrap();
-        let scenarios = FhsScenarios::build(&history, &book.params.statistical).unwrap();
-        let mut histories = Vec::new();
-        for arrays in [
-            RiskArrays::compute(&book, None).unwrap(),
-            RiskArrays::compute(&book, Some(&scenarios)).unwrap(),
-        ] {
-            kept_sums_give_the_full_requirement(&book, &arrays);
-            histories.push(arrays.has_history());
-        }
-        assert_eq!(histories, [false, true]);
-    }
-
-    fn kept_sums_give_the_full_requirement(book: &Book, arrays: &RiskArrays) {
-        let evaluator = Evaluator::new(book, arrays);
-        let bits = |r: &Requirement| {
-            (
-                r.equity.to_bits(),
-                r.margin_balance.to_bits(),
-                r.initial_margin.to_bits(),
-                r.maintenance_margin.to_bits(),
-                r.grid.clone(),
-                r.status,
-            )
-        };
-        for account in &book.accounts {
-            let full = evaluator.requirement(account).unwrap();
-            let mut kept = Kept::default();
-            let none = evaluator
-                .requirement_reusing(account, &[], false, &mut kept)
-                .unwrap();
-            assert_eq!(bits(&none), bits(&full), "account {}", account.id);
-            assert_eq!(kept.rows(), evaluator.partial(account).rows);
-            assert_eq!(kept.sums(), evaluator.exposure_sums(account));
-            let k = account.exposures.len();
-            for mask in 0..(1u32 << k) {
-                let reuse: Vec<bool> = (0..k).map(|e| mask & (1 << e) != 0).collect();
-                for same_positions in [true, false] {
-                    let mut again = kept.clone();
-                    let r = evaluator
-                        .requirement_reusing(account, &reuse, same_positions, &mut again)
-                        .unwrap();
-                    assert_eq!(bits(&r), bits(&full), "account {} mask {mask}", account.id);
-                    assert_eq!(again.rows(), kept.rows());
-                    assert_eq!(again.sums(), kept.sums());
-                }
-            }
-            // What is reused is taken as it stands (the caller vouches for it).
-            if k > 0 {
-                let mut stale = kept.clone();
-                stale.rows[0] += 1e9;
-                stale.sums[0].equity += 1e9;
-                let mut reuse = vec![false; k];
-                reuse[0] = true;
-                let r = evaluator
-                    .requirement_reusing(account, &reuse, true, &mut stale)
-                    .unwrap();
-                assert_eq!(stale.rows[0], kept.rows[0] + 1e9);
-                // With a history the exposure's holdings are read for its series anyway, and its
-                // sums summed anew.
-                if arrays.has_history() {
-                    assert_eq!(r.equity.to_bits(), full.equity.to_bits());
-                } else {
-                    assert!((r.equity - full.equity - 1e9).abs() < 1e-3);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn haircut_applies_to_holdings_not_borrows() {
-        assert_eq!(haircut_value(100.0, 0.05), 95.0);
-        assert_eq!(haircut_value(-100.0, 0.05), -100.0);
-    }
-}
+mod tests;

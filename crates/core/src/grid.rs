@@ -219,12 +219,27 @@ fn reduce(num: i64, den: i64) -> (i64, i64) {
 
 /// P&L of one contract of `inst` in every slot, with the underlying first scaled by `scale`
 /// (1 for today's market; other values for the liquidation-price search).
+#[inline]
 pub fn fill_instrument(
     inst: &Priced,
     scale: f64,
     shocks: &[(f64, f64)],
     rate: f64,
     out: &mut [f64],
+) {
+    fill_instrument_where(inst, scale, shocks, rate, out, |_| true);
+}
+
+/// [`fill_instrument`] in the slots `wanted` alone, the same numbers bit for bit: an option's
+/// other slots are left as they are (a perpetual's or future's are all filled, at no cost).
+#[inline]
+pub fn fill_instrument_where(
+    inst: &Priced,
+    scale: f64,
+    shocks: &[(f64, f64)],
+    rate: f64,
+    out: &mut [f64],
+    wanted: impl Fn(usize) -> bool,
 ) {
     let forward = inst.forward * scale;
     match &inst.option {
@@ -235,7 +250,10 @@ pub fn fill_instrument(
         }
         Some(opt) => {
             let base = black76(opt.side, forward, opt.strike, opt.t, opt.vol, rate);
-            for (o, (m, dv)) in out.iter_mut().zip(shocks) {
+            for (s, (o, (m, dv))) in out.iter_mut().zip(shocks).enumerate() {
+                if !wanted(s) {
+                    continue;
+                }
                 let vol = (opt.vol + opt.vol_scale * dv).max(MIN_SCENARIO_VOL);
                 *o = black76(opt.side, forward * (1.0 + m), opt.strike, opt.t, vol, rate) - base;
             }

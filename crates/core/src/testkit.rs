@@ -25,6 +25,26 @@ pub const ONE_BTC_BOOK: &str = r#"{"accounts": [
   {"id": "b", "balances": {"USDC": 100000}, "positions": [{"instrument": "BTC-PERPETUAL", "size": -1, "entry_price": 60000}]},
   {"id": "liquidator", "balances": {"USDC": 1000000}}]}"#;
 
+/// Liquidation across protocols (issue 20): BTC and ETH, scan ranges 15 % and 10 %, no
+/// history and no add-ons (so `initial = grid risk`, `maintenance = 0.75 x initial`); ETH
+/// collateral cut 10 %, USDC 0; Aave (`aave-v3`) and Uniswap v3 (`uniswap-v3`) each cut 5 %.
+pub const SEIZE_PARAMS: &str = r#"{"version": 1,
+  "underlyings": {
+    "BTC": {"price_scan_range": 0.15, "vol_scan_up": 0.1, "vol_scan_down": 0.1,
+            "standard_im_rate": 0.1, "standard_mm_rate": 0.05},
+    "ETH": {"price_scan_range": 0.10, "vol_scan_up": 0.1, "vol_scan_down": 0.1,
+            "standard_im_rate": 0.1, "standard_mm_rate": 0.05}},
+  "collateral": {"USDC": {"haircut": 0.0}, "ETH": {"haircut": 0.10, "underlying": "ETH"}},
+  "external_protocols": {"aave-v3": {"haircut": 0.05}, "uniswap-v3": {"haircut": 0.05}}}"#;
+
+/// Under [`SEIZE_PARAMS`], account `a`: 1,000 USDC, long 1 BTC perpetual from 60,000 and 5 ETH
+/// deposited on Aave. With BTC at 46,000 and ETH at 3,000 its margin balance is
+/// 1,000 - 14,000 + 15,000 x 0.95 x 0.90 = -175, and once its perpetual is closed 13/33 of the
+/// deposit restores maintenance (crates/engine/tests/seize.rs works it out).
+pub const SEIZE_ACCOUNT: &str = r#"{"id": "a", "balances": {"USDC": 1000},
+  "positions": [{"instrument": "BTC-PERPETUAL", "size": 1, "entry_price": 60000}],
+  "external": [{"kind": "lending_deposit", "protocol": "aave-v3", "asset": "ETH", "amount": 5}]}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@
 //! - `row_cache`: an account's grid rows kept between re-margins;
 //! - `fill`: applying a fill to an account's holdings ([`apply_fill`]);
 //! - `liquidation`: partial liquidation, close-out and deleveraging;
+//! - `seize`: seizing collateral held in other protocols once an account's derivatives are
+//!   closed;
 //! - `snapshot`: snapshots and recovery.
 //!
 //! Value is conserved: every fill moves `size x (mark - price)` between two accounts, fees and
@@ -47,6 +49,7 @@ mod remargin;
 mod replay;
 mod row_cache;
 mod screening;
+mod seize;
 mod snapshot;
 
 pub use crate::rejection::{ATTESTATION_REJECTION, PRICE_BAND_REJECTION, STALE_INDEX_REJECTION};

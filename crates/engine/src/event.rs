@@ -40,12 +40,21 @@ pub enum Event {
     /// A new index price of an underlying (from the oracle). Marks of its perpetual and
     /// futures move with it in proportion (their basis to spot is held).
     Price { underlying: String, price: f64 },
-    /// A quote from one venue, aggregated by the oracle into the index price.
+    /// A quote from one venue, aggregated by the oracle into the index price. `confidence` is
+    /// the venue's own uncertainty of the price in USD (Pyth's `conf`), which becomes the
+    /// market's `confidence` (docs/MODEL.md section 11) through the index; `weight` is the
+    /// source's weight in the index's weighted median (its feed's, from `feeds.toml`; none: 1).
+    /// Both are left out when absent, so the logs written before them read and replay as they
+    /// did.
     Quote {
         source: String,
         underlying: String,
         price: f64,
         ts_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confidence: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight: Option<f64>,
     },
     /// The oracle's clock: every underlying the oracle tracks is re-assessed at `now_ms`, so a
     /// feed that went quiet makes its index stale (and suspends liquidations on it) even when no
@@ -117,6 +126,16 @@ pub enum Output {
         size: f64,
         price: f64,
         penalty: f64,
+    },
+    /// Collateral held in another protocol was seized for `receiver` (the liquidator), after the
+    /// account's derivatives were closed (`engine::seize`): `position` is the part seized, its
+    /// `amount` or `liquidity` what the protocol's controller moves; `value` its worth at
+    /// today's prices, credited to the account's settlement balance and paid by the receiver.
+    LiquidationSeize {
+        account: String,
+        receiver: String,
+        position: ExternalPosition,
+        value: f64,
     },
     /// A bankrupt account was closed out; its deficit was covered by the fund and, beyond it,
     /// by auto-deleveraging.

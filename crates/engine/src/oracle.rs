@@ -37,7 +37,7 @@ mod aggregate;
 mod config;
 mod replay;
 
-use aggregate::{assess, rel_diff, Assessment};
+use aggregate::{assess, rel_diff, Assessment, Held};
 pub use aggregate::{SourceHealth, SourceStatus};
 pub use config::{OracleConfig, OracleError, Quote, StablePriceConfig};
 pub use replay::{replay_csv, replay_jsonl};
@@ -80,6 +80,10 @@ pub struct IndexState {
     pub updated_ms: i64,
     /// Every stored quote for this underlying, in source-name order.
     pub sources: Vec<SourceStatus>,
+    /// The confidence (USD) of the last good index: the largest of its sources' (docs/
+    /// METHODOLOGY.md); none when none of them gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 /// The result of one [`Oracle::update`].
@@ -95,6 +99,9 @@ pub struct IndexUpdate {
     /// True on the first update of an underlying, and whenever health differs from the
     /// previous update.
     pub health_changed: bool,
+    /// The confidence of the good index (kept with its price while health is not `Fresh`).
+    pub confidence: Option<f64>,
+    pub confidence_changed: bool,
 }
 
 /// A jump past the circuit breaker, waiting for confirmation.
@@ -114,6 +121,14 @@ struct Candidate {
 struct Book {
     /// source -> (price, ts_ms) of its latest quote.
     quotes: BTreeMap<String, (f64, i64)>,
+    /// source -> the confidence of its latest quote, for the sources whose quote has one (kept
+    /// apart from `quotes`, and left out when empty, so snapshots without them keep their
+    /// bytes).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    confidence: BTreeMap<String, f64>,
+    /// source -> the weight of its latest quote, for the sources whose quote has one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    weights: BTreeMap<String, f64>,
     state: Option<IndexState>,
     candidate: Option<Candidate>,
     /// When the stable price last moved. Elapsed time is measured from here.
@@ -152,16 +167,24 @@ impl Oracle {
     pub fn submit(&mut self, quote: Quote) -> Result<(), OracleError> {
         quote.validate()?;
         let book = self.books.entry(quote.underlying).or_default();
-        match book.quotes.get_mut(&quote.source) {
-            Some(stored) => {
-                if quote.ts_ms >= stored.1 {
-                    *stored = (quote.price, quote.ts_ms);
-                }
-            }
-            None => {
-                book.quotes.insert(quote.source, (quote.price, quote.ts_ms));
-            }
+        if book
+            .quotes
+            .get(&quote.source)
+            .is_some_and(|stored| quote.ts_ms < stored.1)
+        {
+            return Ok(());
         }
+        // A newer quote without a confidence or a weight drops the older one's.
+        for (map, value) in [
+            (&mut book.confidence, quote.confidence),
+            (&mut book.weights, quote.weight),
+        ] {
+            match value {
+                Some(v) => map.insert(quote.source.clone(), v),
+                None => map.remove(&quote.source),
+            };
+        }
+        book.quotes.insert(quote.source, (quote.price, quote.ts_ms));
         Ok(())
     }
 
@@ -171,12 +194,26 @@ impl Oracle {
     pub fn update(&mut self, underlying: &str, now_ms: i64) -> IndexUpdate {
         let config = &self.config;
         let book = self.books.entry(underlying.to_string()).or_default();
-        let (assessment, sources) = assess(config, &book.quotes, now_ms);
+        let (confidences, weights) = (&book.confidence, &book.weights);
+        let held = book.quotes.iter().map(|(s, &(price, ts_ms))| {
+            (
+                s,
+                Held {
+                    price,
+                    ts_ms,
+                    confidence: confidences.get(s).copied(),
+                    weight: weights.get(s).copied(),
+                },
+            )
+        });
+        let (assessment, sources) = assess(config, held, now_ms);
 
         let prev_price = book.state.as_ref().and_then(|s| s.price);
         let prev_health = book.state.as_ref().map(|s| s.health);
         let mut price = prev_price;
         let mut stable = book.state.as_ref().and_then(|s| s.stable_price);
+        let prev_confidence = book.state.as_ref().and_then(|s| s.confidence);
+        let mut confidence = prev_confidence;
 
         let health = match assessment {
             Assessment::NoneFresh => Health::Stale,
@@ -184,6 +221,7 @@ impl Oracle {
             Assessment::Index {
                 price: index,
                 newest_quote_ms,
+                confidence: index_confidence,
             } => {
                 let accept = match prev_price {
                     // Nothing to compare against: the first index has to be believed.
@@ -214,6 +252,7 @@ impl Oracle {
                 if accept {
                     book.candidate = None;
                     price = Some(index);
+                    confidence = index_confidence;
                     stable = config.stable_price.as_ref().map(|sp| match stable {
                         None => index,
                         Some(s) => move_stable(
@@ -238,6 +277,7 @@ impl Oracle {
             health,
             updated_ms: now_ms,
             sources,
+            confidence,
         });
         IndexUpdate {
             underlying: underlying.to_string(),
@@ -246,6 +286,8 @@ impl Oracle {
             stable_price: stable,
             health,
             health_changed: prev_health != Some(health),
+            confidence,
+            confidence_changed: confidence != prev_confidence,
         }
     }
 
@@ -305,6 +347,8 @@ mod tests {
             underlying: "BTC".to_string(),
             price,
             ts_ms,
+            confidence: None,
+            weight: None,
         }
     }
 
@@ -852,6 +896,8 @@ mod tests {
                 underlying: u.into(),
                 price: 1.0,
                 ts_ms: 0,
+                confidence: None,
+                weight: None,
             })
             .unwrap();
         }
@@ -861,6 +907,84 @@ mod tests {
         assert!(o.state("BTC").is_none());
         let u = o.update("DOGE", 0);
         assert_eq!((u.health, u.price), (Health::Stale, None));
+    }
+
+    #[test]
+    fn weighted_median_by_hand() {
+        use aggregate::weighted_median;
+        // Equal weights: the plain median, the middle two's mean for an even count.
+        assert_eq!(
+            weighted_median(&mut [(3.0, 1.0), (1.0, 1.0), (2.0, 1.0)]),
+            2.0
+        );
+        assert_eq!(
+            weighted_median(&mut [(4.0, 1.0), (1.0, 1.0), (3.0, 1.0), (2.0, 1.0)]),
+            2.5
+        );
+        // 1 (w 1), 2 (w 1), 10 (w 3): total 5, half 2.5, passed at 10.
+        assert_eq!(
+            weighted_median(&mut [(10.0, 3.0), (1.0, 1.0), (2.0, 1.0)]),
+            10.0
+        );
+        // 1 (w 0.5), 2 (w 0.25), 3 (w 0.25): half 0.5 reached exactly at 1 -> (1 + 2) / 2.
+        assert_eq!(
+            weighted_median(&mut [(3.0, 0.25), (2.0, 0.25), (1.0, 0.5)]),
+            1.5
+        );
+        assert_eq!(weighted_median(&mut [(7.0, 0.1)]), 7.0);
+    }
+
+    #[test]
+    fn confidence_is_the_largest_of_the_sources_in_the_index() {
+        let mut o = oracle(OracleConfig::default());
+        let with = |source: &str, price: f64, confidence: f64| Quote {
+            confidence: Some(confidence),
+            ..q(source, price, 0)
+        };
+        o.submit(with("a", 100.0, 0.5)).unwrap();
+        o.submit(with("b", 100.2, 0.8)).unwrap();
+        // An outlier's band does not count: 120 is 20 % from the median.
+        o.submit(with("c", 120.0, 9.0)).unwrap();
+        o.submit(q("d", 100.1, 0)).unwrap();
+        let u = o.update("BTC", 0);
+        assert_eq!((u.confidence, u.confidence_changed), (Some(0.8), true));
+        assert_eq!(o.state("BTC").unwrap().confidence, Some(0.8));
+        // Unchanged on a second look; a newer quote of b without one drops b's.
+        assert!(!o.update("BTC", 0).confidence_changed);
+        o.submit(q("b", 100.2, 1)).unwrap();
+        let u = o.update("BTC", 1);
+        assert_eq!((u.confidence, u.confidence_changed), (Some(0.5), true));
+        // A bad confidence is refused, naming the field.
+        let err = o.submit(with("a", 100.0, -1.0)).unwrap_err();
+        assert_eq!(quote_field(err), "confidence");
+        let err = o
+            .submit(Quote {
+                weight: Some(f64::NAN),
+                ..q("a", 100.0, 2)
+            })
+            .unwrap_err();
+        assert_eq!(quote_field(err), "weight");
+    }
+
+    #[test]
+    fn confidence_is_kept_with_the_last_good_price() {
+        let mut o = at_100();
+        o.submit(Quote {
+            confidence: Some(0.3),
+            ..q("a", 100.0, 1)
+        })
+        .unwrap();
+        assert_eq!(o.update("BTC", 1).confidence, Some(0.3));
+        // A jump waiting for confirmation keeps the last good price and its confidence.
+        o.submit(Quote {
+            confidence: Some(5.0),
+            ..q("a", 120.0, 2)
+        })
+        .unwrap();
+        o.submit(q("b", 120.0, 2)).unwrap();
+        let u = o.update("BTC", 2);
+        assert_eq!(u.health, Health::AwaitingConfirmation);
+        assert_eq!((u.confidence, u.confidence_changed), (Some(0.3), false));
     }
 
     #[test]

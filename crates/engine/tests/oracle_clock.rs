@@ -51,6 +51,8 @@ fn quote(source: &str, price: f64, ts_ms: i64) -> Event {
         underlying: "BTC".into(),
         price,
         ts_ms,
+        confidence: None,
+        weight: None,
     }
 }
 

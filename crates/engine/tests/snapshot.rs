@@ -133,6 +133,8 @@ fn events(ops: &[Op]) -> Vec<Event> {
                             underlying: name(u),
                             price: index * (1.0 + move_) * (1.0 + skew),
                             ts_ms: now + k as i64,
+                            confidence: None,
+                            weight: None,
                         }
                     })
                     .collect()

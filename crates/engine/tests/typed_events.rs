@@ -151,6 +151,8 @@ fn refusals_read_as_they_always_have_and_carry_a_stable_label() {
                 underlying: "BTC".into(),
                 price: 60_000.0,
                 ts_ms: 0,
+                confidence: None,
+                weight: None,
             },
             "quote: the engine has no oracle configured",
             "no_oracle",

@@ -68,6 +68,10 @@ pub struct FeedSpec {
     /// The oracle source the feed posts as (an oracle identity bound to it); default: `name`.
     #[serde(default)]
     pub source: Option<String>,
+    /// The feed's weight in each index it quotes (the oracle's weighted median across
+    /// sources); default 1.
+    #[serde(default)]
+    pub weight: Option<f64>,
     /// Deribit channels, Binance streams, OKX `channel:instId` pairs, Pyth feed ids.
     #[serde(default)]
     pub subscribe: Vec<String>,
@@ -162,6 +166,14 @@ impl FeedsConfig {
                     return Err(format!(
                         "{}: must be a non-empty name without surrounding spaces",
                         at("source")
+                    ));
+                }
+            }
+            if let Some(w) = f.weight {
+                if !(w.is_finite() && w > 0.0) {
+                    return Err(format!(
+                        "{}: must be finite and positive, got {w}",
+                        at("weight")
                     ));
                 }
             }

@@ -22,6 +22,7 @@ pub mod eth;
 pub mod health;
 mod num;
 pub mod okx;
+pub mod onchain;
 pub mod pipeline;
 pub mod pyth;
 pub mod record;

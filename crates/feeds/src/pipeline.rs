@@ -19,12 +19,13 @@ use std::collections::{BTreeMap, HashMap};
 /// What one message makes the service do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Post {
-    /// An oracle quote from the feed's source.
+    /// An oracle quote from the feed's source, with the feed's weight in the index.
     Quote {
         source: String,
         underlying: String,
         price: f64,
         confidence: Option<f64>,
+        weight: Option<f64>,
         ts_ms: i64,
     },
     /// A future's mark (an expiry's forward): `instrument` is `BTC-26JUN20`.
@@ -124,6 +125,7 @@ impl Pipeline {
                         underlying,
                         price,
                         confidence,
+                        weight: spec.weight,
                         ts_ms,
                     });
                 }
@@ -205,6 +207,87 @@ impl Pipeline {
             }
         }
     }
+}
+
+impl Post {
+    /// What a newer post of the same feed replaces: its quote of an underlying, its mark or
+    /// vol of an instrument.
+    fn key(&self) -> (u8, &str) {
+        match self {
+            Post::Quote { underlying, .. } => (0, underlying),
+            Post::Mark { instrument, .. } => (1, instrument),
+            Post::Vol { instrument, .. } => (2, instrument),
+        }
+    }
+}
+
+/// Posts waiting while the engine is busy with the last ones: of each feed's key only the
+/// newest is kept, in the order of the keys' last posts, so a burst the engine cannot take one
+/// by one reaches it as one post per key instead of queueing (the oracle keeps only a source's
+/// newest quote, and a mark or a vol replaces the last anyway). Also the receipt time of each
+/// message whose posts it holds, for the lag.
+#[derive(Debug)]
+pub struct Coalescer<T> {
+    /// Posts with their feed; `None` where a newer post of the key replaced one.
+    slots: Vec<Option<(usize, Post)>>,
+    /// (feed, key kind, key) -> its slot.
+    index: HashMap<(usize, u8, String), usize>,
+    received: Vec<(usize, T)>,
+}
+
+impl<T> Default for Coalescer<T> {
+    fn default() -> Self {
+        Coalescer {
+            slots: Vec::new(),
+            index: HashMap::new(),
+            received: Vec::new(),
+        }
+    }
+}
+
+impl<T> Coalescer<T> {
+    /// Adds the posts of one message of `feed` received at `at`; returns how many posts
+    /// waiting were replaced.
+    pub fn push(&mut self, feed: usize, at: T, posts: Vec<Post>) -> u64 {
+        if posts.is_empty() {
+            return 0;
+        }
+        self.received.push((feed, at));
+        let mut replaced = 0;
+        for post in posts {
+            let (kind, name) = post.key();
+            let key = (feed, kind, name.to_string());
+            if let Some(old) = self.index.insert(key, self.slots.len()) {
+                self.slots[old] = None;
+                replaced += 1;
+            }
+            self.slots.push(Some((feed, post)));
+        }
+        replaced
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.received.is_empty()
+    }
+
+    /// The posts waiting, in order, and the messages they carry; leaves it empty.
+    pub fn take(&mut self) -> Batch<T> {
+        self.index.clear();
+        Batch {
+            posts: std::mem::take(&mut self.slots)
+                .into_iter()
+                .flatten()
+                .collect(),
+            received: std::mem::take(&mut self.received),
+        }
+    }
+}
+
+/// What a [`Coalescer`] held: posts with their feed, and the (feed, receipt) of each message.
+#[derive(Debug, PartialEq)]
+pub struct Batch<T> {
+    pub posts: Vec<(usize, Post)>,
+    pub received: Vec<(usize, T)>,
 }
 
 /// The venue's adapter, with the state logs need (which pool or aggregator, the TWAP).
@@ -345,4 +428,58 @@ fn surface_underlying(spec: &FeedSpec, currency: &str) -> String {
     spec.map
         .get(&deribit::index_name(currency))
         .map_or_else(|| currency.to_string(), |t| t.underlying().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quote(underlying: &str, price: f64) -> Post {
+        Post::Quote {
+            source: "s".into(),
+            underlying: underlying.into(),
+            price,
+            confidence: None,
+            weight: None,
+            ts_ms: 0,
+        }
+    }
+
+    fn mark(instrument: &str, price: f64) -> Post {
+        Post::Mark {
+            instrument: instrument.into(),
+            price,
+            ts_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_burst_coalesces_to_the_newest_post_of_each_key_in_the_order_of_their_last() {
+        let mut c = Coalescer::default();
+        assert!(c.is_empty());
+        assert_eq!(
+            c.push(0, 'a', vec![quote("BTC", 1.0), mark("BTC-25DEC26", 2.0)]),
+            0
+        );
+        assert_eq!(c.push(0, 'b', vec![quote("ETH", 3.0)]), 0);
+        // Replaces BTC's quote; the same key of another feed is its own.
+        assert_eq!(c.push(0, 'c', vec![quote("BTC", 4.0)]), 1);
+        assert_eq!(c.push(1, 'd', vec![quote("BTC", 5.0)]), 0);
+        assert_eq!(c.push(1, 'e', Vec::new()), 0);
+        let Batch { posts, received } = c.take();
+        assert_eq!(
+            posts,
+            vec![
+                (0, mark("BTC-25DEC26", 2.0)),
+                (0, quote("ETH", 3.0)),
+                (0, quote("BTC", 4.0)),
+                (1, quote("BTC", 5.0)),
+            ]
+        );
+        // A message without posts has no lag to record.
+        assert_eq!(received, vec![(0, 'a'), (0, 'b'), (0, 'c'), (1, 'd')]);
+        assert!(c.is_empty());
+        assert_eq!(c.push(0, 'f', vec![quote("BTC", 6.0)]), 0);
+        assert_eq!(c.take().posts, vec![(0, quote("BTC", 6.0))]);
+    }
 }

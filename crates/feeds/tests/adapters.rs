@@ -312,6 +312,7 @@ name = "binance"
 venue = "binance"
 url = "ws://127.0.0.1:1"
 subscribe = ["btcusdt@markPrice@1s", "btcusdc@markPrice@1s"]
+weight = 2.5
 [feed.map]
 BTCUSDT = { underlying = "BTC", weight = 3 }
 BTCUSDC = "BTC"
@@ -345,6 +346,7 @@ fn pipeline_maps_weighs_drops_out_of_order_and_thins() {
             underlying: "BTC".into(),
             price: 100.0,
             confidence: None,
+            weight: Some(2.5),
             ts_ms: 1000
         }]
     );
@@ -357,6 +359,7 @@ fn pipeline_maps_weighs_drops_out_of_order_and_thins() {
             underlying: "BTC".into(),
             price: 101.0,
             confidence: None,
+            weight: Some(2.5),
             ts_ms: 1100
         }]
     );
@@ -405,6 +408,7 @@ fn feeds_toml_errors_name_the_field() {
         ("[[feed]]\nname = \"a\"\nvenue = \"deribit\"\nurl = \"http://x\"\nsubscribe = [\"x\"]", "url"),
         ("[[feed]]\nname = \"a\"\nvenue = \"deribit\"\nurl = \"ws://x\"", "subscribe"),
         ("[[feed]]\nname = \"a\"\nvenue = \"deribit\"\nurl = \"ws://x\"\nsubscribe = [\"x\"]\nmap = { x = { underlying = \"BTC\", weight = 0 } }", "map.x"),
+        ("[[feed]]\nname = \"a\"\nvenue = \"deribit\"\nurl = \"ws://x\"\nsubscribe = [\"x\"]\nweight = -1", ").weight"),
         ("[[feed]]\nname = \"a\"\nvenue = \"kraken\"\nurl = \"ws://x\"", "venue"),
         ("[[feed]]\nname = \"a\"\nvenue = \"deribit\"\nurl = \"ws://x\"\nsubscribe = [\"x\"]\nsurfce = true", "surfce"),
     ] {

@@ -260,6 +260,7 @@ async fn one_venue_diverging_is_an_outlier_and_the_index_follows_the_others() {
             price,
             confidence,
             ts_ms,
+            ..
         } = post
         else {
             panic!()
@@ -275,6 +276,8 @@ async fn one_venue_diverging_is_an_outlier_and_the_index_follows_the_others() {
                 underlying,
                 price,
                 ts_ms,
+                confidence,
+                weight: None,
             })
             .unwrap();
     }

@@ -148,6 +148,8 @@ pub async fn feed(state: Arc<AppState>, config: FeedConfig) {
                     underlying: u.clone(),
                     price: price * skew,
                     ts_ms,
+                    confidence: None,
+                    weight: None,
                 })
             });
             // A tick's quotes go to the writer together: one commit, one refresh of readers.

@@ -4,9 +4,16 @@
 //! the feed's one source, through the checks of `POST /v1/quotes` (the source must be the
 //! caller's, the time not ahead of the server's clock), then the writer like any quote. Forwards
 //! and smile points (a Deribit feed with `surface = true`) are market events an operator's
-//! file configured, logged under the key id `feed:<name>`. Messages are handed to the writer in
-//! arrival order without waiting (the writer batches commits); a second task awaits each
-//! message's results in the same order and records its lag, receipt to durable.
+//! file configured, logged under the key id `feed:<name>`.
+//!
+//! One batch of posts is with the writer at a time. Posts that arrive meanwhile wait in a
+//! [`Coalescer`], which keeps only the newest of each feed's key (an underlying's quote, an
+//! instrument's mark or vol); when the batch is durable they go as the next. A message is thus
+//! posted at once when the engine is idle, and a burst the engine cannot take message by message
+//! (a slow disk, a starved CPU) costs one post per key instead of a queue that grows: the lag,
+//! receipt to durable, stays about two commits. The log holds what was posted, so a replay of it
+//! gives what the service did; `pmargin replay --feeds`, which posts every message of a
+//! recording, gives the same index where no post was replaced.
 
 use crate::auth::{Caller, Role};
 use crate::error::ServiceError;
@@ -16,28 +23,21 @@ use pmargin_engine::Event;
 use pmargin_feeds::config::FeedsConfig;
 use pmargin_feeds::connection::{self, Received};
 use pmargin_feeds::health::{FeedHealth, Health};
-use pmargin_feeds::pipeline::{Pipeline, Post};
+use pmargin_feeds::pipeline::{Batch, Coalescer, Pipeline, Post};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-type Pending = Vec<oneshot::Receiver<Result<EventResult, ServiceError>>>;
+/// Messages taken from the connections at one wake-up at most (the rest at the next).
+const DRAIN: usize = 1024;
 
 /// Starts the feeds' connections and the ingest; their tasks (aborted at stop).
 pub fn start(state: Arc<AppState>, config: &FeedsConfig) -> Vec<JoinHandle<()>> {
     let health = Health::new(config);
     let _ = state.feeds.set(health.clone());
     let (mut tasks, rx) = connection::spawn(config, &health);
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    tasks.push(tokio::spawn(ingest(
-        state,
-        config.clone(),
-        health.clone(),
-        rx,
-        done_tx,
-    )));
-    tasks.push(tokio::spawn(acknowledge(health, done_rx)));
+    tasks.push(tokio::spawn(ingest(state, config.clone(), health, rx)));
     tasks
 }
 
@@ -51,40 +51,82 @@ fn identity(name: &str, source: &str) -> Caller {
     }
 }
 
-/// Runs each message through the pipeline and hands its posts to the writer.
+/// Runs each message through the pipeline, and hands the posts to the writer a batch at a time
+/// (see the module documentation).
 pub async fn ingest(
     state: Arc<AppState>,
     config: FeedsConfig,
     health: Health,
     mut rx: mpsc::Receiver<Received>,
-    done: mpsc::UnboundedSender<(usize, Instant, Pending)>,
 ) {
     let mut pipeline = Pipeline::new(&config);
-    let callers: Vec<Caller> = config
-        .feeds
-        .iter()
-        .map(|f| identity(&f.name, f.source()))
-        .collect();
-    while let Some(msg) = rx.recv().await {
-        let (Some(caller), Some(h)) = (callers.get(msg.feed), health.feeds.get(msg.feed)) else {
-            continue;
-        };
-        let mut pending = Pending::new();
-        for post in pipeline.ingest(&health, &msg) {
-            let queued =
-                event(&state, caller, post).and_then(|e| state.enqueue(e, &caller.key_id, None));
-            match queued {
-                Ok(rx) => pending.push(rx),
-                Err(e) => {
-                    FeedHealth::add(&h.rejected, 1);
-                    eprintln!("pmargin: feed {}: post refused: {e}", h.name);
+    let callers: Arc<Vec<Caller>> = Arc::new(
+        config
+            .feeds
+            .iter()
+            .map(|f| identity(&f.name, f.source()))
+            .collect(),
+    );
+    let mut waiting = Coalescer::default();
+    // The batch with the writer signals here once durable.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut busy = false;
+    let mut take = |waiting: &mut Coalescer<Instant>, msg: Received| {
+        let posts = pipeline.ingest(&health, &msg);
+        let replaced = waiting.push(msg.feed, msg.at, posts);
+        if let Some(h) = health.feeds.get(msg.feed) {
+            FeedHealth::add(&h.coalesced, replaced);
+        }
+    };
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { return };
+                take(&mut waiting, msg);
+                for _ in 1..DRAIN {
+                    let Ok(msg) = rx.try_recv() else { break };
+                    take(&mut waiting, msg);
                 }
             }
+            Some(()) = done_rx.recv(), if busy => busy = false,
         }
-        if done.send((msg.feed, msg.at, pending)).is_err() {
-            return;
+        if !busy && !waiting.is_empty() {
+            let Batch { posts, received } = waiting.take();
+            let pending = enqueue(&state, &callers, &health, posts);
+            busy = true;
+            tokio::spawn(acknowledge(
+                health.clone(),
+                pending,
+                received,
+                done_tx.clone(),
+            ));
         }
     }
+}
+
+type Reply = oneshot::Receiver<Result<EventResult, ServiceError>>;
+
+/// Hands a batch's posts to the writer, in order; the answers to await, with their feed.
+fn enqueue(
+    state: &AppState,
+    callers: &[Caller],
+    health: &Health,
+    posts: Vec<(usize, Post)>,
+) -> Vec<(usize, Reply)> {
+    let mut pending = Vec::with_capacity(posts.len());
+    for (feed, post) in posts {
+        let (Some(caller), Some(h)) = (callers.get(feed), health.feeds.get(feed)) else {
+            continue;
+        };
+        match event(state, caller, post).and_then(|e| state.enqueue(e, &caller.key_id, None)) {
+            Ok(rx) => pending.push((feed, rx)),
+            Err(e) => {
+                FeedHealth::add(&h.rejected, 1);
+                eprintln!("pmargin: feed {}: post refused: {e}", h.name);
+            }
+        }
+    }
+    pending
 }
 
 fn event(state: &AppState, caller: &Caller, post: Post) -> Result<Event, ServiceError> {
@@ -94,7 +136,22 @@ fn event(state: &AppState, caller: &Caller, post: Post) -> Result<Event, Service
             underlying,
             price,
             ts_ms,
-        } => quote_event(state, caller, source, underlying, price, Some(ts_ms)),
+            confidence,
+            weight,
+        } => {
+            // The checks of `POST /v1/quotes`; the confidence and the weight (which that route
+            // does not take) are the feed's.
+            let mut event = quote_event(state, caller, source, underlying, price, Some(ts_ms))?;
+            if let Event::Quote {
+                confidence: c,
+                weight: w,
+                ..
+            } = &mut event
+            {
+                (*c, *w) = (confidence, weight);
+            }
+            Ok(event)
+        }
         other => Ok(other),
     }
 }
@@ -107,13 +164,16 @@ pub fn event_of(post: Post) -> Event {
             source,
             underlying,
             price,
+            confidence,
+            weight,
             ts_ms,
-            ..
         } => Event::Quote {
             source,
             underlying,
             price,
             ts_ms,
+            confidence,
+            weight,
         },
         Post::Mark {
             instrument, price, ..
@@ -131,33 +191,35 @@ pub fn event_of(post: Post) -> Event {
     }
 }
 
-/// Awaits each message's results in order: counts what was accepted and refused, and records
-/// the message's lag once all its posts are durable.
-pub async fn acknowledge(
+/// Awaits a batch's answers: counts what was accepted and refused, records the lag of each
+/// message the batch carried once all of it is durable, then tells the ingest.
+async fn acknowledge(
     health: Health,
-    mut done: mpsc::UnboundedReceiver<(usize, Instant, Pending)>,
+    pending: Vec<(usize, Reply)>,
+    received: Vec<(usize, Instant)>,
+    done: mpsc::Sender<()>,
 ) {
-    while let Some((feed, at, pending)) = done.recv().await {
+    for (feed, rx) in pending {
         let Some(h) = health.feeds.get(feed) else {
             continue;
         };
-        let had_posts = !pending.is_empty();
-        for rx in pending {
-            match rx.await {
-                Ok(Ok(result)) if result.accepted => FeedHealth::add(&h.posted, 1),
-                Ok(Ok(result)) => {
-                    FeedHealth::add(&h.rejected, 1);
-                    eprintln!("pmargin: feed {}: rejected: {:?}", h.name, result.outputs);
-                }
-                Ok(Err(e)) => {
-                    FeedHealth::add(&h.rejected, 1);
-                    eprintln!("pmargin: feed {}: {e}", h.name);
-                }
-                Err(_) => FeedHealth::add(&h.rejected, 1),
+        match rx.await {
+            Ok(Ok(result)) if result.accepted => FeedHealth::add(&h.posted, 1),
+            Ok(Ok(result)) => {
+                FeedHealth::add(&h.rejected, 1);
+                eprintln!("pmargin: feed {}: rejected: {:?}", h.name, result.outputs);
             }
+            Ok(Err(e)) => {
+                FeedHealth::add(&h.rejected, 1);
+                eprintln!("pmargin: feed {}: {e}", h.name);
+            }
+            Err(_) => FeedHealth::add(&h.rejected, 1),
         }
-        if had_posts {
+    }
+    for (feed, at) in received {
+        if let Some(h) = health.feeds.get(feed) {
             h.record_lag(i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX));
         }
     }
+    let _ = done.send(()).await;
 }

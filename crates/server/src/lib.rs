@@ -16,6 +16,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod replicated;
+pub mod router;
 pub mod service;
 pub mod store;
 
@@ -104,6 +105,8 @@ pub struct ServerConfig {
     pub event_log: Option<replicated::EventLogConfig>,
     /// Venue feeds into the oracle and the surface (`serve --feeds`, issue 18).
     pub feeds: Option<pmargin_feeds::config::FeedsConfig>,
+    /// This node's group in a sharded deployment (`serve --shard I/K`, issue 19).
+    pub shard: Option<replicated::shard::Shard>,
 }
 
 impl ServerConfig {
@@ -133,6 +136,7 @@ impl ServerConfig {
             max_clock_skew_ms: DEFAULT_MAX_CLOCK_SKEW_MS,
             event_log: None,
             feeds: None,
+            shard: None,
         }
     }
 }
@@ -272,6 +276,9 @@ async fn recover(config: &ServerConfig, store: Box<dyn Store>) -> Result<Started
     .map_err(|e| format!("start: {e}"))??;
     for note in &started.notes {
         eprintln!("pmargin: recovery: {note}");
+    }
+    if let Some(shard) = config.shard {
+        let _ = started.state.shard.set(shard);
     }
     started.state.max_clock_skew_ms.store(
         config.max_clock_skew_ms,

@@ -101,9 +101,9 @@ pub trait Store: Send {
         events.truncate(limit);
         Ok(events)
     }
-    /// At most `limit` logged events with `seq >= from` that may hold a liquidation fill (every
-    /// event whose record has one, and any event without a record), in order, and the last
-    /// event the search covered (the log's last one, unless the page is full).
+    /// At most `limit` logged events with `seq >= from` that may hold a liquidation fill or a
+    /// seizure (every event whose record has one, and any event without a record), in order,
+    /// and the last event the search covered (the log's last one, unless the page is full).
     fn liquidation_events_page(
         &mut self,
         from: u64,
@@ -114,9 +114,12 @@ pub trait Store: Send {
         for e in self.events_from(from)? {
             through = e.seq;
             let fills = e.record.as_ref().is_none_or(|r| {
-                r.outputs
-                    .iter()
-                    .any(|o| matches!(o, Output::LiquidationFill { .. }))
+                r.outputs.iter().any(|o| {
+                    matches!(
+                        o,
+                        Output::LiquidationFill { .. } | Output::LiquidationSeize { .. }
+                    )
+                })
             });
             if fills {
                 found.push(e);
@@ -579,13 +582,15 @@ impl Store for SqliteStore {
         from: u64,
         limit: usize,
     ) -> StoreResult<(Vec<LoggedEvent>, u64)> {
-        // Outputs are stored as serde_json writes them: a fill is an object tagged so.
+        // Outputs are stored as serde_json writes them: a fill or a seizure is an object
+        // tagged `liquidation_fill` or `liquidation_seize` (and `liquidations_suspended` does
+        // not match the prefix).
         let (stored, through) = self
             .db
             .events_with_outputs_containing(
                 from.saturating_sub(1),
                 limit,
-                "\"type\":\"liquidation_fill\"",
+                "\"type\":\"liquidation_",
             )
             .map_err(|e| e.to_string())?;
         Ok((stored.into_iter().map(logged_of).collect(), through))

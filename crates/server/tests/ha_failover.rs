@@ -16,7 +16,7 @@
 #[allow(dead_code)]
 mod load;
 
-use pmargin_server::replicated::store::NatsStore;
+use pmargin_server::replicated::store::{last_seq, NatsStore};
 use pmargin_server::replicated::{EventLogConfig, Nats};
 use pmargin_server::store::{LoggedEvent, Store};
 use serde_json::{json, Value};
@@ -82,6 +82,17 @@ impl Proc {
     }
     fn alive(&self) -> bool {
         self.0.is_some()
+    }
+    /// Sends `signal` (STOP, CONT) to the process.
+    fn signal(&self, signal: &str) {
+        if let Some(c) = &self.0 {
+            let sent = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(c.id().to_string())
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "kill -{signal} {}", c.id());
+        }
     }
 }
 
@@ -161,6 +172,20 @@ impl Cluster {
             }
         }
         cluster
+    }
+
+    /// The last lines of every server's log, for a failure's message.
+    fn logs(&self) -> String {
+        (0..self.servers.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self._dir.0.join(format!("n{i}.log")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                format!("--- nats-server n{i} ---\n{tail}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     fn url(&self) -> String {
@@ -282,6 +307,18 @@ async fn health(http: &reqwest::Client, url: &str) -> Option<Value> {
     r.json().await.ok()
 }
 
+/// `GET /v1/accounts/{id}` at the node at `url`.
+async fn account(http: &reqwest::Client, url: &str, id: &str) -> Value {
+    http.get(format!("{url}/v1/accounts/{id}"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("account")
+        .json()
+        .await
+        .expect("account json")
+}
+
 /// The leader's node id once exactly one live node says it leads and the others name it.
 async fn wait_leader(http: &reqwest::Client, nodes: &[Node], within: Duration) -> Option<String> {
     let deadline = Instant::now() + within;
@@ -359,23 +396,53 @@ async fn writer(c: usize, urls: Vec<String>, until: Instant, acks: Arc<Mutex<Ack
     }
 }
 
-/// The whole log, read from the cluster by a client of its own.
-fn read_log(nats_url: &str) -> (Vec<LoggedEvent>, pmargin_server::store::Genesis) {
-    let cfg = EventLogConfig::parse(nats_url, "checker").expect("config");
-    let nats = Nats::connect(cfg).expect("checker connects");
-    let mut store = NatsStore::new(nats);
-    // A consumer's creation may time out while the cluster settles after a kill: retried.
-    let mut events = store.events_from(1);
-    for _ in 0..4 {
-        if events.is_ok() {
-            break;
+/// The whole log, read from the cluster by a client of its own. Each attempt connects
+/// afresh and reads message by message from the stream's leader (no consumer: creating one
+/// waits on the cluster's meta leader, which a killed server may have been); attempts go on
+/// for a minute, then the NATS servers' logs are shown.
+fn read_log(cluster: &Cluster) -> (Vec<LoggedEvent>, pmargin_server::store::Genesis) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let url = nats_url_alive(cluster);
+        let attempt = std::thread::spawn(move || try_read_log(&url))
+            .join()
+            .unwrap_or_else(|_| Err("the reading thread panicked".into()));
+        match attempt {
+            Ok(read) => return read,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("the log could not be read in 60 s: {e}\n{}", cluster.logs())
+            }
+            Err(e) => eprintln!("reading the log: {e}; retrying"),
         }
         std::thread::sleep(Duration::from_secs(1));
-        events = store.events_from(1);
     }
-    let events = events.expect("log");
-    let genesis = store.genesis().expect("genesis").expect("a stored genesis");
-    (events, genesis)
+}
+
+fn try_read_log(
+    nats_url: &str,
+) -> Result<(Vec<LoggedEvent>, pmargin_server::store::Genesis), String> {
+    let cfg = EventLogConfig::parse(nats_url, "checker")?;
+    let nats = Nats::connect(cfg)?;
+    let stream = nats.events.clone();
+    let events = nats.block_on(async move {
+        let last = last_seq(&stream).await?;
+        let mut events = Vec::new();
+        for seq in 1..=last {
+            let m = stream
+                .get_raw_message(seq)
+                .await
+                .map_err(|e| format!("get {seq}: {e}"))?;
+            let e: LoggedEvent =
+                serde_json::from_slice(&m.payload).map_err(|e| format!("message {seq}: {e}"))?;
+            if e.seq != seq {
+                return Err(format!("message {seq} holds event {}", e.seq));
+            }
+            events.push(e);
+        }
+        Ok::<_, String>(events)
+    })?;
+    let genesis = NatsStore::new(nats).genesis()?.ok_or("no stored genesis")?;
+    Ok((events, genesis))
 }
 
 /// Every account's figures (equity, initial and maintenance margin) after a fresh replay of
@@ -484,7 +551,7 @@ async fn scenario(nats_bin: &Path, seconds: u64, rounds: usize) -> Outcome {
     let acks = std::mem::take(&mut *acks.lock().unwrap());
 
     // The log, and a fresh replay of it.
-    let (log, genesis) = read_log(&nats_url_alive(&cluster));
+    let (log, genesis) = read_log(&cluster);
     let by_seq: HashMap<u64, &LoggedEvent> = log.iter().map(|e| (e.seq, e)).collect();
     let mut lost = 0;
     for (key, seq) in &acks.acked {
@@ -526,7 +593,9 @@ async fn scenario(nats_bin: &Path, seconds: u64, rounds: usize) -> Outcome {
     }
     // Every live node converges on the replay: same sequence, same equity everywhere.
     for n in nodes.iter().filter(|n| n.proc.alive()) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // A follower whose consumer was on the killed server makes a new one once the
+        // cluster has re-elected its meta leader: seconds, more on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let h = health(&http, &n.url).await;
             let seq = h.as_ref().and_then(|h| h["committed_sequence"].as_u64());
@@ -536,22 +605,15 @@ async fn scenario(nats_bin: &Path, seconds: u64, rounds: usize) -> Outcome {
             if Instant::now() >= deadline {
                 let log = std::fs::read_to_string(n._dir.0.join("node.log")).unwrap_or_default();
                 panic!(
-                    "node {} stays at {seq:?}, the log at {last}: {h:?}\n{log}",
-                    n.id
+                    "node {} stays at {seq:?}, the log at {last}: {h:?}\n{log}\n{}",
+                    n.id,
+                    cluster.logs()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         for (id, want) in &equity {
-            let v: Value = http
-                .get(format!("{}/v1/accounts/{id}", n.url))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .await
-                .expect("account")
-                .json()
-                .await
-                .expect("account json");
+            let v = account(&http, &n.url, id).await;
             let got = ["equity", "initial_margin", "maintenance_margin"]
                 .map(|f| v["engine"][f].as_f64().unwrap_or(f64::NAN));
             assert_eq!(
@@ -618,4 +680,116 @@ async fn soak_30s_three_failovers() {
     let Some(bin) = nats_or_skip() else { return };
     let o = scenario(&bin, 30, 3).await;
     check("soak", &o);
+}
+
+/// A commit whose outcome is unknown makes the node roll its engine back to the log; when the
+/// log cannot be read either (every NATS server frozen), the node reports the failure, takes
+/// no write, and retries each round until the log answers, then leads again holding exactly
+/// what the log holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roll_back_that_cannot_read_the_log_is_retried_until_it_can() {
+    let Some(bin) = nats_or_skip() else { return };
+    let cluster = Cluster::start(&bin);
+    let node = start_node("R", &cluster.url());
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    wait_leader(&http, std::slice::from_ref(&node), Duration::from_secs(20))
+        .await
+        .expect("the node leads");
+    let deposit = |key: &str| {
+        http.post(format!("{}/v1/events", node.url))
+            .bearer_auth(ADMIN_KEY)
+            .header("Idempotency-Key", key)
+            .json(&json!({"type":"deposit","account":"frozen","asset":"USDC","amount":1}))
+            .send()
+    };
+    for i in 0..3 {
+        let r = deposit(&format!("before-{i}")).await.expect("deposit");
+        assert_eq!(r.status(), 200, "a deposit before the freeze");
+    }
+
+    for s in &cluster.servers {
+        s.signal("STOP");
+    }
+    // The commit times out; the roll-back's read of the log times out as well. (Without an
+    // idempotency key: the key's look-up would be refused before any commit.)
+    let r = http
+        .post(format!("{}/v1/events", node.url))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"type":"deposit","account":"frozen","asset":"USDC","amount":1}))
+        .send()
+        .await
+        .expect("an answer");
+    let st = r.status();
+    assert!(
+        st.is_server_error(),
+        "a write whose commit cannot complete is not acknowledged: {st}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = None;
+    while Instant::now() < deadline {
+        let h = health(&http, &node.url).await;
+        let failure = h
+            .as_ref()
+            .and_then(|h| h["failure"].as_str().map(str::to_string));
+        if failure.as_deref().is_some_and(|f| f.contains("roll-back")) {
+            seen = failure;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = seen.unwrap_or_else(|| {
+        panic!(
+            "the node reports the roll-back it cannot do yet\n{}",
+            std::fs::read_to_string(node._dir.0.join("node.log")).unwrap_or_default()
+        )
+    });
+    eprintln!("while frozen: {seen}");
+    let r = deposit("refused").await.expect("an answer");
+    assert!(
+        !r.status().is_success(),
+        "no write is taken before the roll-back: {}",
+        r.status()
+    );
+
+    for s in &cluster.servers {
+        s.signal("CONT");
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let h = health(&http, &node.url).await.unwrap_or_default();
+        if h["status"] == "ok" && h["role"] == "leader" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not recover: {h}\n{}\n{}",
+            std::fs::read_to_string(node._dir.0.join("node.log")).unwrap_or_default(),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = deposit("after").await.expect("deposit");
+    assert_eq!(r.status(), 200, "a deposit after the recovery");
+
+    // The node holds exactly the log: 3 + 1 deposits, plus the frozen one if the log took it
+    // (its acknowledgement was lost, not necessarily the event).
+    let (log, genesis) = read_log(&cluster);
+    let (last, figures) = replay(&log, &genesis);
+    let refused = log
+        .iter()
+        .filter_map(|e| e.idempotency_key.as_deref())
+        .any(|k| k.ends_with("/refused"));
+    assert!(!refused, "a refused write is not logged");
+    let expected = figures["frozen"][0];
+    assert!(
+        expected == 4.0 || expected == 5.0,
+        "the replay holds {expected} deposits, 4 or 5 expected"
+    );
+    let h = health(&http, &node.url).await.expect("health");
+    assert_eq!(h["committed_sequence"].as_u64(), Some(last));
+    let v = account(&http, &node.url, "frozen").await;
+    assert_eq!(v["engine"]["equity"].as_f64(), Some(expected));
 }

@@ -44,6 +44,8 @@ fn event(i: usize, price_every: usize) -> Event {
             underlying: s("BTC"),
             price: 91_500.0 + (i % 50) as f64,
             ts_ms: i as i64 * 100,
+            confidence: None,
+            weight: None,
         },
         1..=5 => Event::Deposit {
             account,

@@ -171,6 +171,8 @@ async fn events_submitted_together_are_applied_in_order() {
             underlying: "BTC".into(),
             price: 91_000.0 + k as f64,
             ts_ms: 1_000 + k as i64,
+            confidence: None,
+            weight: None,
         })
         .collect();
     let results = r

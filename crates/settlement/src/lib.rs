@@ -11,6 +11,8 @@
 //! * [`eip712`]: word encoding, a small generic struct encoder, the domain;
 //! * [`messages`]: [`MarginUpdate`], [`LiquidationInstruction`] and [`SeizeInstruction`], with
 //!   ids `keccak256(name)`;
+//! * [`seize`]: [`SeizeInstruction::for_seized`], the instruction for a part of a position the
+//!   engine seized;
 //! * [`attestation`]: [`ExternalPositionAttestation`], a position in another protocol signed by
 //!   that protocol's attester, and its verification ([`verify_attestation`]);
 //! * [`signer`]: [`Signer`] (address, signing with `v` = 27/28 and low `s`), [`verify`],
@@ -43,6 +45,7 @@ pub mod eip712;
 pub mod fixed;
 pub mod keccak;
 pub mod messages;
+pub mod seize;
 pub mod serde_hex;
 pub mod signer;
 

@@ -164,28 +164,32 @@ fn margin_update() -> MarginUpdate {
     }
 }
 
-#[test]
-fn evm_verifier_recovers_the_signer_of_a_margin_update() {
-    let mut signer = Signer::new(keccak256(b"pmargin settlement test key")).unwrap();
-    let msg = margin_update();
-    let signed = signer.sign_margin_update(&domain(), &msg).unwrap();
-    let code = verifier_code(MarginUpdate::type_hash(), 9);
-
+/// Signs `msg` with `signer`, runs it through the verifier of its type and checks that the
+/// EVM computes the signed digest and recovers the signer; returns the verifier and the signed
+/// message, to try tampered copies against.
+fn signed_and_verified_on_chain<M>(signer: &mut Signer, msg: &M) -> (Vec<u8>, SignedMessage)
+where
+    M: TypedMessage + Clone + Into<SettlementMessage>,
+{
+    let signed = signer.sign(&domain(), msg.clone().into()).unwrap();
+    let code = verifier_code(M::type_hash(), M::FIELDS.len() as u64);
     let (digest, recovered) = run_verifier(
         code.clone(),
         CHAIN_ID,
         &msg.encode_data(),
         &signed.signature,
     );
-    assert_eq!(
-        digest, signed.digest,
-        "the EVM computes the same EIP-712 digest"
-    );
-    assert_eq!(
-        recovered,
-        signer.address(),
-        "ecrecover in the EVM returns the signer"
-    );
+    assert_eq!(digest, signed.digest);
+    assert_eq!(recovered, signer.address());
+    (code, signed)
+}
+
+#[test]
+fn evm_verifier_recovers_the_signer_of_a_margin_update() {
+    let mut signer = Signer::new(keccak256(b"pmargin settlement test key")).unwrap();
+    let msg = margin_update();
+    // The EVM computes the same EIP-712 digest and its ecrecover returns the signer.
+    let (code, signed) = signed_and_verified_on_chain(&mut signer, &msg);
 
     // A tampered field (equity + 1 unit): the contract recovers some other address.
     let mut tampered = msg.clone();
@@ -218,16 +222,7 @@ fn evm_verifier_recovers_the_signer_of_a_liquidation() {
         nonce: 2,
         timestamp: 1_718_000_001,
     };
-    let signed = signer.sign_liquidation(&domain(), &msg).unwrap();
-    let code = verifier_code(LiquidationInstruction::type_hash(), 8);
-    let (digest, recovered) = run_verifier(
-        code.clone(),
-        CHAIN_ID,
-        &msg.encode_data(),
-        &signed.signature,
-    );
-    assert_eq!(digest, signed.digest);
-    assert_eq!(recovered, signer.address());
+    let (code, signed) = signed_and_verified_on_chain(&mut signer, &msg);
 
     // A flipped v: the precompile recovers another key.
     let mut sig = signed.signature;
@@ -253,16 +248,7 @@ fn evm_verifier_recovers_the_signer_of_a_seize_instruction() {
         nonce: 42 * (1 << 20) + 3,
         deadline: 1_718_003_600,
     };
-    let signed = signer.sign_seize(&domain(), &msg).unwrap();
-    let code = verifier_code(SeizeInstruction::type_hash(), 9);
-    let (digest, recovered) = run_verifier(
-        code.clone(),
-        CHAIN_ID,
-        &msg.encode_data(),
-        &signed.signature,
-    );
-    assert_eq!(digest, signed.digest);
-    assert_eq!(recovered, signer.address());
+    let (code, signed) = signed_and_verified_on_chain(&mut signer, &msg);
 
     let mut more = msg.clone();
     more.amount += 1;
@@ -284,5 +270,65 @@ fn evm_verifier_recovers_the_signer_of_a_seize_instruction() {
     }
     // Another deployment's chain: the domain differs, the engine's key is not recovered.
     let (_, recovered) = run_verifier(code, 10, &msg.encode_data(), &signed.signature);
+    assert_ne!(recovered, signer.address());
+}
+
+/// A seize instruction the engine decided, not built by hand, verifies on-chain. The engine
+/// liquidates an account whose BTC perpetual lost more than its margin and which holds 5 ETH
+/// on Aave (the book of crates/engine/tests/seize.rs: BTC at 46,000, margin balance -175): it
+/// closes the perpetual, then seizes 13/33 of the deposit. Its `liquidation_seize` output goes
+/// through [`SeizeInstruction::for_seized`], as the service's does, is numbered as the service
+/// numbers it (event 1) and signed; the EVM verifier recovers the signer from it.
+#[test]
+fn evm_verifier_recovers_the_signer_of_a_seize_instruction_the_engine_produced() {
+    use pmargin_core::testkit::{SEIZE_ACCOUNT, SEIZE_PARAMS};
+    use pmargin_engine::{Engine, EngineConfig, Event, Output};
+    let portfolio = format!(r#"{{"accounts": [{SEIZE_ACCOUNT}]}}"#);
+    let market =
+        r#"{"as_of": "2026-11-24T08:00:00Z", "prices": {"BTC": 46000, "ETH": 3000, "USDC": 1}}"#;
+    let mut engine = Engine::new(
+        &pmargin_core::Portfolio::parse("p.json", &portfolio).unwrap(),
+        &pmargin_core::Market::parse("m.json", market).unwrap(),
+        &pmargin_core::Params::parse("r.json", SEIZE_PARAMS).unwrap(),
+        EngineConfig::default(),
+    )
+    .unwrap();
+    let outputs = engine.apply(&Event::Liquidate);
+    let seized: Vec<_> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::LiquidationSeize {
+                account,
+                receiver,
+                position,
+                ..
+            } => Some(SeizeInstruction::for_seized(account, position, receiver).unwrap()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seized.len(), 1, "{outputs:?}");
+    let msg = SeizeInstruction {
+        liquidation_id: engine.sequence(),
+        params_version: engine.params().version,
+        nonce: engine.sequence() << 20,
+        deadline: 1_718_086_400,
+        ..seized[0].clone()
+    };
+    // What the engine decided, checked against the hand figures: 5 x 13/33 ETH to the
+    // liquidator, from `a`, of its Aave ETH deposit.
+    assert!(msg.amount.abs_diff(1_969_696_969_696_969_697) < 1_000_000_000);
+    assert_eq!(msg.account, account_id("a"));
+    assert_eq!(msg.receiver, account_id("liquidator"));
+    assert_eq!(msg.protocol, protocol_id("aave-v3"));
+    assert_eq!(
+        msg.position,
+        lending_position_id(ExternalKind::LendingDeposit, "ETH")
+    );
+
+    let mut signer = Signer::new(keccak256(b"pmargin engine settlement key")).unwrap();
+    let (code, signed) = signed_and_verified_on_chain(&mut signer, &msg);
+    let mut more = msg.clone();
+    more.amount += 1;
+    let (_, recovered) = run_verifier(code, CHAIN_ID, &more.encode_data(), &signed.signature);
     assert_ne!(recovered, signer.address());
 }

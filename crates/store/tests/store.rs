@@ -454,6 +454,8 @@ fn with_an_oracle_recovery_starts_from_the_snapshot_and_replays_the_rest() {
                 underlying: "BTC".into(),
                 price: 60_000.0 + i as f64 * 7.5,
                 ts_ms: 1_000 * i as i64,
+                confidence: None,
+                weight: None,
             }
         } else {
             event(i)

@@ -5,7 +5,7 @@ use super::fill::add_balance;
 use super::pretrade::Trial;
 use super::{positive, reject, Engine, RowCache, MAX_AMOUNT, MAX_PRICE};
 use crate::event::{Event, Output};
-use crate::oracle::{Health, Quote};
+use crate::oracle::{Health, IndexUpdate, Quote};
 use crate::rejection::{RejectReason, Rejection};
 use pmargin_core::book::{Book, BookExternal};
 use pmargin_core::error::InputError;
@@ -93,7 +93,19 @@ impl Engine {
                 underlying,
                 price,
                 ts_ms,
-            } => self.quote(source, underlying, *price, *ts_ms, &mut out),
+                confidence,
+                weight,
+            } => self.quote(
+                Quote {
+                    source: source.clone(),
+                    underlying: underlying.clone(),
+                    price: *price,
+                    ts_ms: *ts_ms,
+                    confidence: *confidence,
+                    weight: *weight,
+                },
+                &mut out,
+            ),
             Event::OracleTick { now_ms } => self.oracle_tick(*now_ms, &mut out),
             Event::Liquidate => {
                 self.liquidation_round(&mut out);
@@ -163,17 +175,45 @@ impl Engine {
             }
         }
         for update in updates {
-            if update.price_changed {
-                if let Some(index) = update.price {
-                    self.price(&update.underlying, index, out)?;
-                }
-            }
-            if update.health_changed {
-                out.extend(self.set_liquidations_suspended(
-                    &update.underlying,
-                    update.health != Health::Fresh,
-                ));
-            }
+            self.index_moved(&update, out)?;
+        }
+        Ok(())
+    }
+
+    /// What an index update makes the engine do: a new index re-prices and re-margins the
+    /// underlying, a new confidence becomes the market's `confidence` (docs/MODEL.md section
+    /// 11; an index without one leaves the last in place), and a change of health suspends or
+    /// resumes liquidations.
+    fn index_moved(
+        &mut self,
+        update: &IndexUpdate,
+        out: &mut Vec<Output>,
+    ) -> Result<(), Rejection> {
+        let name = &update.underlying;
+        let u = self.underlying(name)?;
+        let price = update.price.filter(|_| update.price_changed);
+        let confidence = update
+            .confidence
+            .filter(|c| update.confidence_changed && self.market.confidence.get(name) != Some(c));
+        if let Some(c) = confidence {
+            self.market.confidence.insert(name.clone(), c);
+        }
+        // The screened re-margin of a tick proves statuses for the prices of `u` scaled
+        // together with the confidence held: a confidence the oracle add-on reads re-margins
+        // every exposed account.
+        let addon_reads =
+            confidence.is_some() && self.book.underlyings[u].addons.oracle_multiple != 0.0;
+        if let Some(index) = price {
+            self.reprice(name, index)?;
+        }
+        if price.is_some() || addon_reads {
+            self.remargin_underlying(u, !addon_reads, out)?;
+        } else if let Some(c) = confidence {
+            // Nothing reads it on `u` (its multiple is 0): the book takes it as it is.
+            self.book.underlyings[u].confidence = c;
+        }
+        if update.health_changed {
+            out.extend(self.set_liquidations_suspended(name, update.health != Health::Fresh));
         }
         Ok(())
     }
@@ -419,6 +459,13 @@ impl Engine {
         price: f64,
         out: &mut Vec<Output>,
     ) -> Result<(), Rejection> {
+        let u = self.reprice(underlying, price)?;
+        self.remargin_underlying(u, true, out)
+    }
+
+    /// A new index of `underlying` in the market, its perpetual's and futures' marks moved with
+    /// it (their basis held); the underlying's index.
+    fn reprice(&mut self, underlying: &str, price: f64) -> Result<usize, Rejection> {
         let u = self.underlying(underlying)?;
         positive(&format!("price: {underlying} price"), price)?;
         let old = self.market.prices.get(underlying).copied().unwrap_or(price);
@@ -432,24 +479,17 @@ impl Engine {
                 *m *= ratio;
             }
         }
-        self.remargin_underlying(u, true, out)
+        Ok(u)
     }
 
     /// A venue quote: the oracle aggregates it; an accepted index move re-margins the
     /// underlying, and a change of the index's health suspends or resumes liquidations.
-    pub(super) fn quote(
-        &mut self,
-        source: &str,
-        underlying: &str,
-        price: f64,
-        ts_ms: i64,
-        out: &mut Vec<Output>,
-    ) -> Result<(), Rejection> {
-        self.underlying(underlying)?;
-        if price > MAX_PRICE {
+    pub(super) fn quote(&mut self, quote: Quote, out: &mut Vec<Output>) -> Result<(), Rejection> {
+        self.underlying(&quote.underlying)?;
+        if quote.price > MAX_PRICE {
             return Err(reject(RejectReason::TooLarge {
                 what: "quote: price",
-                value: price,
+                value: quote.price,
                 max: MAX_PRICE,
             }));
         }
@@ -457,24 +497,12 @@ impl Engine {
             .oracle
             .as_mut()
             .ok_or_else(|| reject(RejectReason::NoOracle { event: "quote" }))?;
+        let (underlying, ts_ms) = (quote.underlying.clone(), quote.ts_ms);
         oracle
-            .submit(Quote {
-                source: source.to_string(),
-                underlying: underlying.to_string(),
-                price,
-                ts_ms,
-            })
+            .submit(quote)
             .map_err(|e| reject(RejectReason::InvalidQuote(e)))?;
-        let update = oracle.update(underlying, ts_ms);
-        if update.price_changed {
-            if let Some(index) = update.price {
-                self.price(underlying, index, out)?;
-            }
-        }
-        if update.health_changed {
-            out.extend(self.set_liquidations_suspended(underlying, update.health != Health::Fresh));
-        }
-        Ok(())
+        let update = oracle.update(&underlying, ts_ms);
+        self.index_moved(&update, out)
     }
 
     pub(super) fn mark(

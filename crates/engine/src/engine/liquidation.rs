@@ -6,6 +6,7 @@ use super::Engine;
 use crate::event::Output;
 use pmargin_core::account::Kept;
 use pmargin_core::book::BookBalance;
+use pmargin_core::external::Holding;
 use pmargin_core::Evaluator;
 
 /// Largest number of partial liquidation steps one account takes in one round before it is
@@ -50,9 +51,10 @@ impl Engine {
         }
     }
 
-    /// An account holding positions or coin collateral can be liquidated; one holding only a
-    /// negative settlement balance has a deficit to cover once. After a close-out that nobody
-    /// could fully cover, what remains is bad debt on the books, not something to act on again.
+    /// An account holding positions, coin collateral or collateral in another protocol can be
+    /// liquidated; one holding only a negative settlement balance has a deficit to cover once.
+    /// After a close-out that nobody could fully cover, what remains is bad debt on the books,
+    /// not something to act on again.
     pub(super) fn has_anything_to_liquidate(&self, a: usize) -> bool {
         let settle = self.settlement_index().ok();
         let account = &self.book.accounts[a];
@@ -61,6 +63,7 @@ impl Engine {
                 .balances
                 .iter()
                 .any(|b| Some(b.asset) != settle && b.amount != 0.0)
+            || account.external.iter().any(super::seize::seizable)
             || !self.bad_debt.contains(&a)
     }
 
@@ -95,8 +98,44 @@ impl Engine {
         }
         let current = *self.figures(a);
         if current.margin_balance < current.initial_margin {
-            self.close_out(a, liquidator, settle, out);
+            // Deleveraging looks for the opposites of what the account held before anything
+            // was closed.
+            let held = self.held_sides(a);
+            // Collateral in other protocols is seized once the derivatives are closed (seize.rs).
+            if self.seize_external(a, liquidator, settle, out) {
+                return;
+            }
+            self.close_out(a, liquidator, settle, &held, out);
         }
+    }
+
+    /// Each instrument account `a` holds, with the side it holds.
+    fn held_sides(&self, a: usize) -> Vec<(usize, i8)> {
+        self.book.accounts[a]
+            .positions
+            .iter()
+            .map(|p| (p.instrument, p.size.signum() as i8))
+            .collect()
+    }
+
+    /// Moves every position of account `a` to the liquidator at mark, without penalty.
+    pub(super) fn close_positions(
+        &mut self,
+        a: usize,
+        liquidator: usize,
+        settle: usize,
+        out: &mut Vec<Output>,
+    ) {
+        self.void_row_caches();
+        while let Some(j) = self.book.accounts[a]
+            .positions
+            .iter()
+            .position(|p| p.size != 0.0)
+        {
+            let step = self.book.accounts[a].positions[j].size.abs();
+            self.transfer(a, liquidator, j, step, settle, false, out);
+        }
+        self.book.accounts[a].positions.clear();
     }
 
     /// The liquidation step with the best surplus relief per unit of penalty, if any helps.
@@ -233,29 +272,18 @@ impl Engine {
     }
 
     /// Closes every position to the liquidator at mark, sells coin collateral to it at price,
-    /// and covers any deficit from the insurance fund, then by deleveraging profitable accounts.
+    /// and covers any deficit from the insurance fund, then by deleveraging profitable accounts
+    /// holding the opposite of `held` ([`Engine::held_sides`] before the liquidation closed
+    /// anything).
     pub(super) fn close_out(
         &mut self,
         a: usize,
         liquidator: usize,
         settle: usize,
+        held: &[(usize, i8)],
         out: &mut Vec<Output>,
     ) {
-        self.void_row_caches();
-        let held: Vec<(usize, i8)> = self.book.accounts[a]
-            .positions
-            .iter()
-            .map(|p| (p.instrument, p.size.signum() as i8))
-            .collect();
-        while let Some(j) = self.book.accounts[a]
-            .positions
-            .iter()
-            .position(|p| p.size != 0.0)
-        {
-            let step = self.book.accounts[a].positions[j].size.abs();
-            self.transfer(a, liquidator, j, step, settle, false, out);
-        }
-        self.book.accounts[a].positions.clear();
+        self.close_positions(a, liquidator, settle, out);
         let coins: Vec<BookBalance> = self.book.accounts[a]
             .balances
             .iter()
@@ -279,19 +307,8 @@ impl Engine {
         self.insurance_fund -= insurance_paid;
         add_balance(&mut self.book.accounts[a], settle, insurance_paid);
         let mut touched = vec![a, liquidator];
-        let socialised = self.deleverage(
-            a,
-            deficit - insurance_paid,
-            &held,
-            settle,
-            &mut touched,
-            out,
-        );
-        if deficit - insurance_paid - socialised > 0.0 {
-            self.bad_debt.insert(a);
-        } else {
-            self.bad_debt.remove(&a);
-        }
+        let socialised =
+            self.deleverage(a, deficit - insurance_paid, held, settle, &mut touched, out);
         out.push(Output::CloseOut {
             account: self.book.accounts[a].id.clone(),
             deficit,
@@ -299,6 +316,18 @@ impl Engine {
             socialised,
         });
         self.refresh(&touched, out);
+        // Left below zero by a borrow in another protocol, which the engine cannot settle, the
+        // account has nothing more to act on either: closing it out again would repeat this.
+        let owes_elsewhere = self.book.accounts[a]
+            .external
+            .iter()
+            .any(|x| matches!(x.holding, Holding::Borrow { amount, .. } if amount > 0.0))
+            && self.figures(a).margin_balance < 0.0;
+        if deficit - insurance_paid - socialised > 0.0 || owes_elsewhere {
+            self.bad_debt.insert(a);
+        } else {
+            self.bad_debt.remove(&a);
+        }
     }
 
     /// Takes `amount` from the most profitable, most leveraged accounts holding positions

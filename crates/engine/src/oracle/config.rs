@@ -128,6 +128,13 @@ pub struct Quote {
     pub underlying: String,
     pub price: f64,
     pub ts_ms: i64,
+    /// The source's own uncertainty of `price`, in USD (Pyth's `conf`); none: it gives none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    /// The source's weight in the index's weighted median (the operator's, from its feed's
+    /// configuration); none: 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
 }
 
 impl Quote {
@@ -141,6 +148,22 @@ impl Quote {
                 "price",
                 format!("must be finite and positive, got {}", self.price),
             ));
+        }
+        if let Some(c) = self.confidence {
+            if !(c.is_finite() && c >= 0.0) {
+                return Err(quote_error(
+                    "confidence",
+                    format!("must be finite and not negative, got {c}"),
+                ));
+            }
+        }
+        if let Some(w) = self.weight {
+            if !(w.is_finite() && w > 0.0) {
+                return Err(quote_error(
+                    "weight",
+                    format!("must be finite and positive, got {w}"),
+                ));
+            }
         }
         Ok(())
     }

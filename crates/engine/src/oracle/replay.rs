@@ -45,6 +45,8 @@ pub fn replay_csv(text: &str) -> Result<Vec<Quote>, OracleError> {
             underlying: fields[2].to_string(),
             price,
             ts_ms,
+            confidence: None,
+            weight: None,
         };
         quote.validate().map_err(|e| in_line(line, e))?;
         quotes.push(quote);
@@ -107,13 +109,17 @@ mod tests {
                     source: "deribit".into(),
                     underlying: "BTC".into(),
                     price: 50_000.5,
-                    ts_ms: 1_000
+                    ts_ms: 1_000,
+                    confidence: None,
+                    weight: None,
                 },
                 Quote {
                     source: "okx".into(),
                     underlying: "ETH".into(),
                     price: 3_000.0,
-                    ts_ms: 2_000
+                    ts_ms: 2_000,
+                    confidence: None,
+                    weight: None,
                 },
             ]
         );

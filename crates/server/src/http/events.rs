@@ -96,7 +96,13 @@ pub async fn post_event(
         ..
     } = &event
     {
+        // (A cross-group leg from the router names its other side in a header instead: that
+        // account lives in another group's log; see replicated::shard.)
+        let leg_of = headers
+            .get(crate::replicated::shard::LEG_OF)
+            .and_then(|v| v.to_str().ok());
         match counterparty {
+            None if crate::replicated::shard::is_leg(state.shard.get(), account, leg_of) => {}
             None => {
                 return Err(ApiError::unprocessable(
                     "a trade names both sides: `counterparty` is required",
@@ -171,5 +177,7 @@ pub fn quote_event(
         underlying,
         price,
         ts_ms: ts_ms.unwrap_or(now),
+        confidence: None,
+        weight: None,
     })
 }

@@ -45,8 +45,9 @@ pub async fn get_settlement(
 pub const MAX_LIQUIDATIONS: usize = 10_000;
 
 /// `GET /v1/liquidations?from=SEQ&limit=N`: the signed liquidation instructions of the fills
-/// produced by events `SEQ` (default 1) and later, in log order. `next` is the `from` of the
-/// following page.
+/// produced by events `SEQ` (default 1) and later, in log order, and beside them (`seizes`) the
+/// signed seize instructions of the collateral seized in other protocols by the same events.
+/// `next` is the `from` of the following page.
 pub async fn get_liquidations(
     caller: Caller,
     State(state): State<Shared>,
@@ -65,7 +66,7 @@ pub async fn get_liquidations(
         return Err(ApiError::unavailable("no signing key is configured"));
     }
     let worker = state.clone();
-    let (items, last, more) = tokio::task::spawn_blocking(move || {
+    let page = tokio::task::spawn_blocking(move || {
         let settlement = worker.settlement.get().ok_or("no signing key")?;
         settlement.liquidations(&worker.store, from, limit)
     })
@@ -76,15 +77,16 @@ pub async fn get_liquidations(
         .settlement
         .get()
         .ok_or_else(|| ApiError::unavailable("no signing key is configured"))?;
-    let next = match (more, items.last()) {
-        (true, Some(l)) => l.event_seq + 1,
-        _ => last.max(from.saturating_sub(1)) + 1,
+    let next = match page.more_after {
+        Some(seq) => seq + 1,
+        None => page.last.max(from.saturating_sub(1)) + 1,
     };
     Ok(Json(json!({
         "domain": settlement.domain,
         "signer": to_checksum_address(&settlement.address()),
-        "sequence": last,
+        "sequence": page.last,
         "next": next,
-        "liquidations": items,
+        "liquidations": page.fills,
+        "seizes": page.seizes,
     })))
 }

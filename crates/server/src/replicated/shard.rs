@@ -13,10 +13,57 @@
 //! - A fill between two accounts of different groups becomes one leg per group, each a fill of
 //!   one side against no counterparty in the group's log, both submitted under the venue's fill
 //!   id as the Idempotency-Key: a router that crashes between the two legs resubmits both,
-//!   and the group that already logged its leg answers with the stored result.
+//!   and the group that already logged its leg answers with the stored result. Each leg
+//!   carries the fill's fee: the engine charges `fee` to each side of a fill, so the two legs
+//!   pay the fund what the one fill would have. A leg is posted with the [`LEG_OF`] header
+//!   naming the other side: the service refuses a one-sided fill without it (issue 15).
 
 use pmargin_engine::Event;
 use sha2::{Digest, Sha256};
+
+/// The header of a cross-group leg (`POST /v1/events`): the account on the fill's other side,
+/// which lives in another group.
+pub const LEG_OF: &str = "x-pmargin-leg-of";
+
+/// A node's place among the groups (`serve --shard I/K`): group `index` of `groups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub groups: u32,
+}
+
+impl Shard {
+    /// `I/K`, with `I` below `K` and `K` at least 2.
+    pub fn parse(text: &str) -> Result<Shard, String> {
+        let bad =
+            || format!("--shard: `{text}` is not I/K (this group's index I of K groups, e.g. 0/2)");
+        let (i, k) = text.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let groups: u32 = k.trim().parse().map_err(|_| bad())?;
+        if groups < 2 || index >= groups {
+            return Err(format!(
+                "--shard: {text}: the index must be below the number of groups, which is at least 2"
+            ));
+        }
+        Ok(Shard { index, groups })
+    }
+
+    pub fn holds(&self, account: &str) -> bool {
+        group_of(account, self.groups) == self.index
+    }
+}
+
+/// Whether a one-sided fill of `account` marked with `leg_of` (the [`LEG_OF`] header) is a
+/// cross-group leg this node takes: the node is a group of a sharded deployment, the account
+/// is its own, and the other side is an account of another group. A node that is not a
+/// group, or a header naming an account of the same group, leaves the fill one-sided, and the
+/// service refuses it: the header cannot be used to print value inside one log.
+pub fn is_leg(shard: Option<&Shard>, account: &str, leg_of: Option<&str>) -> bool {
+    match (shard, leg_of) {
+        (Some(s), Some(other)) => !other.is_empty() && s.holds(account) && !s.holds(other),
+        _ => false,
+    }
+}
 
 /// The group (0..k) of an account among `k` groups (`k` at least 1).
 pub fn group_of(account: &str, k: u32) -> u32 {
@@ -78,7 +125,7 @@ pub fn route(event: &Event, k: u32) -> Route {
                         instrument: instrument.clone(),
                         size: -*size,
                         price: *price,
-                        fee: 0.0,
+                        fee: *fee,
                         counterparty: None,
                     };
                     Route::Legs(Box::new([(g, taker), (group_of(other, k), maker)]))
@@ -107,6 +154,21 @@ mod tests {
         assert_eq!(jump_hash(0xDEAD_10CC, 100), 94);
         assert_eq!(jump_hash(256, 1000), 520);
         assert_eq!(jump_hash(u64::MAX, 1 << 20), 589_430);
+    }
+
+    #[test]
+    fn a_shard_is_i_of_k() {
+        assert_eq!(
+            Shard::parse("1/3"),
+            Ok(Shard {
+                index: 1,
+                groups: 3
+            })
+        );
+        for bad in ["3/3", "0/1", "a/2", "1", "-1/2", ""] {
+            let e = Shard::parse(bad).unwrap_err();
+            assert!(e.starts_with("--shard"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -162,11 +224,39 @@ mod tests {
             other => panic!("a leg is a one-sided fill: {other:?}"),
         };
         assert_eq!(size(&la) + size(&lb), 0.0);
+        // Each side of a fill pays its fee (engine::events::trade), so each leg does.
+        for leg in [&la, &lb] {
+            assert!(
+                matches!(leg, Event::Trade { fee, .. } if *fee == 1.5),
+                "{leg:?}"
+            );
+        }
         // The same pair in one group stays one event.
         let c = (0..)
             .map(|i| format!("carol-{i}"))
             .find(|c| group_of(c, k) == group_of(&a, k))
             .unwrap();
+        // A leg is taken only by the account's own group of a sharded deployment, and only
+        // when the other side lives in another group.
+        let home = Shard {
+            index: group_of(&a, k),
+            groups: k,
+        };
+        let away = Shard {
+            index: group_of(&b, k),
+            groups: k,
+        };
+        assert!(is_leg(Some(&home), &a, Some(&b)));
+        assert!(!is_leg(None, &a, Some(&b)), "a node that is not a group");
+        assert!(
+            !is_leg(Some(&away), &a, Some(&b)),
+            "not this group's account"
+        );
+        assert!(
+            !is_leg(Some(&home), &a, Some(&c)),
+            "the other side is in this group"
+        );
+        assert!(!is_leg(Some(&home), &a, Some(&a)) && !is_leg(Some(&home), &a, None));
         let inside = Event::Trade {
             account: a.clone(),
             instrument: "BTC-PERPETUAL".into(),

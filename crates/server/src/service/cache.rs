@@ -417,6 +417,8 @@ mod tests {
             underlying: "BTC".into(),
             price: 1.0,
             ts_ms: 0,
+            confidence: None,
+            weight: None,
         }
     }
 

@@ -16,13 +16,21 @@
 //! `event_seq * 2^20 + i` for the `i`-th fill of the event (strictly increasing along the log).
 //! Liquidation nonces are their own sequence, apart from the margin updates' (a contract keeps
 //! one last nonce per signer and message type). Signatures are deterministic (RFC 6979).
+//!
+//! Seizures of collateral held in other protocols: every `liquidation_seize` becomes an
+//! EIP-712 `SeizeInstruction` for the protocol's controller, signed with the same key and
+//! derived from the log the same way: `liquidationId` is the event's sequence number,
+//! `paramsVersion` the version in force after it, the nonce `event_seq * 2^20 + i` for the
+//! `i`-th seizure of the event (a sequence of its own, as the message type is), and the
+//! `deadline` the event's logged time plus [`SEIZE_DEADLINE_S`].
 
 use crate::error::ServiceError;
 use crate::store::Store;
+use pmargin_core::input::portfolio::ExternalPosition;
 use pmargin_engine::{AccountRisk, Output};
 use pmargin_settlement::{
     account_id, instrument_id, to_fixed, to_fixed_unsigned, Eip712Domain, LiquidationInstruction,
-    MarginUpdate, NonceCounter, SettlementMessage, SignedMessage, Signer,
+    MarginUpdate, NonceCounter, SeizeInstruction, SettlementMessage, SignedMessage, Signer,
 };
 use serde::Serialize;
 use std::path::Path as FsPath;
@@ -76,12 +84,72 @@ pub struct SignedLiquidation {
     pub signed: SignedMessage,
 }
 
+/// How long after its event a seize instruction may be executed: long enough for a relayer
+/// that was down for hours to deliver it, short enough that a controller never acts on a day-old
+/// liquidation.
+pub const SEIZE_DEADLINE_S: u64 = 86_400;
+
+/// One signed seize instruction and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SignedSeize {
+    /// The event of the log whose liquidation round seized (the message's `liquidationId`).
+    pub event_seq: u64,
+    pub account: String,
+    /// The account that receives the collateral (the liquidator).
+    pub receiver: String,
+    /// The part seized, in the portfolio format (its amount or liquidity is what moves).
+    pub position: ExternalPosition,
+    /// Its value when it was seized (USD; information, not signed).
+    pub value: f64,
+    pub signed: SignedMessage,
+}
+
 /// The instructions signed from the durable log so far.
 #[derive(Default)]
 struct LiquidationLog {
     /// The last event read.
     last_seq: u64,
     items: Vec<SignedLiquidation>,
+    seizes: Vec<SignedSeize>,
+}
+
+/// A page of instructions: those of whole events from `from` on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiquidationPage {
+    pub fills: Vec<SignedLiquidation>,
+    pub seizes: Vec<SignedSeize>,
+    /// The last event of the log read.
+    pub last: u64,
+    /// The last event in the page, when more instructions follow it.
+    pub more_after: Option<u64>,
+}
+
+/// How many of two lists of instructions, each in event order (`seq_a`, `seq_b`: an
+/// instruction's event), make a page of about `limit`: whole events, in event order, until the
+/// page holds `limit` or more. Returns how many it takes from each, and its last event.
+fn whole_events<A, B>(
+    a: &[A],
+    seq_a: impl Fn(&A) -> u64,
+    b: &[B],
+    seq_b: impl Fn(&B) -> u64,
+    limit: usize,
+) -> (usize, usize, Option<u64>) {
+    let (mut i, mut j, mut through) = (0, 0, None);
+    while i + j < limit {
+        let next = match (a.get(i).map(&seq_a), b.get(j).map(&seq_b)) {
+            (Some(x), Some(y)) => x.min(y),
+            (Some(x), None) | (None, Some(x)) => x,
+            (None, None) => break,
+        };
+        while a.get(i).is_some_and(|x| seq_a(x) == next) {
+            i += 1;
+        }
+        while b.get(j).is_some_and(|y| seq_b(y) == next) {
+            j += 1;
+        }
+        through = Some(next);
+    }
+    (i, j, through)
 }
 
 /// Events read from the store at a time while catching up.
@@ -153,6 +221,55 @@ impl Settlement {
             signature,
             signer: signer.address(),
         })
+    }
+
+    /// The signed seize instructions of the seizures of one applied event.
+    fn seize_instructions(
+        &self,
+        event_seq: u64,
+        ts_ms: i64,
+        params_version: u64,
+        outputs: &[Output],
+    ) -> Result<Vec<SignedSeize>, String> {
+        let seizures = outputs.iter().filter_map(|o| match o {
+            Output::LiquidationSeize {
+                account,
+                receiver,
+                position,
+                value,
+            } => Some((account, receiver, position, *value)),
+            _ => None,
+        });
+        let mut out = Vec::new();
+        for (index, (account, receiver, position, value)) in seizures.enumerate() {
+            let nonce = liquidation_nonce(event_seq, index as u64).ok_or_else(|| {
+                format!("event {event_seq}: too many seizures for the nonce scheme")
+            })?;
+            let message = SeizeInstruction::for_seized(account, position, receiver)
+                .map_err(|e| format!("event {event_seq}: seizure from {account}: {e}"))?;
+            if message.amount == 0 {
+                // Below 18 decimals: nothing to instruct (the nonce stays used).
+                continue;
+            }
+            let message = SeizeInstruction {
+                liquidation_id: event_seq,
+                params_version,
+                nonce,
+                deadline: u64::try_from(ts_ms / 1000)
+                    .unwrap_or(0)
+                    .saturating_add(SEIZE_DEADLINE_S),
+                ..message
+            };
+            out.push(SignedSeize {
+                event_seq,
+                account: account.clone(),
+                receiver: receiver.clone(),
+                position: position.clone(),
+                value,
+                signed: self.sign_detached(message.into())?,
+            });
+        }
+        Ok(out)
     }
 
     /// The signed instructions of the fills of one applied event.
@@ -229,13 +346,11 @@ impl Settlement {
                         logged.seq
                     )
                 })?;
-                let made = self.instructions(
-                    logged.seq,
-                    logged.ts_ms,
-                    record.params_version,
-                    &record.outputs,
-                )?;
+                let (seq, ts_ms, version) = (logged.seq, logged.ts_ms, record.params_version);
+                let made = self.instructions(seq, ts_ms, version, &record.outputs)?;
+                let seized = self.seize_instructions(seq, ts_ms, version, &record.outputs)?;
                 log.items.extend(made);
+                log.seizes.extend(seized);
                 log.last_seq = logged.seq;
             }
             log.last_seq = log.last_seq.max(through);
@@ -245,27 +360,27 @@ impl Settlement {
         }
     }
 
-    /// After catching up with the log: the instructions of events `from..`, about `limit` of
-    /// them but whole events only (a page ends at an event's last fill), the last event
-    /// read, and whether more instructions follow the page.
+    /// After catching up with the log: the instructions (fills and seizures together) of
+    /// events `from..`, about `limit` of them but whole events only (a page ends at an event's
+    /// last instruction).
     pub fn liquidations(
         &self,
         store: &Mutex<Box<dyn Store>>,
         from: u64,
         limit: usize,
-    ) -> Result<(Vec<SignedLiquidation>, u64, bool), String> {
+    ) -> Result<LiquidationPage, String> {
         let last = self.catch_up(store)?;
         let log = self.liquidations.lock().unwrap_or_else(|p| p.into_inner());
-        let start = log.items.partition_point(|l| l.event_seq < from);
-        let rest = &log.items[start..];
-        let mut end = limit.min(rest.len());
-        if end > 0 {
-            let seq = rest[end - 1].event_seq;
-            while end < rest.len() && rest[end].event_seq == seq {
-                end += 1;
-            }
-        }
-        Ok((rest[..end].to_vec(), last, end < rest.len()))
+        let fills = &log.items[log.items.partition_point(|l| l.event_seq < from)..];
+        let seizes = &log.seizes[log.seizes.partition_point(|l| l.event_seq < from)..];
+        let (i, j, through) = whole_events(fills, |f| f.event_seq, seizes, |s| s.event_seq, limit);
+        let more = i < fills.len() || j < seizes.len();
+        Ok(LiquidationPage {
+            fills: fills[..i].to_vec(),
+            seizes: seizes[..j].to_vec(),
+            last,
+            more_after: through.filter(|_| more),
+        })
     }
 
     /// An account's figures `risk` (durable ones: a signed message is an on-chain claim) as a
@@ -307,5 +422,27 @@ impl Settlement {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .address()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(a: &[u64], b: &[u64], limit: usize) -> (usize, usize, Option<u64>) {
+        whole_events(a, |x| *x, b, |y| *y, limit)
+    }
+
+    /// Pages hold whole events of both lists, in event order, and end once they hold `limit`.
+    #[test]
+    fn a_page_takes_whole_events_of_fills_and_seizures() {
+        // Event 3: two fills and a seizure; event 5: a seizure alone; event 7: a fill.
+        let (fills, seizes) = ([3, 3, 7], [3, 5]);
+        assert_eq!(page(&fills, &seizes, 1), (2, 1, Some(3)));
+        assert_eq!(page(&fills, &seizes, 3), (2, 1, Some(3)));
+        assert_eq!(page(&fills, &seizes, 4), (2, 2, Some(5)));
+        assert_eq!(page(&fills, &seizes, 100), (3, 2, Some(7)));
+        assert_eq!(page(&fills[2..], &seizes[1..], 1), (0, 1, Some(5)));
+        assert_eq!(page(&[], &[], 10), (0, 0, None));
     }
 }

@@ -59,6 +59,9 @@ pub struct AppState {
     pub keys: RwLock<KeyRing>,
     /// How far a quote's `ts_ms` may be ahead of the server's clock (set at start).
     pub max_clock_skew_ms: AtomicI64,
+    /// This node's group in a sharded deployment (set at start): only then does it take a
+    /// cross-group leg.
+    pub shard: OnceLock<crate::replicated::shard::Shard>,
     pub hub: Hub,
     pub metrics: Metrics,
     pub genesis: Genesis,
@@ -112,6 +115,7 @@ impl AppState {
             store: Mutex::new(store),
             keys: RwLock::new(keys),
             max_clock_skew_ms: AtomicI64::new(crate::DEFAULT_MAX_CLOCK_SKEW_MS),
+            shard: OnceLock::new(),
             hub,
             metrics,
             genesis,

@@ -91,6 +91,7 @@ pub fn items(event_seq: u64, outputs: &[Output], extra: &[Value]) -> Vec<Item> {
             Output::Rejected { .. } => continue,
             Output::MarginChange { account, .. }
             | Output::LiquidationFill { account, .. }
+            | Output::LiquidationSeize { account, .. }
             | Output::CloseOut { account, .. }
             | Output::Deleveraged { account, .. }
             | Output::Settled { account, .. } => vec![account.clone()],

@@ -41,9 +41,11 @@ pub(crate) struct Idem {
     pub result: EventResult,
 }
 
-/// What an oracle quote can move: its underlying's index price, stable price and health
-/// (`None` for other events).
-fn index_state(engine: &Engine, event: &Event) -> Option<(Option<u64>, Option<u64>, Health)> {
+/// What an oracle quote can move: its underlying's index price, stable price, health and the
+/// market's confidence (`None` for other events).
+type IndexBits = (Option<u64>, Option<u64>, Health, Option<u64>);
+
+fn index_state(engine: &Engine, event: &Event) -> Option<IndexBits> {
     let Event::Quote { underlying, .. } = event else {
         return None;
     };
@@ -52,6 +54,11 @@ fn index_state(engine: &Engine, event: &Event) -> Option<(Option<u64>, Option<u6
         s.price.map(f64::to_bits),
         s.stable_price.map(f64::to_bits),
         s.health,
+        engine
+            .market()
+            .confidence
+            .get(underlying)
+            .map(|c| c.to_bits()),
     ))
 }
 
