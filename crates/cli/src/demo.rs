@@ -9,7 +9,7 @@ use crate::inputs::{CliError, Loaded};
 use crate::table;
 use pmargin_core::report::{AccountReport, MarginReport, ReportOptions};
 use pmargin_core::{margin_report, History, Market, Params, Portfolio};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 pub const PORTFOLIO: &str = include_str!("../demo/portfolio.json");
@@ -183,12 +183,16 @@ pub fn run(json: bool) -> Result<String, CliError> {
 
 /// Cross-protocol collateral beside isolated margin: what the external positions count for in
 /// the margin balance, the portfolio requirement (the LP revalued exactly in every scenario,
-/// netted with the perpetual hedge), and what isolated margin asks (the positions one by one;
-/// an isolated venue counts nothing held elsewhere).
+/// netted with the perpetual hedge), and what margining each piece on its own asks: the
+/// derivatives by MODEL.md section 7, and each external position as an account holding only it
+/// (its own section 12 scenarios, no hedge from the rest). Section 7 has no rule for external
+/// positions, so this second part is the demo's (docs/METHODOLOGY.md, "Capital efficiency of
+/// external positions").
 fn external_section(market: &Market, history: Option<&History>) -> Result<String, CliError> {
     let portfolio = Portfolio::parse("demo/portfolio_external.json", PORTFOLIO_EXTERNAL)?;
     let params = Params::parse("demo/params_external.json", PARAMS_EXTERNAL)?;
     let report = report_with_history(&portfolio, market, &params, history)?;
+    let alone = each_external_alone(market, &params, history)?;
     let mut rows = vec![vec![
         "account".to_string(),
         "held elsewhere".into(),
@@ -196,11 +200,14 @@ fn external_section(market: &Market, history: Option<&History>) -> Result<String
         "margin balance".into(),
         "portfolio IM".into(),
         "isolated IM".into(),
+        "each elsewhere alone".into(),
         "capital efficiency".into(),
     ]];
     for a in &report.accounts {
         let value: f64 = a.external.iter().map(|x| x.value).sum();
         let counted: f64 = a.external.iter().map(|x| x.margin_value).sum();
+        let apart = alone.get(&a.id).copied().unwrap_or(0.0);
+        let separate = a.standard_initial_margin + apart;
         rows.push(vec![
             a.id.clone(),
             table::money(value),
@@ -208,8 +215,12 @@ fn external_section(market: &Market, history: Option<&History>) -> Result<String
             table::money(a.margin_balance),
             table::money(a.initial_margin),
             table::money(a.standard_initial_margin),
-            a.capital_efficiency
-                .map_or("-".into(), |c| format!("{c:.2}x")),
+            table::money(apart),
+            if a.initial_margin > 0.0 {
+                format!("{:.2}x", separate / a.initial_margin)
+            } else {
+                "-".into()
+            },
         ]);
     }
     let mut out = String::from(
@@ -219,10 +230,44 @@ fn external_section(market: &Market, history: Option<&History>) -> Result<String
     );
     out.push_str(&table::columns(&rows));
     out.push_str(
-        "Isolated margin counts the perpetuals alone and none of the positions held elsewhere: the \
-         hedged LP's perpetual would need its own IM and the LP could not back it.\n",
+        "isolated IM: the derivatives one by one (section 7); each elsewhere alone: every external \
+         position margined as an account holding only it; capital efficiency: their sum over the \
+         portfolio IM. The hedged LP nets its short gamma and delta against the perpetual, the \
+         lending loop its ETH deposit against its short perpetual; the LP alone has nothing to \
+         net.\n",
     );
     Ok(out)
+}
+
+/// The initial margin of every external position of the demo's cross-protocol book margined
+/// alone (an account holding only it), summed per account.
+fn each_external_alone(
+    market: &Market,
+    params: &Params,
+    history: Option<&History>,
+) -> Result<HashMap<String, f64>, CliError> {
+    let book: serde_json::Value = serde_json::from_str(PORTFOLIO_EXTERNAL)
+        .map_err(|e| CliError::Internal(format!("demo/portfolio_external.json: {e}")))?;
+    let mut owner = HashMap::new();
+    let mut accounts = Vec::new();
+    for a in book["accounts"].as_array().into_iter().flatten() {
+        let id = a["id"].as_str().unwrap_or_default();
+        for (k, x) in a["external"].as_array().into_iter().flatten().enumerate() {
+            let alone = format!("{id}:{k}");
+            owner.insert(alone.clone(), id.to_string());
+            accounts.push(serde_json::json!({ "id": alone, "balances": {}, "external": [x] }));
+        }
+    }
+    let text = serde_json::json!({ "accounts": accounts }).to_string();
+    let pieces = Portfolio::parse("demo/portfolio_external.json (each alone)", &text)?;
+    let report = report_with_history(&pieces, market, params, history)?;
+    let mut sums = HashMap::new();
+    for a in &report.accounts {
+        if let Some(id) = owner.get(&a.id) {
+            *sums.entry(id.clone()).or_insert(0.0) += a.initial_margin;
+        }
+    }
+    Ok(sums)
 }
 
 /// What each part adds: v1 IM, then the v2 grid (with the short option minimum), then the max

@@ -496,6 +496,23 @@ fn demo_shows_fhs_addons_and_what_v2_adds() {
     );
     assert!(text.contains("filtered historical simulation"), "{text}");
     assert!(text.contains("sol-trader is margined without it"), "{text}");
+    // Cross-protocol: an account holding only the LP is the LP margined alone (a requirement
+    // does not depend on the balance), so its capital efficiency is exactly 1; the hedged LP,
+    // which nets the LP against a short perpetual, needs less than the pieces apart.
+    let cells = |id: &str| -> Vec<String> {
+        let row = text
+            .lines()
+            .rfind(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} row in {text}"));
+        row.split_whitespace().map(str::to_string).collect()
+    };
+    let alone = cells("lp-alone ");
+    assert_eq!(alone[4], alone[6], "portfolio IM = the LP alone: {alone:?}");
+    assert_eq!(alone[7], "1.00x", "{alone:?}");
+    let hedged = cells("lp-hedged ");
+    assert_eq!(hedged[6], alone[6], "the same LP alone: {hedged:?}");
+    let efficiency: f64 = hedged[7].trim_end_matches('x').parse().expect("efficiency");
+    assert!(efficiency > 1.0, "{hedged:?}");
 }
 
 /// `margin --compare-params`: the demo's basis fund under the recommended version 2 set and

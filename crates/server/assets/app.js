@@ -51,6 +51,13 @@ function num(x, digits = 4) {
   return x.toLocaleString('en-US', { maximumFractionDigits: digits });
 }
 const pctOf = (x) => (x === null || x === undefined || !Number.isFinite(x) ? '–' : `${(x * 100).toFixed(1)}%`);
+// capital_efficiency is isolated IM / portfolio IM (MODEL.md section 7): the share of the
+// isolated requirement that portfolio margin saves is 1 - 1/efficiency.
+function versusIsolated(efficiency) {
+  if (!Number.isFinite(efficiency) || efficiency <= 0) return '';
+  const saved = 1 - 1 / efficiency;
+  return saved >= 0 ? `saves ${pctOf(saved)} vs isolated` : `${pctOf(-saved)} more than isolated`;
+}
 function signedPct(x) {
   if (!Number.isFinite(x)) return '–';
   const v = Math.round(x * 1000) / 10;
@@ -502,7 +509,7 @@ function renderAccount(report, scen, pos) {
     kpi('Initial margin', money(eng.initial_margin), a ? `isolated ${money(a.standard_initial_margin)}` : ''),
     kpi('Maintenance margin', money(eng.maintenance_margin), ''),
     kpi('Health', fmtHealth(h), 'margin balance ÷ maintenance', { class: `kpi ${healthClass(h)}` }),
-    kpi('Excess over initial', money(eng.margin_balance - eng.initial_margin), a && a.capital_efficiency ? `saves ${pctOf(a.capital_efficiency)} vs isolated` : ''),
+    kpi('Excess over initial', money(eng.margin_balance - eng.initial_margin), versusIsolated(a && a.capital_efficiency)),
   );
   if (a) {
     renderRequirement(a);
@@ -627,11 +634,58 @@ function renderHeatmaps(t) {
       ),
     );
   }
+  const external = externalRow(singles);
+  if (external) items.push(external);
   put(box, 
     el('p', { class: 'muted small' }, `Grid risk ${money(t.grid_risk)} · worst scenario: ${t.worst_scenario || '—'}`),
     ...(items.length ? items : [el('p', { class: 'muted' }, 'No scenarios: the account has no price exposure.')]),
   );
 }
+
+/**
+ * The positions held in other protocols (MODEL.md section 12) across each underlying's single
+ * price moves: their part of the scenario P&L, weighted as the grid is. Their value does not
+ * depend on vol, so the vol-flat row is shown, or the first vol shift where the grid has none.
+ */
+function externalRow(singles) {
+  const rows = [];
+  const moves = new Set();
+  for (const [u, list] of singles) {
+    const byMove = new Map();
+    for (const s of list) {
+      if (s.external_pnl === undefined) continue;
+      const seen = byMove.get(s.price_move);
+      if (!seen || (seen.vol_shift !== 0 && s.vol_shift === 0)) byMove.set(s.price_move, s);
+    }
+    if (!byMove.size) continue;
+    for (const m of byMove.keys()) moves.add(m);
+    rows.push([u, byMove]);
+  }
+  if (!rows.length) return null;
+  const sorted = [...moves].sort((a, b) => a - b);
+  return el(
+    'figure',
+    { class: 'hm', 'data-part': 'external-scenarios' },
+    el('figcaption', {}, 'Held in other protocols: P&L by price move (vol flat, weighted)'),
+    table(
+      [{ label: 'Underlying' }, ...sorted.map((m) => ({ label: signedPct(m), num: true }))],
+      rows.map(([u, byMove]) => ({
+        attrs: { 'data-underlying': u },
+        cells: [
+          u,
+          ...sorted.map((m) => {
+            const s = byMove.get(m);
+            if (!s) return '—';
+            return { v: money(s.external_pnl), class: s.external_pnl < 0 ? 'neg' : 'pos', data: { pnl: String(s.external_pnl), label: s.label } };
+          }),
+        ],
+      })),
+    ),
+  );
+}
+
+/** Token amounts as `ETH 12.5 · USDC 4,500` (a borrow's negative). */
+const amountsText = (amounts) => Object.entries(amounts).map(([t, x]) => `${t} ${num(x)}`).join(' · ');
 
 function renderPositions(pos) {
   const instruments = $('wi-instruments');
@@ -675,6 +729,19 @@ function renderPositions(pos) {
       [{ label: 'Asset' }, { label: 'Amount', num: true }, { label: 'Price', num: true }, { label: 'Haircut', num: true }, { label: 'Collateral value', num: true }],
       pos.balances.map((b) => [b.asset, num(b.amount), money(b.price), pctOf(b.haircut), money(b.collateral_value)]),
     ),
+    (pos.external || []).length
+      ? [
+          el('h2', { class: 'spaced' }, 'Held in other protocols'),
+          table(
+            [{ label: 'Kind' }, { label: 'Protocol' }, { label: 'Tokens' }, { label: 'Value', num: true }, { label: 'Counted (after haircut)', num: true }],
+            pos.external.map((x) => ({
+              attrs: { 'data-kind': x.kind },
+              cells: [x.kind, x.protocol, amountsText(x.amounts), money(x.value), { v: money(x.margin_value), data: { counted: String(x.margin_value) } }],
+            })),
+            { 'data-table': 'external' },
+          ),
+        ]
+      : null,
   );
 }
 

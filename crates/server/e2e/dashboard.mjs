@@ -3,6 +3,7 @@
 // the servers and passes:
 //   PMARGIN_URL, PMARGIN_KEY (read_only), PMARGIN_ADMIN_KEY: the demo book, with a committee
 //   PMARGIN_BIG_URL, PMARGIN_BIG_KEY: a book of 10,000 accounts
+//   PMARGIN_EXT_URL, PMARGIN_EXT_KEY: the demo book of positions held in other protocols
 //   PMARGIN_ARTIFACTS: where screenshots go
 // Fails on any console error, page error or failed request.
 
@@ -20,6 +21,8 @@ const KEY = env('PMARGIN_KEY');
 const ADMIN = env('PMARGIN_ADMIN_KEY');
 const BIG = env('PMARGIN_BIG_URL');
 const BIG_KEY = env('PMARGIN_BIG_KEY');
+const EXT = env('PMARGIN_EXT_URL');
+const EXT_KEY = env('PMARGIN_EXT_KEY');
 const OUT = env('PMARGIN_ARTIFACTS');
 const EXECUTABLE = process.env.PMARGIN_CHROMIUM || '/usr/bin/chromium';
 const WIDE = { width: 1280, height: 800 };
@@ -263,6 +266,44 @@ try {
     check(after.sequence > seq && eth && eth.size === -399, `the trade reached the engine (ETH-PERPETUAL ${eth && eth.size})`);
     await context.close();
     log('ok: an admin placed a checked trade through the API');
+  }
+
+  // 7b. Positions held in other protocols: the table and the LP's scenario row agree with the API.
+  step = '7b. Positions held in other protocols';
+  {
+    const { context, page: p } = await newPage(browser, WIDE, 'external');
+    await p.goto(`${EXT}/#key=${encodeURIComponent(EXT_KEY)}&view=/account/lp-hedged`);
+    await p.locator('#acct-heatmaps svg.heatmap').first().waitFor();
+    await p.locator('table[data-table="external"]').waitFor();
+    const pos = await call(EXT, EXT_KEY, 'GET', '/v1/dashboard/accounts/lp-hedged/positions');
+    check(pos.external.length === 1 && pos.external[0].kind === 'uniswap_v3_lp', `one LP in the API: ${JSON.stringify(pos.external)}`);
+    const lp = pos.external[0];
+    check(lp.amounts.ETH > 0 && lp.amounts.USDC > 0 && lp.margin_value < lp.value, `the LP holds both tokens and counts after its haircut: ${JSON.stringify(lp)}`);
+    const row = p.locator('table[data-table="external"] tr[data-kind="uniswap_v3_lp"]');
+    check((await row.count()) === 1, 'the LP has a row in "Held in other protocols"');
+    const text = await row.innerText();
+    check(text.includes('uniswap-v3') && text.includes('ETH') && text.includes('USDC'), `the LP row names its protocol and tokens: ${text}`);
+    const counted = Number(await row.locator('td[data-counted]').getAttribute('data-counted'));
+    check(counted === lp.margin_value, `counted ${counted} = API ${lp.margin_value}`);
+    const table = (await call(EXT, EXT_KEY, 'GET', '/v1/accounts/lp-hedged/scenarios')).table;
+    const cells = await p.locator('[data-part="external-scenarios"] tr[data-underlying="ETH"] td[data-pnl]').evaluateAll((tds) =>
+      tds.map((td) => ({ label: td.dataset.label, pnl: Number(td.dataset.pnl) })),
+    );
+    const moves = new Set(table.scenarios.filter((s) => s.family === 'single' && s.underlying === 'ETH').map((s) => s.price_move));
+    check(cells.length === moves.size && cells.length > 2, `the LP row has a cell per ETH price move: ${cells.length} for ${moves.size}`);
+    for (const c of cells) {
+      const s = table.scenarios.find((x) => x.label === c.label);
+      check(s && s.external_pnl === c.pnl, `${c.label}: cell ${c.pnl} = API ${s && s.external_pnl}`);
+    }
+    // The LP holds ETH: it loses when ETH falls furthest.
+    check(cells[0].pnl < 0, `the LP loses on the largest fall: ${JSON.stringify(cells)}`);
+    // Section 7's isolated IM counts the perpetual alone (50,349.75), less than the portfolio
+    // IM (52,949.25): the page says portfolio margin asks 52,949.25 / 50,349.75 - 1 = 5.2% more.
+    const sub = await p.locator('.kpi', { hasText: 'Excess over initial' }).locator('.kpi-sub').innerText();
+    check(sub === '5.2% more than isolated', `excess KPI against isolated: ${sub}`);
+    await shot(p, 'account-external-1280');
+    await context.close();
+    log('ok: positions held in other protocols and the LP scenario row');
   }
 
   // 8. A narrow screen: every view, no sideways scrolling of the page.

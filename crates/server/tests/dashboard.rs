@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use pmargin_governance::{approval_message, Committee, CommitteeMember};
 use pmargin_server::dashboard::{ASSETS, WS_KEY_PREFIX, WS_PROTOCOL};
 use pmargin_server::demo::demo_genesis;
+use pmargin_server::store::Genesis;
 use pmargin_server::{start, Running, ServerConfig};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -425,6 +426,18 @@ async fn the_dashboard_works_in_a_headless_browser() {
         start(cfg).await.unwrap()
     };
     let big_reader = key(&big, "read_only", &[]).await;
+    let external = {
+        let genesis = Genesis {
+            portfolio: include_str!("../../cli/demo/portfolio_external.json").into(),
+            market: pmargin_server::demo::MARKET.into(),
+            params: include_str!("../../cli/demo/params_external.json").into(),
+            config: pmargin_server::demo::engine_config(0.0),
+        };
+        let mut cfg = ServerConfig::new("127.0.0.1:0", None, genesis);
+        cfg.admin_key = Some(ADMIN.into());
+        start(cfg).await.unwrap()
+    };
+    let external_reader = key(&external, "read_only", &[]).await;
     eprintln!(
         "10,000-account server started in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -439,6 +452,8 @@ async fn the_dashboard_works_in_a_headless_browser() {
         .env("PMARGIN_ADMIN_KEY", ADMIN)
         .env("PMARGIN_BIG_URL", format!("http://{}", big.addr))
         .env("PMARGIN_BIG_KEY", &big_reader)
+        .env("PMARGIN_EXT_URL", format!("http://{}", external.addr))
+        .env("PMARGIN_EXT_KEY", &external_reader)
         .env("PMARGIN_ARTIFACTS", &artifacts);
     let t = Instant::now();
     let output = tokio::task::spawn_blocking(move || cmd.output())
@@ -460,4 +475,5 @@ async fn the_dashboard_works_in_a_headless_browser() {
     assert!(stdout.contains("all dashboard checks passed"), "{stdout}");
     demo.stop().await.unwrap();
     big.stop().await.unwrap();
+    external.stop().await.unwrap();
 }

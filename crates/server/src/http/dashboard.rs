@@ -11,7 +11,8 @@
 //!
 //! - `summary`: every visible account's figures and underlyings in one compact answer, the
 //!   totals, the insurance fund and the caller's role (10,000 accounts in one request);
-//! - `accounts/{id}/positions`: positions with marks and greeks, balances with haircuts;
+//! - `accounts/{id}/positions`: positions with marks and greeks, balances with haircuts,
+//!   positions held in other protocols;
 //! - `proposals` and `proposals/{id}/impact`: the governance state and a proposal's impact on
 //!   today's book (the impact report is otherwise returned only once, to the proposer);
 //! - `stream`: the WebSocket stream of `/v1/stream` for a browser, which cannot set an
@@ -34,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use pmargin_core::book::{BookAccount, BookPosition};
+use pmargin_core::external_risk::ExternalReport;
 use pmargin_core::greeks::portfolio_greeks;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -232,8 +234,8 @@ async fn summary(caller: Caller, State(state): State<Shared>) -> Result<Response
 }
 
 /// An account's positions (mark value and greeks each, as the report sums them per
-/// underlying), balances (price, haircut, value after haircut) and the spot of each underlying
-/// it is exposed to.
+/// underlying), balances (price, haircut, value after haircut), positions held in other
+/// protocols (as the report shows them) and the spot of each underlying it is exposed to.
 async fn positions(
     caller: Caller,
     State(state): State<Shared>,
@@ -290,6 +292,11 @@ async fn positions(
             })
         })
         .collect();
+    let external: Vec<ExternalReport> = account
+        .external
+        .iter()
+        .map(|x| ExternalReport::of(book, x))
+        .collect();
     let spots: serde_json::Map<String, Value> = account
         .exposures
         .iter()
@@ -305,6 +312,7 @@ async fn positions(
         "account": id,
         "positions": positions,
         "balances": balances,
+        "external": external,
         "spots": spots,
     })))
 }
