@@ -159,7 +159,7 @@ pub fn end_to_end(
          threads: {}\n\
          report: {:.1} MB\n\
          median of {repeat}, ms: parse {:.0}, margin (bind, risk arrays, every requirement checked) {:.0}, \
-         liquidation prices {:.0}, write (with requirements recomputed) {:.0}\n\
+         liquidation prices {:.0}, write {:.0}\n\
          end_to_end_ms: {:.0}\n",
         accounts * pmargin_core::synthetic::POSITIONS_PER_ACCOUNT,
         pool.current_num_threads(),

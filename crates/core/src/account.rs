@@ -687,8 +687,20 @@ impl<'a> Evaluator<'a> {
             let inst = &book.instruments[p.instrument];
             let i = p.instrument;
             let record = repriced.filter(|_| fresh).and_then(|r| r.record(i));
+            // At a fresh scale the grid row is measured from the value there: filled first, it
+            // gives the value too (bit for bit `value_at`), an option priced once less.
+            let filled = grid && fresh && record.is_none();
             let (value, window) = if let Some(r) = record {
                 (r[0], &AWAY)
+            } else if filled {
+                scratch.resize(width, 0.0);
+                let shocks = &arrays.grid_shocks[u];
+                let value = if let Some(wanted) = slots {
+                    fill_instrument_where(inst, scale, shocks, rate, scratch, |s| wanted[s])
+                } else {
+                    fill_instrument(inst, scale, shocks, rate, scratch)
+                };
+                (value, &AWAY)
             } else if fresh {
                 (inst.value_at(scale, rate), &AWAY)
             } else {
@@ -714,14 +726,7 @@ impl<'a> Evaluator<'a> {
             if grid {
                 let grid_row: &[f64] = if let Some(r) = record {
                     &r[2..2 + width]
-                } else if fresh {
-                    scratch.resize(width, 0.0);
-                    let shocks = &arrays.grid_shocks[u];
-                    if let Some(wanted) = slots {
-                        fill_instrument_where(inst, scale, shocks, rate, scratch, |s| wanted[s]);
-                    } else {
-                        fill_instrument(inst, scale, shocks, rate, scratch);
-                    }
+                } else if filled {
                     scratch
                 } else {
                     &arrays.grid[i * width..(i + 1) * width]

@@ -218,7 +218,9 @@ fn reduce(num: i64, den: i64) -> (i64, i64) {
 }
 
 /// P&L of one contract of `inst` in every slot, with the underlying first scaled by `scale`
-/// (1 for today's market; other values for the liquidation-price search).
+/// (1 for today's market; other values for the liquidation-price search). Returns the
+/// contract's value at `scale`, which the P&Ls are measured from: [`Priced::value_at`], bit
+/// for bit, so a caller needing both prices the option once less.
 #[inline]
 pub fn fill_instrument(
     inst: &Priced,
@@ -226,8 +228,8 @@ pub fn fill_instrument(
     shocks: &[(f64, f64)],
     rate: f64,
     out: &mut [f64],
-) {
-    fill_instrument_where(inst, scale, shocks, rate, out, |_| true);
+) -> f64 {
+    fill_instrument_where(inst, scale, shocks, rate, out, |_| true)
 }
 
 /// [`fill_instrument`] in the slots `wanted` alone, the same numbers bit for bit: an option's
@@ -240,13 +242,14 @@ pub fn fill_instrument_where(
     rate: f64,
     out: &mut [f64],
     wanted: impl Fn(usize) -> bool,
-) {
+) -> f64 {
     let forward = inst.forward * scale;
     match &inst.option {
         None => {
             for (o, (m, _)) in out.iter_mut().zip(shocks) {
                 *o = forward * m;
             }
+            forward
         }
         Some(opt) => {
             let base = black76(opt.side, forward, opt.strike, opt.t, opt.vol, rate);
@@ -257,6 +260,7 @@ pub fn fill_instrument_where(
                 let vol = (opt.vol + opt.vol_scale * dv).max(MIN_SCENARIO_VOL);
                 *o = black76(opt.side, forward * (1.0 + m), opt.strike, opt.t, vol, rate) - base;
             }
+            base
         }
     }
 }

@@ -18,8 +18,10 @@ use pmargin_pricing::{black76_greeks, Greeks};
 use rayon::prelude::*;
 use serde::ser::{SerializeMap, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::sync::OnceLock;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MarginReport {
@@ -118,6 +120,9 @@ pub struct BatchRun {
     params_version: u64,
     source: String,
     history_source: Option<String>,
+    /// Every account's figures (in the book's order) once [`BatchRun::check`] has computed
+    /// them: the report writes them rather than computing each requirement a second time.
+    checked: OnceLock<Vec<Figures>>,
 }
 
 /// Accounts computed together before they are written: enough to keep both cores busy,
@@ -169,6 +174,7 @@ impl BatchRun {
             params_version: params.version,
             source: portfolio.source.clone(),
             history_source: history.map(|h| h.source.clone()),
+            checked: OnceLock::new(),
         })
     }
 
@@ -184,22 +190,34 @@ impl BatchRun {
     /// prints nothing): every account's requirement, standard margin and greeks are computed
     /// and must be finite. The liquidation prices are not searched here: they cannot fail, and
     /// a price that is not found is `null` by design.
+    /// The figures are kept for [`BatchRun::write_json`].
     pub fn check(&self) -> Result<()> {
+        if self.checked.get().is_some() {
+            return Ok(());
+        }
         let evaluator = self.evaluator();
-        let options = ReportOptions {
-            liquidation_prices: false,
-        };
-        (0..self.book.accounts.len())
+        let figures = (0..self.book.accounts.len())
             .into_par_iter()
             .with_min_len(256)
-            .map_init(
-                || self.searcher(&evaluator),
-                |searcher, i| self.check_entry(&self.entry(&evaluator, searcher, i, options)?),
-            )
-            .collect::<Result<()>>()
+            .map(|i| {
+                let account = &self.book.accounts[i];
+                let figures = self.figures(&evaluator, account)?;
+                self.check_entry(&AccountEntry {
+                    run: self,
+                    account,
+                    figures: Cow::Borrowed(&figures),
+                    liquidation: Vec::new(),
+                })?;
+                Ok(figures)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // (Only a concurrent check can have set them since: the same figures.)
+        let _ = self.checked.set(figures);
+        Ok(())
     }
 
-    /// Account `i`'s figures.
+    /// Account `i`'s entry: its figures as checked when they were, and its liquidation prices
+    /// when asked for.
     fn entry<'r>(
         &'r self,
         evaluator: &Evaluator<'_>,
@@ -207,26 +225,37 @@ impl BatchRun {
         i: usize,
         options: ReportOptions,
     ) -> Result<AccountEntry<'r>> {
+        let account = &self.book.accounts[i];
+        let figures = match self.checked.get() {
+            Some(checked) => Cow::Borrowed(&checked[i]),
+            None => Cow::Owned(self.figures(evaluator, account)?),
+        };
+        let mut liquidation = Vec::new();
+        if options.liquidation_prices {
+            searcher.prices(account, figures.req.below_maintenance(), &mut liquidation);
+        }
+        Ok(AccountEntry {
+            run: self,
+            account,
+            figures,
+            liquidation,
+        })
+    }
+
+    /// An account's figures but its liquidation prices.
+    fn figures(&self, evaluator: &Evaluator<'_>, account: &BookAccount) -> Result<Figures> {
         let book = &self.book;
-        let account = &book.accounts[i];
         let req = evaluator.requirement(account).map_err(|mut e| {
             if let Some(h) = &self.history_source {
                 e.file = h.clone();
             }
             e
         })?;
-        let mut liquidation = Vec::new();
-        if options.liquidation_prices {
-            searcher.prices(account, req.below_maintenance(), &mut liquidation);
-        }
         let names: Vec<&str> = book.underlyings.iter().map(|u| u.name.as_str()).collect();
         let worst = req.grid.worst.map(|s| s.label(&self.arrays.shape, &names));
-        Ok(AccountEntry {
-            run: self,
-            account,
+        Ok(Figures {
             standard: standard_margin(book, account),
             greeks: self.greeks_of(account),
-            liquidation,
             worst,
             req,
         })
@@ -265,7 +294,7 @@ impl BatchRun {
     /// may be `null` by design (`capital_efficiency`, `worst_scenario`, the liquidation
     /// prices) may be missing.
     fn check_entry(&self, entry: &AccountEntry<'_>) -> Result<()> {
-        let r = &entry.req;
+        let r = &entry.figures.req;
         let names = |u: usize| self.book.underlyings[u].name.as_str();
         let b = &r.addon_breakdown;
         let mut bad: Option<String> = None;
@@ -285,7 +314,7 @@ impl BatchRun {
         field(&|| ".addons".into(), r.addons);
         field(&|| ".equity".into(), r.equity);
         field(&|| ".es".into(), r.es);
-        for (u, g) in entry.by_name(&entry.greeks) {
+        for (u, g) in entry.by_name(&entry.figures.greeks) {
             for (name, v) in [
                 ("delta", g.delta),
                 ("gamma", g.gamma),
@@ -305,11 +334,11 @@ impl BatchRun {
         field(&|| ".short_option_minimum".into(), r.short_option_minimum);
         field(
             &|| ".standard_initial_margin".into(),
-            entry.standard.initial,
+            entry.figures.standard.initial,
         );
         field(
             &|| ".standard_maintenance_margin".into(),
-            entry.standard.maintenance,
+            entry.figures.standard.maintenance,
         );
         field(&|| ".statistical_risk".into(), r.statistical_risk);
         field(&|| ".var".into(), r.var);
@@ -397,11 +426,18 @@ impl Serialize for StreamedAccounts<'_, '_> {
 struct AccountEntry<'r> {
     run: &'r BatchRun,
     account: &'r BookAccount,
+    figures: Cow<'r, Figures>,
+    /// In exposure order (empty when not searched).
+    liquidation: Vec<LiquidationPrice>,
+}
+
+/// An account's figures but its liquidation prices.
+#[derive(Clone)]
+struct Figures {
     req: Requirement,
     standard: StandardMargin,
     worst: Option<String>,
-    /// In exposure order (empty when not searched).
-    liquidation: Vec<LiquidationPrice>,
+    /// In exposure order.
     greeks: Vec<PortfolioGreeks>,
 }
 
@@ -424,12 +460,18 @@ impl AccountEntry<'_> {
     }
 
     fn capital_efficiency(&self) -> Option<f64> {
-        (self.req.initial_margin > 0.0).then(|| self.standard.initial / self.req.initial_margin)
+        let Figures { req, standard, .. } = &*self.figures;
+        (req.initial_margin > 0.0).then(|| standard.initial / req.initial_margin)
     }
 
     fn report(&self) -> AccountReport {
         let name = |u: usize| self.run.book.underlyings[u].name.clone();
-        let req = &self.req;
+        let Figures {
+            req,
+            standard,
+            worst,
+            greeks,
+        } = &*self.figures;
         AccountReport {
             id: self.account.id.clone(),
             equity: req.equity,
@@ -447,11 +489,11 @@ impl AccountEntry<'_> {
                 .into_iter()
                 .map(|(u, v)| (name(u), *v))
                 .collect(),
-            worst_scenario: self.worst.clone(),
+            worst_scenario: worst.clone(),
             var: req.var,
             es: req.es,
-            standard_initial_margin: self.standard.initial,
-            standard_maintenance_margin: self.standard.maintenance,
+            standard_initial_margin: standard.initial,
+            standard_maintenance_margin: standard.maintenance,
             capital_efficiency: self.capital_efficiency(),
             liquidation_prices: self
                 .by_name(&self.liquidation)
@@ -459,7 +501,7 @@ impl AccountEntry<'_> {
                 .map(|(u, v)| (name(u), *v))
                 .collect(),
             greeks: self
-                .by_name(&self.greeks)
+                .by_name(greeks)
                 .into_iter()
                 .map(|(u, v)| (name(u), *v))
                 .collect(),
@@ -484,7 +526,12 @@ impl<V: Serialize> Serialize for ByName<'_, V> {
 /// Field for field what [`AccountReport`]'s derived `Serialize` writes.
 impl Serialize for AccountEntry<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let req = &self.req;
+        let Figures {
+            req,
+            standard,
+            worst,
+            greeks,
+        } = &*self.figures;
         let mut s = serializer.serialize_struct("AccountReport", 20)?;
         s.serialize_field("id", &self.account.id)?;
         s.serialize_field("equity", &req.equity)?;
@@ -501,17 +548,17 @@ impl Serialize for AccountEntry<'_> {
             "scanning_risk",
             &ByName(self.run, self.by_name(&req.grid.scanning_risk)),
         )?;
-        s.serialize_field("worst_scenario", &self.worst)?;
+        s.serialize_field("worst_scenario", worst)?;
         s.serialize_field("var", &req.var)?;
         s.serialize_field("es", &req.es)?;
-        s.serialize_field("standard_initial_margin", &self.standard.initial)?;
-        s.serialize_field("standard_maintenance_margin", &self.standard.maintenance)?;
+        s.serialize_field("standard_initial_margin", &standard.initial)?;
+        s.serialize_field("standard_maintenance_margin", &standard.maintenance)?;
         s.serialize_field("capital_efficiency", &self.capital_efficiency())?;
         s.serialize_field(
             "liquidation_prices",
             &ByName(self.run, self.by_name(&self.liquidation)),
         )?;
-        s.serialize_field("greeks", &ByName(self.run, self.by_name(&self.greeks)))?;
+        s.serialize_field("greeks", &ByName(self.run, self.by_name(greeks)))?;
         if self.account.external.is_empty() {
             s.skip_field("external")?;
         } else {
@@ -585,14 +632,16 @@ mod tests {
             let entry = AccountEntry {
                 run: &run,
                 account,
-                req: run.evaluator().requirement(account).unwrap(),
-                standard: standard_margin(&run.book, account),
-                worst: None,
+                figures: Cow::Owned(Figures {
+                    req: run.evaluator().requirement(account).unwrap(),
+                    standard: standard_margin(&run.book, account),
+                    worst: None,
+                    greeks: run.greeks_of(account),
+                }),
                 liquidation: Vec::new(),
-                greeks: run.greeks_of(account),
             };
             let got: BTreeMap<String, [u64; 4]> = entry
-                .by_name(&entry.greeks)
+                .by_name(&entry.figures.greeks)
                 .into_iter()
                 .map(|(u, g)| {
                     let bits = [g.delta, g.gamma, g.vega, g.theta].map(f64::to_bits);

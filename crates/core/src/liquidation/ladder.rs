@@ -70,11 +70,11 @@ impl Ladder {
                 let mut column = vec![0.0; SEARCH_STEPS * stride];
                 for (k, record) in column.chunks_exact_mut(stride).enumerate() {
                     let scale = step_scale(ENDS[direction], k + 1);
-                    record[0] = inst.value_at(scale, rate);
+                    let (head, grid) = record.split_at_mut(2);
+                    head[0] = fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, grid);
                     if with_delta {
-                        record[1] = inst.delta_at(scale, rate);
+                        head[1] = inst.delta_at(scale, rate);
                     }
-                    fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, &mut record[2..]);
                 }
                 column.into_boxed_slice()
             });
