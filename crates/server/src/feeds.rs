@@ -17,7 +17,7 @@
 
 use crate::auth::{Caller, Role};
 use crate::error::ServiceError;
-use crate::http::events::quote_event;
+use crate::http::events::checked_quote_time;
 use crate::service::state::{AppState, EventResult};
 use pmargin_engine::Event;
 use pmargin_feeds::config::FeedsConfig;
@@ -131,6 +131,7 @@ fn enqueue(
 
 fn event(state: &AppState, caller: &Caller, post: Post) -> Result<Event, ServiceError> {
     match event_of(post) {
+        // The checks of `POST /v1/quotes`.
         Event::Quote {
             source,
             underlying,
@@ -138,20 +139,14 @@ fn event(state: &AppState, caller: &Caller, post: Post) -> Result<Event, Service
             ts_ms,
             confidence,
             weight,
-        } => {
-            // The checks of `POST /v1/quotes`; the confidence and the weight (which that route
-            // does not take) are the feed's.
-            let mut event = quote_event(state, caller, source, underlying, price, Some(ts_ms))?;
-            if let Event::Quote {
-                confidence: c,
-                weight: w,
-                ..
-            } = &mut event
-            {
-                (*c, *w) = (confidence, weight);
-            }
-            Ok(event)
-        }
+        } => Ok(Event::Quote {
+            ts_ms: checked_quote_time(state, caller, &source, Some(ts_ms))?,
+            source,
+            underlying,
+            price,
+            confidence,
+            weight,
+        }),
         other => Ok(other),
     }
 }

@@ -140,7 +140,16 @@ pub async fn post_quote(
     headers: HeaderMap,
     Body(q, _): Body<QuoteIn>,
 ) -> Result<Response, ApiError> {
-    let event = quote_event(&state, &caller, q.source, q.underlying, q.price, q.ts_ms)?;
+    let ts_ms = checked_quote_time(&state, &caller, &q.source, q.ts_ms)?;
+    // This route takes no confidence or weight: those come from a configured feed.
+    let event = Event::Quote {
+        source: q.source,
+        underlying: q.underlying,
+        price: q.price,
+        ts_ms,
+        confidence: None,
+        weight: None,
+    };
     let idem = idempotency(&headers, &caller, &event)?;
     let result = state.submit(event, &caller.key_id, idem).await?;
     Ok(event_response(result))
@@ -148,17 +157,15 @@ pub async fn post_quote(
 
 /// The checks of a quote from `caller` (this endpoint's, and a configured feed's: see
 /// [`crate::feeds`]): the caller may post for `source`, and `ts_ms` is not ahead of the
-/// server's clock; the quote's event (dated now without a `ts_ms`).
-pub fn quote_event(
+/// server's clock. The quote's time: `ts_ms`, or now without one.
+pub fn checked_quote_time(
     state: &AppState,
     caller: &Caller,
-    source: String,
-    underlying: String,
-    price: f64,
+    source: &str,
     ts_ms: Option<i64>,
-) -> Result<Event, ServiceError> {
+) -> Result<i64, ServiceError> {
     caller.require(&[Role::Admin, Role::OracleFeeder])?;
-    caller.require_source(&source)?;
+    caller.require_source(source)?;
     let now = now_ms();
     let skew = state.max_clock_skew_ms.load(Ordering::Relaxed);
     if let Some(ts) = ts_ms {
@@ -172,12 +179,5 @@ pub fn quote_event(
             .with_field("ts_ms"));
         }
     }
-    Ok(Event::Quote {
-        source,
-        underlying,
-        price,
-        ts_ms: ts_ms.unwrap_or(now),
-        confidence: None,
-        weight: None,
-    })
+    Ok(ts_ms.unwrap_or(now))
 }
