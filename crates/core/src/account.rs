@@ -73,6 +73,17 @@ impl Partial {
         self.rows[e * width..(e + 1) * width].fill(0.0);
     }
 
+    /// Puts exposure `e`'s row, sums and scale back as they are in `from` (the same account's
+    /// sums, with every other exposure as it is here).
+    pub(crate) fn restore_exposure(&mut self, from: &Partial, e: usize, width: usize) {
+        let row = e * width..(e + 1) * width;
+        self.rows[row.clone()].copy_from_slice(&from.rows[row]);
+        self.sums[e] = from.sums[e];
+        if let (Some(at), Some(&was)) = (self.scales.get_mut(e), from.scales.get(e)) {
+            *at = was;
+        }
+    }
+
     /// Exposure `e`'s row (`width` slots).
     pub(crate) fn row_mut(&mut self, e: usize, width: usize) -> &mut [f64] {
         &mut self.rows[e * width..(e + 1) * width]

@@ -579,10 +579,15 @@ impl Builder<'_> {
         }
         let mut balances = Vec::with_capacity(account.balances.len());
         for (name, amount) in &account.balances {
-            let path = key_path(&format!("accounts[{index}].balances"), name);
-            let asset = self
-                .asset(name, &path)
-                .map_err(|e| e.with_account(&account.id))?;
+            // (The path is only spelled out for a new asset, which can be refused.)
+            let asset = match self.asset_index.get(name.as_str()) {
+                Some(&a) => a,
+                None => {
+                    let path = key_path(&format!("accounts[{index}].balances"), name);
+                    self.asset(name, &path)
+                        .map_err(|e| e.with_account(&account.id))?
+                }
+            };
             if let Some(u) = self.assets[asset].underlying {
                 if *amount != 0.0 {
                     exposures.push(u);

@@ -72,7 +72,7 @@ fn prices(
                 let factors = &searcher.factors;
                 status_slope_bounds_into(evaluator, factors, account, &mut searcher.bounds);
             }
-            searcher.search(account, e, direction, &others)
+            searcher.search(account, e, direction, (&others, true), None)
         })
         .collect();
     account
@@ -164,34 +164,59 @@ impl<'e, 'a> Searcher<'e, 'a> {
         out: &mut Vec<LiquidationPrice>,
     ) {
         out.clear();
-        if !below_maintenance_today && self.skip_proven_steps {
+        if below_maintenance_today {
+            let none = LiquidationPrice {
+                down: None,
+                up: None,
+            };
+            out.resize(account.exposures.len(), none);
+            return;
+        }
+        if self.skip_proven_steps {
             status_slope_bounds_into(self.evaluator, &self.factors, account, &mut self.bounds);
         }
+        // Without a historical series (summed over every exposure), a search on exposure `e`
+        // sums `e`'s row and sums anew at every trial, so the account as it is today serves
+        // as every search's start, and its cushion today as every search's step 0 (the same
+        // sums in the same order as clearing `e` and summing it again at today's scale).
+        let today = (!self.evaluator.arrays.has_history()).then(|| {
+            let mut today = self.evaluator.fixed_part(account);
+            for (e, &u) in account.exposures.iter().enumerate() {
+                self.evaluator
+                    .add_underlying(account, e, u, 1.0, &mut today, &mut self.scratch);
+            }
+            let cushion = cushion_of(self.evaluator, account, &today);
+            (today, cushion)
+        });
         for e in 0..account.exposures.len() {
-            let price = if below_maintenance_today {
-                LiquidationPrice {
-                    down: None,
-                    up: None,
-                }
-            } else {
-                let others = others_than(self.evaluator, account, e);
-                LiquidationPrice {
-                    down: self.search(account, e, 0, &others),
-                    up: self.search(account, e, 1, &others),
+            let owned;
+            // A search leaves every exposure but its own as it found it, and puts its own
+            // back from `others`: only the account's first search copies `today` whole.
+            let (others, start, whole) = match &today {
+                Some((today, cushion)) => (today, Some(*cushion), e == 0),
+                None => {
+                    owned = others_than(self.evaluator, account, e);
+                    (&owned, None, true)
                 }
             };
-            out.push(price);
+            out.push(LiquidationPrice {
+                down: self.search(account, e, 0, (others, whole), start),
+                up: self.search(account, e, 1, (others, false), start),
+            });
         }
     }
 
     /// The crossing spot of exposure `e` in `direction` (0 down, 1 up), `others` holding
-    /// every other exposure in today's market.
+    /// every other exposure in today's market; `today`, where given, is the account's cushion
+    /// today (else it is evaluated). Unless `whole`, the searcher's sums already hold
+    /// `others` (each search puts its exposure back when it ends).
     fn search(
         &mut self,
         account: &BookAccount,
         e: usize,
         direction: usize,
-        others: &Partial,
+        (others, whole): (&Partial, bool),
+        today: Option<Cushion>,
     ) -> Option<f64> {
         let evaluator = self.evaluator;
         let u = account.exposures[e];
@@ -201,10 +226,12 @@ impl<'e, 'a> Searcher<'e, 'a> {
         if let Some(ladder) = ladder {
             ladder.prepare(evaluator, account, u, direction);
         }
+        let (width, series) = (evaluator.arrays.width, evaluator.arrays.has_history());
         // Only exposure `e`'s row and sums change from one trial to the next: without a
         // historical series (summed over every exposure), zeroing that row restores `others`.
-        partial.clone_from(others);
-        let (width, series) = (evaluator.arrays.width, evaluator.arrays.has_history());
+        if whole {
+            partial.clone_from(others);
+        }
         // The slope bounds do not cover external positions (a liquidity position's value is
         // concave, and not a sum over one underlying): an account holding any tries every step.
         let skip = self.skip_proven_steps && account.external.is_empty();
@@ -237,10 +264,14 @@ impl<'e, 'a> Searcher<'e, 'a> {
                 }
                 _ => evaluator.add_underlying(account, e, u, x, &mut partial, scratch),
             }
-            if step.is_none() && skip && !series {
+            let c = cushion_of(evaluator, account, &partial);
+            // The narrowing starts from the step that crossed (summed from the ladder, no
+            // option priced) and moves its start to each trial it sums in full, every one
+            // closer to the crossing than the one before.
+            if skip && !series && (step.is_none() || c.value < 0.0) {
                 narrowing.keep(evaluator, account, (e, u, x), &partial);
             }
-            cushion_of(evaluator, account, &partial)
+            c
         };
         let slope = if skip {
             // Two bounds on the same slope: the tighter holds. (The status bound nets hedges;
@@ -254,7 +285,8 @@ impl<'e, 'a> Searcher<'e, 'a> {
             .and_then(|l| l.drop_bound(evaluator, account, u, direction));
         let between =
             |j: usize, i: usize| drops.as_ref().map_or(f64::INFINITY, |d| d.between(j, i));
-        let found = search(&mut cushion, ENDS[direction], slope, &between);
+        let found = search(&mut cushion, today, ENDS[direction], slope, &between);
+        partial.restore_exposure(others, e, width);
         self.partial = Some(partial);
         found.map(|x| x * evaluator.book.underlyings[u].spot)
     }
@@ -305,35 +337,57 @@ fn cushion_with(evaluator: &Evaluator<'_>, partial: &Partial, grid_risk: f64) ->
     }
 }
 
-/// [`crate::grid::evaluate`]'s `grid_risk` alone: the same losses compared in the same order.
+/// [`crate::grid::evaluate`]'s `grid_risk` alone: the same losses compared in the same order
+/// (the first loss taken as it is, a later one only when strictly larger, so a NaN first loss
+/// stays), and each slot's total summed in exposure order. The hottest loop of the search:
+/// rows are walked whole rather than indexed slot by slot.
 fn grid_risk_of(shape: &crate::grid::GridShape, weights: &[f64], k: usize, rows: &[f64]) -> f64 {
-    let width = shape.width();
-    let scan = shape.scan_width();
-    let mut any = false;
-    let mut worst_loss = f64::NAN;
-    for e in 0..k {
-        let row = &rows[e * width..e * width + scan];
-        for (pnl, w) in row.iter().zip(&weights[..scan]) {
+    let (width, scan) = (shape.width(), shape.scan_width());
+    if k == 0 || scan == 0 {
+        return 0.0;
+    }
+    let rows = &rows[..k * width];
+    let weights = &weights[..scan];
+    let mut worst_loss = -weights[0] * rows[0];
+    for row in rows.chunks_exact(width) {
+        for (pnl, w) in row[..scan].iter().zip(weights) {
             let loss = -w * pnl;
-            if loss > worst_loss || !any {
+            if loss > worst_loss {
                 worst_loss = loss;
-                any = true;
             }
         }
     }
     if k > 1 {
-        for (s, w) in weights[..scan].iter().enumerate() {
-            let total: f64 = (0..k).map(|e| rows[e * width + s]).sum();
-            let loss = -w * total;
+        // Each slot's total: the first exposure's P&L, then the others added in order (what
+        // `sum` gives: it starts from -0.0, and -0.0 + x is x).
+        let mut totals = [0.0f64; 64];
+        let mut by_slot = Vec::new();
+        let totals: &mut [f64] = if scan <= totals.len() {
+            &mut totals[..scan]
+        } else {
+            by_slot.resize(scan, 0.0);
+            &mut by_slot
+        };
+        let mut each = rows.chunks_exact(width);
+        if let Some(first) = each.next() {
+            totals.copy_from_slice(&first[..scan]);
+        }
+        for row in each {
+            for (t, pnl) in totals.iter_mut().zip(&row[..scan]) {
+                *t += pnl;
+            }
+        }
+        for (t, w) in totals.iter().zip(weights) {
+            let loss = -w * t;
             if loss > worst_loss {
                 worst_loss = loss;
             }
         }
         let (up, down) = (shape.decoupling_up(), shape.decoupling_down());
-        let total_up: f64 = (0..k).map(|e| rows[e * width + up]).sum();
-        let total_down: f64 = (0..k).map(|e| rows[e * width + down]).sum();
-        for e in 0..k {
-            let (own_up, own_down) = (rows[e * width + up], rows[e * width + down]);
+        let total_up: f64 = rows.chunks_exact(width).map(|r| r[up]).sum();
+        let total_down: f64 = rows.chunks_exact(width).map(|r| r[down]).sum();
+        for row in rows.chunks_exact(width) {
+            let (own_up, own_down) = (row[up], row[down]);
             let loss = -(own_up + (total_down - own_down));
             if loss > worst_loss {
                 worst_loss = loss;
@@ -344,11 +398,7 @@ fn grid_risk_of(shape: &crate::grid::GridShape, weights: &[f64], k: usize, rows:
             }
         }
     }
-    if any {
-        worst_loss.max(0.0)
-    } else {
-        0.0
-    }
+    worst_loss.max(0.0)
 }
 
 /// The account's margin balance less its maintenance margin at some scale, and the size of
@@ -582,12 +632,13 @@ pub fn status_slope_parts_from(
 /// unknown): a step it proves above maintenance is skipped too.
 fn search(
     cushion: &mut impl FnMut(f64, Option<usize>) -> Cushion,
+    today: Option<Cushion>,
     end: f64,
     slope: f64,
     drop: &dyn Fn(usize, usize) -> f64,
 ) -> Option<f64> {
     let slope = slope * (1.0 + 1e-9);
-    let mut known = (1.0, 0, cushion(1.0, Some(0)));
+    let mut known = (1.0, 0, today.unwrap_or_else(|| cushion(1.0, Some(0))));
     let mut i = 1;
     while i <= SEARCH_STEPS {
         let (at, at_step, c) = known;
@@ -600,8 +651,14 @@ fn search(
         };
         // Both proofs only weaken as the step moves away from the one evaluated (the distance
         // and the drops only grow), so the first step they leave unproven is found by halving:
-        // it is the step a walk through every one of them would stop at.
-        let (mut lo, mut hi) = (i, SEARCH_STEPS + 1);
+        // it is the step a walk through every one of them would stop at. The last step is
+        // tried first: most searches end there, all proven, in one look rather than a
+        // halving's nine, each a read of bounds the cache seldom holds.
+        let (mut lo, mut hi) = if proven_above(SEARCH_STEPS) {
+            (SEARCH_STEPS + 1, SEARCH_STEPS + 1)
+        } else {
+            (i, SEARCH_STEPS)
+        };
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if proven_above(mid) {

@@ -397,6 +397,9 @@ impl Serialize for StreamedAccounts<'_, '_> {
             let (send, receive) = std::sync::mpsc::sync_channel::<Result<Vec<AccountEntry>>>(1);
             let evaluator = &evaluator;
             scope.spawn(move || {
+                if let (true, Some(ladder)) = (options.liquidation_prices, &run.ladder) {
+                    ladder.fill(evaluator);
+                }
                 for from in (0..n).step_by(CHUNK) {
                     let chunk = (from..(from + CHUNK).min(n))
                         .into_par_iter()

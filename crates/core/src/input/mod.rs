@@ -4,6 +4,7 @@
 //! CLI, the server and tests share it. Unknown fields are rejected (a typo in a risk parameter
 //! must never be ignored), and every error names the file, the JSON path and the account.
 
+mod halves;
 pub mod history;
 pub mod market;
 pub mod params;

@@ -4,14 +4,19 @@
 use super::{check_finite, check_number, from_value, key_path, parse_json};
 use crate::error::{InputError, Result};
 use crate::instrument::Instrument;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPortfolio {
     accounts: Vec<RawAccount>,
 }
+
+/// [`RawAccount`]'s fields: an account's object opens with one of them (which is how a large
+/// file is cut between two accounts, [`super::halves`]).
+const ACCOUNT_FIELDS: [&str; 4] = ["id", "balances", "positions", "external"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,12 +258,15 @@ pub fn valid_account_id(id: &str) -> bool {
 
 impl Portfolio {
     pub fn parse(file: &str, text: &str) -> Result<Portfolio> {
-        // A valid file is read straight from the text; only a refused one is read again as a
-        // JSON tree, for its error's path and account. (The tree of a large book costs many
-        // times the file in memory and time.)
-        let raw = match serde_json::from_str::<RawPortfolio>(text) {
-            Ok(raw) => raw,
-            Err(_) => Self::refused(file, text)?,
+        // A valid file is read straight from the text (a large one in two halves at once);
+        // only a refused one is read again as a JSON tree, for its error's path and account.
+        // (The tree of a large book costs many times the file in memory and time.)
+        let raw = match super::halves::read_in_halves(text, "accounts", &ACCOUNT_FIELDS) {
+            Some(accounts) => RawPortfolio { accounts },
+            None => match serde_json::from_str::<RawPortfolio>(text) {
+                Ok(raw) => raw,
+                Err(_) => Self::refused(file, text)?,
+            },
         };
         Self::validate(file, raw)
     }
@@ -292,101 +300,132 @@ impl Portfolio {
     }
 
     fn validate(file: &str, raw: RawPortfolio) -> Result<Portfolio> {
-        let mut seen = BTreeSet::new();
-        // A large book names the same few hundred instruments millions of times: each name is
-        // parsed (and checked canonical) once, then cloned.
-        let mut instruments: std::collections::HashMap<String, Instrument> =
-            std::collections::HashMap::new();
-        let mut accounts = Vec::with_capacity(raw.accounts.len());
-        for (i, acc) in raw.accounts.into_iter().enumerate() {
-            // (Paths are only spelled out for an error: a large book has millions of fields.)
-            let base = || format!("accounts[{i}]");
-            let err = |path: String, msg: String| {
-                InputError::new(file, path, msg).with_account(acc.id.clone())
+        // The ids first (each valid, none twice), in file order; then every account on its
+        // own, in parallel. The error reported is the first in file order either way.
+        let mut seen = HashSet::with_capacity(raw.accounts.len());
+        let mut refused_id = None;
+        for (i, acc) in raw.accounts.iter().enumerate() {
+            let message = if !valid_account_id(&acc.id) {
+                "an account id is 1 to 64 characters of A-Z a-z 0-9 _ . : -".to_string()
+            } else if !seen.insert(acc.id.as_str()) {
+                format!("duplicate account id `{}`", acc.id)
+            } else {
+                continue;
             };
-            if !valid_account_id(&acc.id) {
-                return Err(err(
-                    format!("{}.id", base()),
-                    "an account id is 1 to 64 characters of A-Z a-z 0-9 _ . : -".into(),
-                ));
-            }
-            if !seen.insert(acc.id.clone()) {
-                return Err(err(
-                    format!("{}.id", base()),
-                    format!("duplicate account id `{}`", acc.id),
-                ));
-            }
-            for (asset, amount) in &acc.balances {
-                if !amount.is_finite() {
-                    check_finite(
-                        file,
-                        &key_path(&format!("{}.balances", base()), asset),
-                        *amount,
-                    )
-                    .map_err(|e| e.with_account(&acc.id))?;
-                }
-            }
-            let mut positions = Vec::with_capacity(acc.positions.len());
-            for (j, p) in acc.positions.into_iter().enumerate() {
-                let path = || format!("{}.positions[{j}]", base());
-                let instrument = match instruments.get(&p.instrument) {
-                    Some(known) => known.clone(),
-                    None => {
-                        let parsed = Instrument::parse(&p.instrument)
-                            .map_err(|e| err(format!("{}.instrument", path()), e))?;
-                        instruments.insert(p.instrument.clone(), parsed.clone());
-                        parsed
-                    }
-                };
-                if !p.size.is_finite() {
-                    check_finite(file, &format!("{}.size", path()), p.size)
-                        .map_err(|e| e.with_account(&acc.id))?;
-                }
-                match (instrument.is_option(), p.entry_price) {
-                    (true, Some(_)) => {
-                        return Err(err(
-                            format!("{}.entry_price", path()),
-                            "not allowed for options: the premium is already in the balances"
-                                .into(),
-                        ))
-                    }
-                    (false, None) => {
-                        return Err(err(
-                            format!("{}.entry_price", path()),
-                            format!("required for {}", instrument.name),
-                        ))
-                    }
-                    (false, Some(e)) if !(e.is_finite() && e >= 0.0) => {
-                        check_number(file, &format!("{}.entry_price", path()), e, 0.0, false)
-                            .map_err(|e| e.with_account(&acc.id))?
-                    }
-                    (false, Some(_)) => {}
-                    (true, None) => {}
-                }
-                positions.push(Position {
-                    instrument,
-                    size: p.size,
-                    entry_price: p.entry_price,
-                });
-            }
-            let mut external = Vec::with_capacity(acc.external.len());
-            for (j, value) in acc.external.into_iter().enumerate() {
-                let path = format!("{}.external[{j}]", base());
-                external.push(
-                    ExternalPosition::from_json(file, &path, value)
-                        .map_err(|e| e.with_account(&acc.id))?,
-                );
-            }
-            accounts.push(Account {
-                id: acc.id,
-                balances: acc.balances,
-                positions,
-                external,
-            });
+            let path = format!("accounts[{i}].id");
+            refused_id = Some((
+                i,
+                InputError::new(file, path, message).with_account(&acc.id),
+            ));
+            break;
+        }
+        drop(seen);
+        let mut raw_accounts = raw.accounts;
+        if let Some((i, _)) = &refused_id {
+            // Only the accounts before the refused id can hold an earlier error.
+            raw_accounts.truncate(*i);
+        }
+        // A large book names the same few hundred instruments millions of times: each worker
+        // parses (and checks canonical) each name once, then clones it.
+        let checked: Vec<Result<Account>> = raw_accounts
+            .into_par_iter()
+            .enumerate()
+            .with_min_len(1024)
+            .map_init(HashMap::new, |instruments, (i, acc)| {
+                Self::account(file, i, acc, instruments)
+            })
+            .collect();
+        let mut accounts = Vec::with_capacity(checked.len());
+        for account in checked {
+            accounts.push(account?);
+        }
+        if let Some((_, err)) = refused_id {
+            return Err(err);
         }
         Ok(Portfolio {
             source: file.to_string(),
             accounts,
+        })
+    }
+
+    /// Account `i` of the file, checked (its id already is), `instruments` caching the
+    /// instruments parsed so far.
+    fn account(
+        file: &str,
+        i: usize,
+        acc: RawAccount,
+        instruments: &mut HashMap<String, Instrument>,
+    ) -> Result<Account> {
+        // (Paths are only spelled out for an error: a large book has millions of fields.)
+        let base = || format!("accounts[{i}]");
+        let err = |path: String, msg: String| {
+            InputError::new(file, path, msg).with_account(acc.id.clone())
+        };
+        for (asset, amount) in &acc.balances {
+            if !amount.is_finite() {
+                check_finite(
+                    file,
+                    &key_path(&format!("{}.balances", base()), asset),
+                    *amount,
+                )
+                .map_err(|e| e.with_account(&acc.id))?;
+            }
+        }
+        let mut positions = Vec::with_capacity(acc.positions.len());
+        for (j, p) in acc.positions.into_iter().enumerate() {
+            let path = || format!("{}.positions[{j}]", base());
+            let instrument = match instruments.get(&p.instrument) {
+                Some(known) => known.clone(),
+                None => {
+                    let parsed = Instrument::parse(&p.instrument)
+                        .map_err(|e| err(format!("{}.instrument", path()), e))?;
+                    instruments.insert(p.instrument.clone(), parsed.clone());
+                    parsed
+                }
+            };
+            if !p.size.is_finite() {
+                check_finite(file, &format!("{}.size", path()), p.size)
+                    .map_err(|e| e.with_account(&acc.id))?;
+            }
+            match (instrument.is_option(), p.entry_price) {
+                (true, Some(_)) => {
+                    return Err(err(
+                        format!("{}.entry_price", path()),
+                        "not allowed for options: the premium is already in the balances".into(),
+                    ))
+                }
+                (false, None) => {
+                    return Err(err(
+                        format!("{}.entry_price", path()),
+                        format!("required for {}", instrument.name),
+                    ))
+                }
+                (false, Some(e)) if !(e.is_finite() && e >= 0.0) => {
+                    check_number(file, &format!("{}.entry_price", path()), e, 0.0, false)
+                        .map_err(|e| e.with_account(&acc.id))?
+                }
+                (false, Some(_)) => {}
+                (true, None) => {}
+            }
+            positions.push(Position {
+                instrument,
+                size: p.size,
+                entry_price: p.entry_price,
+            });
+        }
+        let mut external = Vec::with_capacity(acc.external.len());
+        for (j, value) in acc.external.into_iter().enumerate() {
+            let path = format!("{}.external[{j}]", base());
+            external.push(
+                ExternalPosition::from_json(file, &path, value)
+                    .map_err(|e| e.with_account(&acc.id))?,
+            );
+        }
+        Ok(Account {
+            id: acc.id,
+            balances: acc.balances,
+            positions,
+            external,
         })
     }
 }
@@ -462,6 +501,55 @@ mod tests {
                 "{err}"
             );
             assert_eq!(err.file, "portfolio.json");
+        }
+    }
+
+    #[test]
+    fn the_first_error_in_file_order_is_reported() {
+        // Ids are checked in a pass of their own and accounts in parallel: whichever comes
+        // first in the file is the error, as reading account by account would find it.
+        // Thousands of accounts, so that the parallel check splits them.
+        let account = |id: &str, entry: &str| {
+            format!(
+                r#"{{ "id": "{id}", "positions": [ {{ "instrument": "BTC-PERPETUAL", "size": 1, "entry_price": {entry} }} ] }}"#
+            )
+        };
+        let book = |bad: &[(usize, &str, &str)]| {
+            let accounts: Vec<String> = (0..5000)
+                .map(|i| {
+                    let id = format!("a{i}");
+                    match bad.iter().find(|(at, _, _)| *at == i) {
+                        Some((_, id, entry)) => account(id, entry),
+                        None => account(&id, "1"),
+                    }
+                })
+                .collect();
+            format!(r#"{{ "accounts": [ {} ] }}"#, accounts.join(","))
+        };
+        let cases = [
+            // A position's error before a duplicate id.
+            (
+                book(&[(3000, "a3000", "-1"), (4000, "a1", "1")]),
+                "accounts[3000].positions[0].entry_price",
+            ),
+            // A duplicate id before a position's error.
+            (
+                book(&[(3000, "a1", "1"), (4000, "a4000", "-1")]),
+                "accounts[3000].id",
+            ),
+            // An invalid id before a position's error, and two position errors.
+            (
+                book(&[(10, "a b", "1"), (20, "a20", "-1")]),
+                "accounts[10].id",
+            ),
+            (
+                book(&[(2500, "a2500", "-1"), (4999, "a4999", "-1")]),
+                "accounts[2500].positions[0].entry_price",
+            ),
+        ];
+        for (text, path) in cases {
+            let err = Portfolio::parse("portfolio.json", &text).unwrap_err();
+            assert_eq!(err.path, path, "{err}");
         }
     }
 }

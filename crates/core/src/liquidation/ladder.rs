@@ -5,6 +5,7 @@ use crate::account::{Evaluator, Repriced};
 use crate::arrays::RiskArrays;
 use crate::book::{Book, BookAccount};
 use crate::grid::fill_instrument;
+use rayon::prelude::*;
 use std::sync::OnceLock;
 
 /// The search's steps, priced once for the whole book: for each instrument and direction, a
@@ -18,12 +19,17 @@ use std::sync::OnceLock;
 pub struct Ladder {
     /// `columns[2 i + direction]`, `SEARCH_STEPS` records of `2 + width` each.
     pub(super) columns: Vec<OnceLock<Box<[f64]>>>,
-    /// `drops[2 i + direction][k]`: the sum over steps 1 to `k` of how far one contract of
-    /// instrument `i` can move the cushion from the step before (step 0 is today), by its
-    /// records: `|dV| + mm_fraction max_s w_s |dP_s|` (its value and its grid P&Ls, each slot
-    /// by its weight). Only step scales are ever compared, so these bound the cushion between
-    /// steps far tighter than a slope bound that holds at every price.
-    drops: Vec<OnceLock<Box<[f64]>>>,
+    /// `drops[2 i + direction]`: how far one contract of instrument `i` can move the cushion
+    /// against a long holder and against a short one, from today (step 0) to each step, and
+    /// the largest value it takes. A long holding's margin balance falls by its size times
+    /// the sum of its value's falls, a short one's by the sum of its rises (an option's or a
+    /// future's value only moves one way with the price, so a move in the holder's favour
+    /// costs nothing), and the maintenance margin rises by at most its size times the sum of
+    /// `mm_fraction max_s w_s |dP_s|` over the steps (its grid P&Ls, each slot by its
+    /// weight). Only step scales are ever compared, so these bound the cushion between steps
+    /// far tighter than a slope bound that holds at every price; and each only grows with the
+    /// step, as the search's halving needs.
+    drops: Vec<OnceLock<Drops>>,
     width: usize,
 }
 
@@ -36,14 +42,10 @@ impl Ladder {
     }
 
     pub fn new(book: &Book, arrays: &RiskArrays) -> Ladder {
-        let cells = || {
-            (0..2 * book.instruments.len())
-                .map(|_| OnceLock::new())
-                .collect()
-        };
+        let n = 2 * book.instruments.len();
         Ladder {
-            columns: cells(),
-            drops: cells(),
+            columns: (0..n).map(|_| OnceLock::new()).collect(),
+            drops: (0..n).map(|_| OnceLock::new()).collect(),
             width: arrays.width,
         }
     }
@@ -57,53 +59,81 @@ impl Ladder {
         u: usize,
         direction: usize,
     ) {
+        for p in account.positions.iter().filter(|p| p.underlying == u) {
+            self.ensure(evaluator, p.instrument, direction);
+        }
+    }
+
+    /// Computes every column not yet computed, in parallel: a batch that will read them all
+    /// computes them up front, rather than one search waiting on another's column.
+    pub fn fill(&self, evaluator: &Evaluator<'_>) {
+        (0..self.columns.len()).into_par_iter().for_each(|c| {
+            self.ensure(evaluator, c / 2, c % 2);
+        });
+    }
+
+    /// Instrument `i`'s column and drops in `direction`, computed if they are not yet.
+    fn ensure(&self, evaluator: &Evaluator<'_>, i: usize, direction: usize) {
         let (book, arrays) = (evaluator.book, evaluator.arrays);
         let (rate, width) = (book.rate, self.width);
+        let Some(inst) = book.instruments.get(i) else {
+            return;
+        };
+        let u = inst.underlying;
         let with_delta = book.underlyings[u].addons.liquidity != 0.0;
-        for p in account.positions.iter().filter(|p| p.underlying == u) {
-            let Some(cell) = self.columns.get(2 * p.instrument + direction) else {
-                continue;
-            };
-            cell.get_or_init(|| {
-                let inst = &book.instruments[p.instrument];
-                let stride = 2 + width;
-                let mut column = vec![0.0; SEARCH_STEPS * stride];
-                for (k, record) in column.chunks_exact_mut(stride).enumerate() {
-                    let scale = step_scale(ENDS[direction], k + 1);
-                    let (head, grid) = record.split_at_mut(2);
-                    head[0] = fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, grid);
-                    if with_delta {
-                        head[1] = inst.delta_at(scale, rate);
-                    }
+        let Some(cell) = self.columns.get(2 * i + direction) else {
+            return;
+        };
+        let column = cell.get_or_init(|| {
+            let stride = 2 + width;
+            let mut column = vec![0.0; SEARCH_STEPS * stride];
+            for (k, record) in column.chunks_exact_mut(stride).enumerate() {
+                let scale = step_scale(ENDS[direction], k + 1);
+                let (head, grid) = record.split_at_mut(2);
+                head[0] = fill_instrument(inst, scale, &arrays.grid_shocks[u], rate, grid);
+                if with_delta {
+                    head[1] = inst.delta_at(scale, rate);
                 }
-                column.into_boxed_slice()
+            }
+            column.into_boxed_slice()
+        });
+        self.drops[2 * i + direction].get_or_init(|| {
+            let mm = book.params.mm_fraction;
+            let weights = &arrays.slot_weights;
+            let today_grid = &arrays.grid[i * width..(i + 1) * width];
+            let mut before = today_grid;
+            let mut value = arrays.values[i];
+            let mut largest = value.abs();
+            let (mut long, mut short) = (0.0, 0.0);
+            let mut against = [(); 2].map(|()| {
+                let mut sums = Vec::with_capacity(SEARCH_STEPS + 1);
+                sums.push(0.0);
+                sums
             });
-            let Some(column) = cell.get() else {
-                continue;
-            };
-            self.drops[2 * p.instrument + direction].get_or_init(|| {
-                let i = p.instrument;
-                let mm = book.params.mm_fraction;
-                let weights = &arrays.slot_weights;
-                let today_grid = &arrays.grid[i * width..(i + 1) * width];
-                let mut before: (f64, &[f64]) = (arrays.values[i], today_grid);
-                let mut total = 0.0;
-                let mut drops = Vec::with_capacity(SEARCH_STEPS + 1);
-                drops.push(0.0);
-                for record in column.chunks_exact(2 + width) {
-                    let grid = &record[2..];
-                    let moved = grid
+            for record in column.chunks_exact(2 + width) {
+                let grid = &record[2..];
+                let moved = mm
+                    * grid
                         .iter()
-                        .zip(before.1)
+                        .zip(before)
                         .zip(weights)
                         .fold(0.0f64, |m, ((a, b), w)| m.max(w * (a - b).abs()));
-                    total += (record[0] - before.0).abs() + mm * moved;
-                    drops.push(total);
-                    before = (record[0], grid);
-                }
-                drops.into_boxed_slice()
-            });
-        }
+                let change = record[0] - value;
+                long += (-change).max(0.0) + moved;
+                short += change.max(0.0) + moved;
+                against[0].push(long);
+                against[1].push(short);
+                value = record[0];
+                largest = largest.max(value.abs());
+                before = grid;
+            }
+            let [long, short] = against.map(Vec::into_boxed_slice);
+            Drops {
+                long,
+                short,
+                largest,
+            }
+        });
     }
 
     /// A bound on how far the account's cushion can fall from step `j` to step `i` of a search
@@ -125,10 +155,17 @@ impl Ladder {
         let mm = book.params.mm_fraction;
         let spot = book.underlyings[u].spot;
         let mut holdings = Vec::new();
-        let mut per_scale = 0.0;
+        let (mut per_scale, mut rounding) = (0.0, 0.0);
         for p in account.positions.iter().filter(|p| p.underlying == u) {
             let drops = self.drops.get(2 * p.instrument + direction)?.get()?;
-            holdings.push((p.size.abs(), &**drops));
+            let against = if p.size > 0.0 {
+                &drops.long
+            } else {
+                &drops.short
+            };
+            holdings.push((p.size.abs(), &**against));
+            // Rounding: of the value sums the bound stands for, and of its own.
+            rounding += 1e-9 * p.size.abs() * 2.0 * drops.largest;
             if p.size < 0.0 && book.instruments[p.instrument].option.is_some() {
                 per_scale += mm * book.params.som_rate * -p.size * spot;
             }
@@ -146,6 +183,7 @@ impl Ladder {
         Some(DropBound {
             holdings,
             per_scale,
+            rounding,
             end: ENDS[direction],
         })
     }
@@ -162,11 +200,20 @@ impl Ladder {
     }
 }
 
-/// [`Ladder::drop_bound`]: per holding its size and its instrument's cumulative drops, and what
-/// moves linearly with the scale.
+/// One column's drops ([`Ladder`]): against a long holder and against a short one, step by
+/// step from today, and the largest value the contract takes.
+pub(super) struct Drops {
+    long: Box<[f64]>,
+    short: Box<[f64]>,
+    largest: f64,
+}
+
+/// [`Ladder::drop_bound`]: per holding its size and the drops against it, and what moves
+/// linearly with the scale or stays fixed.
 pub(super) struct DropBound<'l> {
     holdings: Vec<(f64, &'l [f64])>,
     per_scale: f64,
+    rounding: f64,
     end: f64,
 }
 
@@ -176,9 +223,9 @@ impl DropBound<'_> {
         let held: f64 = self
             .holdings
             .iter()
-            .map(|(size, drops)| size * (drops[i] - drops[j]))
+            .map(|(size, against)| size * (against[i] - against[j]))
             .sum();
         let dx = (step_scale_or_one(self.end, i) - step_scale_or_one(self.end, j)).abs();
-        held + self.per_scale * dx
+        held + self.rounding + self.per_scale * dx
     }
 }

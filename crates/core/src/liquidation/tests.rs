@@ -428,17 +428,17 @@ fn search_finds_a_threshold_between_steps() {
         value: x - 0.7731,
         scale: 1.0,
     };
-    let x = search(&mut line, SCALE_FLOOR, 1.0, &|_, _| f64::INFINITY).unwrap();
+    let x = search(&mut line, None, SCALE_FLOOR, 1.0, &|_, _| f64::INFINITY).unwrap();
     assert!((x - 0.7731).abs() < 1e-11);
     assert_eq!(
-        search(&mut line, SCALE_CEILING, 1.0, &|_, _| f64::INFINITY),
+        search(&mut line, None, SCALE_CEILING, 1.0, &|_, _| f64::INFINITY),
         None
     );
     let mut above = |x: f64, _: Option<usize>| Cushion {
         value: 9.99 - x,
         scale: 1.0,
     };
-    let x = search(&mut above, SCALE_CEILING, 1.0, &|_, _| f64::INFINITY).unwrap();
+    let x = search(&mut above, None, SCALE_CEILING, 1.0, &|_, _| f64::INFINITY).unwrap();
     assert!((x - 9.99).abs() < 1e-10);
 }
 
@@ -454,6 +454,6 @@ fn search_takes_the_first_crossing_not_the_deepest() {
         };
         Cushion { value, scale: 1.0 }
     };
-    let x = search(&mut dip, SCALE_FLOOR, 20.0, &|_, _| f64::INFINITY).unwrap();
+    let x = search(&mut dip, None, SCALE_FLOOR, 20.0, &|_, _| f64::INFINITY).unwrap();
     assert!((x - 0.95).abs() < 1e-11, "{x}");
 }
