@@ -579,15 +579,10 @@ impl Builder<'_> {
         }
         let mut balances = Vec::with_capacity(account.balances.len());
         for (name, amount) in &account.balances {
-            // (The path is only spelled out for a new asset, which can be refused.)
-            let asset = match self.asset_index.get(name.as_str()) {
-                Some(&a) => a,
-                None => {
-                    let path = key_path(&format!("accounts[{index}].balances"), name);
-                    self.asset(name, &path)
-                        .map_err(|e| e.with_account(&account.id))?
-                }
-            };
+            let path = || key_path(&format!("accounts[{index}].balances"), name);
+            let asset = self
+                .asset(name, path)
+                .map_err(|e| e.with_account(&account.id))?;
             if let Some(u) = self.assets[asset].underlying {
                 if *amount != 0.0 {
                     exposures.push(u);
@@ -603,7 +598,7 @@ impl Builder<'_> {
             let path = format!("accounts[{index}].external[{j}]");
             let file = self.portfolio.source.clone();
             let bound = BookExternal::bind(position, &path, &file, self.params, |name, path| {
-                self.asset(name, path)
+                self.asset(name, || path.to_string())
             })
             .map_err(|e| e.with_account(&account.id))?;
             exposures.extend(bound.exposures(&self.assets));
@@ -664,14 +659,16 @@ impl Builder<'_> {
         Ok((index, u))
     }
 
-    fn asset(&mut self, name: &str, path: &str) -> Result<usize> {
+    /// Index of a balance's asset, priced on first use; `path` names the field that refers to
+    /// it, spelled out only for a refusal (a large book has millions of balances).
+    fn asset(&mut self, name: &str, path: impl FnOnce() -> String) -> Result<usize> {
         if let Some(&a) = self.asset_index.get(name) {
             return Ok(a);
         }
         let collateral = self.params.collateral.get(name).ok_or_else(|| {
             InputError::new(
                 &self.portfolio.source,
-                path,
+                path(),
                 format!("asset {name} has no entry in the parameter set's `collateral`"),
             )
         })?;

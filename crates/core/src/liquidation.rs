@@ -264,12 +264,14 @@ impl<'e, 'a> Searcher<'e, 'a> {
                 }
                 _ => evaluator.add_underlying(account, e, u, x, &mut partial, scratch),
             }
-            let c = cushion_of(evaluator, account, &partial);
+            let (c, grid_risk) = cushion_and_grid_risk(evaluator, account, &partial);
             // The narrowing starts from the step that crossed (summed from the ladder, no
             // option priced) and moves its start to each trial it sums in full, every one
-            // closer to the crossing than the one before.
-            if skip && !series && (step.is_none() || c.value < 0.0) {
-                narrowing.keep(evaluator, account, (e, u, x), &partial);
+            // closer to the crossing than the one before. (There is a grid risk alone only
+            // without a history.)
+            if let Some(grid_risk) = grid_risk.filter(|_| skip && (step.is_none() || c.value < 0.0))
+            {
+                narrowing.keep(evaluator, account, (e, u, x), &partial, grid_risk);
             }
             c
         };
@@ -296,18 +298,29 @@ impl<'e, 'a> Searcher<'e, 'a> {
 /// of [`Evaluator::finish`], the same sums in the same order (so the same numbers, bit for
 /// bit), without the rest of the requirement (scanning risks, the worst scenario's name).
 fn cushion_of(evaluator: &Evaluator<'_>, account: &BookAccount, partial: &Partial) -> Cushion {
+    cushion_and_grid_risk(evaluator, account, partial).0
+}
+
+/// [`cushion_of`], and the grid risk it was computed from where it was computed alone (not
+/// with a history or external positions, which take the full evaluation).
+fn cushion_and_grid_risk(
+    evaluator: &Evaluator<'_>,
+    account: &BookAccount,
+    partial: &Partial,
+) -> (Cushion, Option<f64>) {
     let arrays = evaluator.arrays;
     if arrays.has_history() || !account.external.is_empty() {
         // The tail of the historical series, or external positions: the full evaluation.
         let r = evaluator.finish(account, partial);
-        return Cushion {
+        let cushion = Cushion {
             value: r.margin_balance - r.maintenance_margin,
             scale: r.margin_balance.abs() + r.maintenance_margin,
         };
+        return (cushion, None);
     }
     let k = account.exposures.len();
     let grid_risk = grid_risk_of(&arrays.shape, &arrays.slot_weights, k, partial.rows());
-    cushion_with(evaluator, partial, grid_risk)
+    (cushion_with(evaluator, partial, grid_risk), Some(grid_risk))
 }
 
 /// [`cushion_of`] without a history or external positions, the grid risk given.

@@ -453,6 +453,15 @@ impl AccountEntry<'_> {
         pairs
     }
 
+    /// A list in exposure order as the report's map by underlying name.
+    fn named<V: Copy>(&self, values: &[V]) -> BTreeMap<String, V> {
+        let name = |u: usize| self.run.book.underlyings[u].name.clone();
+        self.by_name(values)
+            .into_iter()
+            .map(|(u, v)| (name(u), *v))
+            .collect()
+    }
+
     fn external(&self) -> Vec<ExternalReport> {
         let book = &self.run.book;
         self.account
@@ -468,7 +477,6 @@ impl AccountEntry<'_> {
     }
 
     fn report(&self) -> AccountReport {
-        let name = |u: usize| self.run.book.underlyings[u].name.clone();
         let Figures {
             req,
             standard,
@@ -487,27 +495,15 @@ impl AccountEntry<'_> {
             short_option_minimum: req.short_option_minimum,
             addons: req.addons,
             addon_breakdown: req.addon_breakdown,
-            scanning_risk: self
-                .by_name(&req.grid.scanning_risk)
-                .into_iter()
-                .map(|(u, v)| (name(u), *v))
-                .collect(),
+            scanning_risk: self.named(&req.grid.scanning_risk),
             worst_scenario: worst.clone(),
             var: req.var,
             es: req.es,
             standard_initial_margin: standard.initial,
             standard_maintenance_margin: standard.maintenance,
             capital_efficiency: self.capital_efficiency(),
-            liquidation_prices: self
-                .by_name(&self.liquidation)
-                .into_iter()
-                .map(|(u, v)| (name(u), *v))
-                .collect(),
-            greeks: self
-                .by_name(greeks)
-                .into_iter()
-                .map(|(u, v)| (name(u), *v))
-                .collect(),
+            liquidation_prices: self.named(&self.liquidation),
+            greeks: self.named(greeks),
             external: self.external(),
         }
     }

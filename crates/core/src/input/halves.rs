@@ -1,8 +1,8 @@
 //! A large portfolio's accounts read in two halves at once.
 //!
 //! Reading a 100,000-account file is most of a batch run's serial time. The text is cut near
-//! its middle at what looks like the start of an account (`}` `,` `{`, whitespace allowed),
-//! and both halves are read at once, account by account. The cut is only trusted if the first
+//! its middle at what looks like the start of an account (`}` `,` `{` and one of an account's
+//! fields, whitespace allowed), and both halves are read at once, account by account. The cut is only trusted if the first
 //! half, read from the start, arrives exactly at it after a comma: then it is where an account
 //! begins, and the second half is read exactly as a reading from the start would read it.
 //! A cut inside a string is passed over by the first half, which then reads on to the end
@@ -29,9 +29,6 @@ pub(crate) fn read_in_halves<T: DeserializeOwned + Send>(
     let start = array_start(bytes, key)?;
     let end = array_end(bytes)?;
     let cut = cut_near(bytes, start + (end - start) / 2, end, fields)?;
-    if cut <= start {
-        return None;
-    }
     let (first, second) = rayon::join(
         || read_until(text, start, Some(cut), end),
         || read_until(text, cut, None, end),
@@ -91,14 +88,12 @@ fn array_end(bytes: &[u8]) -> Option<usize> {
 /// one of an element's `fields` (an element's own objects, a position within an account,
 /// follow `}` and `,` too).
 fn cut_near(bytes: &[u8], from: usize, end: usize, fields: &[&str]) -> Option<usize> {
+    let keys: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
     let opens_element = |open: usize| {
-        let key = skip_space(bytes, open + 1);
-        fields.iter().any(|field| {
-            let quoted = key + field.len() + 2;
-            bytes[key..end].starts_with(b"\"")
-                && bytes[key + 1..end].starts_with(field.as_bytes())
-                && bytes.get(key + field.len() + 1) == Some(&b'"')
-                && bytes.get(skip_space(bytes, quoted)) == Some(&b':')
+        let at = skip_space(bytes, open + 1);
+        keys.iter().any(|key| {
+            bytes[at..end].starts_with(key.as_bytes())
+                && bytes.get(skip_space(bytes, at + key.len())) == Some(&b':')
         })
     };
     let mut at = from;

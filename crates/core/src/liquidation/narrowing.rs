@@ -40,14 +40,16 @@ pub(super) struct Narrowing {
 }
 
 impl Narrowing {
-    /// Keeps the row of exposure `e` summed in full at scale `x` as the one later trials are
-    /// bounded from (any row summed in full serves; the nearer the trials, the tighter).
+    /// Keeps the row of exposure `e` summed in full at scale `x`, where the grid risk is
+    /// `grid_risk`, as the one later trials are bounded from (any row summed in full serves;
+    /// the nearer the trials, the tighter).
     pub(super) fn keep(
         &mut self,
         evaluator: &Evaluator<'_>,
         account: &BookAccount,
         (e, u, x): (usize, usize, f64),
         partial: &Partial,
+        grid_risk: f64,
     ) {
         let width = evaluator.arrays.width;
         let rows = partial.rows();
@@ -62,9 +64,6 @@ impl Narrowing {
         }
         if self.bounded == Some(true) {
             self.at = Some(x);
-            let arrays = evaluator.arrays;
-            let k = account.exposures.len();
-            let grid_risk = grid_risk_of(&arrays.shape, &arrays.slot_weights, k, rows);
             self.known = (x, grid_risk);
             let size: f64 = rows.iter().map(|r| r.abs()).sum();
             let slack = self.slack.iter().fold(0.0f64, |m, s| m.max(*s));
@@ -277,7 +276,10 @@ mod tests {
                     for x0 in [0.62, 0.97, 1.013, 1.6] {
                         let mut narrowing = Narrowing::default();
                         let (_, at_x0) = full(x0, &mut scratch);
-                        narrowing.keep(&evaluator, account, (e, u, x0), &at_x0);
+                        let k = account.exposures.len();
+                        let weights = &arrays.slot_weights;
+                        let grid_risk = grid_risk_of(&arrays.shape, weights, k, at_x0.rows());
+                        narrowing.keep(&evaluator, account, (e, u, x0), &at_x0, grid_risk);
                         for dx in [1e-9, -3e-7, 2e-4, -1.1e-3, 2.2e-2] {
                             let x = x0 + dx;
                             let mut partial = others.clone();
